@@ -1,0 +1,3 @@
+from ratelimitd.cli import main
+
+raise SystemExit(main())

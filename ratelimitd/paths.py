@@ -1,0 +1,40 @@
+"""Where the socket and the state file live (protocol.md "Paths and defaults").
+
+Reads only the mapping it is given, so the daemon, the client and tests agree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ("SOCKET_NAME", "default_socket_path", "default_state_path")
+
+SOCKET_NAME = "ratelimitd.sock"
+
+
+def default_socket_path(environ: Mapping[str, str], uid: int | None = None) -> Path:
+    """`$RATELIMITD_SOCKET`, else `$RUNTIME_DIRECTORY`, else `$XDG_RUNTIME_DIR`, else /tmp/ratelimitd-UID.
+
+    An explicit `--socket` wins over all of these; the caller applies it.
+    """
+    if explicit := environ.get("RATELIMITD_SOCKET"):
+        return Path(explicit)
+    # systemd may pass several directories separated by ':'; the first is ours.
+    if runtime := environ.get("RUNTIME_DIRECTORY"):
+        return Path(runtime.split(":")[0]) / SOCKET_NAME
+    if xdg := environ.get("XDG_RUNTIME_DIR"):
+        return Path(xdg) / SOCKET_NAME
+    user = os.getuid() if uid is None else uid
+    return Path(f"/tmp/ratelimitd-{user}") / SOCKET_NAME
+
+
+def default_state_path(environ: Mapping[str, str]) -> Path:
+    """`$STATE_DIRECTORY/state.json`, else `$XDG_STATE_HOME/ratelimitd/`, else `~/.local/state/ratelimitd/`."""
+    if state_dir := environ.get("STATE_DIRECTORY"):
+        return Path(state_dir.split(":")[0]) / "state.json"
+    if xdg := environ.get("XDG_STATE_HOME"):
+        return Path(xdg) / "ratelimitd" / "state.json"
+    home = environ.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "state" / "ratelimitd" / "state.json"
