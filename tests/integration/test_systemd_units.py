@@ -1,0 +1,218 @@
+"""The unit files as systemd's own tools see them, the installer, and the examples.
+
+Runs the real `systemd-analyze` (Debian package `systemd`, installed by `make deps`);
+a missing tool fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ratelimitd.config import load_config
+from ratelimitd.errors import ConfigError
+from ratelimitd.install import SOURCE_DIR, install_systemd
+
+#: The exposure `systemd-analyze security` must not exceed (issue 5).
+MAX_EXPOSURE = 2.0
+BIN_PATH = str(Path(sys.executable).parent / "ratelimitd")
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} not found: run `make deps` (Debian package systemd)")
+    return found
+
+
+def _run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, cwd=cwd)
+
+
+@pytest.fixture
+def unit_dir(tmp_path: Path) -> Path:
+    """The units as `install-systemd` writes them, ExecStart= pointing at the venv binary."""
+    install_systemd(tmp_path, bin_path=BIN_PATH)
+    return tmp_path / "etc" / "systemd" / "system"
+
+
+def _verify(*units: Path) -> subprocess.CompletedProcess[str]:
+    # --man=no: Documentation= is a file:// URL, not a man page. verify needs no
+    # running systemd (the container has none as PID 1); it loads units offline.
+    analyze = _tool("systemd-analyze")
+    return _run(
+        analyze, "verify", "--man=no", "--generators=no", *map(str, units), cwd=units[0].parent
+    )
+
+
+def test_both_units_verify_without_a_single_warning(unit_dir: Path) -> None:
+    result = _verify(unit_dir / "ratelimitd.service", unit_dir / "ratelimitd.socket")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout == ""
+
+
+def test_verify_would_catch_a_misspelled_directive(unit_dir: Path) -> None:
+    # Negative control: verify reports unknown keys on stderr (with exit code 0),
+    # which is why the test above insists on an empty stderr.
+    service = unit_dir / "ratelimitd.service"
+    service.write_text(service.read_text().replace("NoNewPrivileges=", "NoNewPrivilegs="))
+    result = _verify(service)
+    assert "Unknown key 'NoNewPrivilegs'" in result.stderr
+
+
+def test_verify_checks_the_executable(unit_dir: Path) -> None:
+    service = unit_dir / "ratelimitd.service"
+    service.write_text(service.read_text().replace(BIN_PATH, "/nonexistent/ratelimitd"))
+    result = _verify(service)
+    assert result.returncode != 0
+    assert "/nonexistent/ratelimitd" in result.stderr
+
+
+def _exposure(service: Path) -> tuple[float, str]:
+    analyze = _tool("systemd-analyze")
+    # --threshold makes the tool itself fail above the limit (its scale is 0-100).
+    result = _run(
+        analyze,
+        "security",
+        "--offline=true",
+        f"--threshold={round(MAX_EXPOSURE * 10)}",
+        "--no-pager",
+        str(service),
+        cwd=service.parent,
+    )
+    match = re.search(r"Overall exposure level for ratelimitd\.service: (\d+\.\d+)", result.stdout)
+    assert match is not None, result.stdout + result.stderr
+    return float(match.group(1)), result.stdout + f"\nexit code {result.returncode}"
+
+
+def test_exposure_is_at_most_two(unit_dir: Path) -> None:
+    exposure, report = _exposure(unit_dir / "ratelimitd.service")
+    assert exposure <= MAX_EXPOSURE, report
+    assert report.endswith("exit code 0"), report
+
+
+def test_exposure_measures_the_hardening(unit_dir: Path) -> None:
+    # The figure responds to the unit: without its hardening lines it is far worse.
+    service = unit_dir / "ratelimitd.service"
+    hardened, _ = _exposure(service)
+    text = service.read_text()
+    start = text.index("# Hardening")
+    end = text.index("[Install]")
+    service.write_text(text[:start] + text[end:])
+    bare, report = _exposure(service)
+    assert bare > hardened + 5, report
+    assert not report.endswith("exit code 0"), report
+
+
+def test_units_carry_what_issue_5_asks(unit_dir: Path) -> None:
+    service = (unit_dir / "ratelimitd.service").read_text()
+    socket_unit = (unit_dir / "ratelimitd.socket").read_text()
+    for line in (
+        "Type=notify",
+        "NotifyAccess=main",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "RuntimeDirectory=ratelimitd",
+        "StateDirectory=ratelimitd",
+        "ConfigurationDirectory=ratelimitd",
+        "EnvironmentFile=-/etc/default/ratelimitd",
+        f"ExecStart={BIN_PATH} serve --config /etc/ratelimitd/config.toml",
+        "CapabilityBoundingSet=",
+        "MemoryDenyWriteExecute=yes",
+        "SystemCallFilter=@system-service",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    ):
+        assert line in service.splitlines(), line
+    assert re.search(r"^WatchdogSec=\d+s$", service, re.MULTILINE)
+    for line in (
+        "ListenStream=/run/ratelimitd/ratelimitd.sock",
+        "SocketGroup=ratelimitd",
+        "SocketMode=0660",
+    ):
+        assert line in socket_unit.splitlines(), line
+
+
+def test_reinstall_keeps_the_admins_files(tmp_path: Path) -> None:
+    first = install_systemd(tmp_path, bin_path=BIN_PATH)
+    config = tmp_path / "etc" / "ratelimitd" / "config.toml"
+    environment = tmp_path / "etc" / "default" / "ratelimitd"
+    assert config in first
+    assert environment in first
+    config.write_text("# edited by the admin\n")
+    second = install_systemd(tmp_path, bin_path="/opt/ratelimitd/bin/ratelimitd")
+    assert config not in second
+    assert environment not in second
+    assert config.read_text() == "# edited by the admin\n"
+    service = tmp_path / "etc" / "systemd" / "system" / "ratelimitd.service"
+    assert service in second
+    assert "ExecStart=/opt/ratelimitd/bin/ratelimitd serve" in service.read_text()
+    assert "@BIN_PATH@" not in service.read_text()
+    assert (tmp_path / "etc" / "sysusers.d" / "ratelimitd.conf").is_file()
+
+
+@pytest.mark.parametrize("bin_path", ["ratelimitd", "/opt/my tools/ratelimitd"])
+def test_install_refuses_a_bin_path_systemd_cannot_run(tmp_path: Path, bin_path: str) -> None:
+    with pytest.raises(ValueError, match="bin_path: must be an absolute path"):
+        install_systemd(tmp_path, bin_path=bin_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_command_installs_under_a_prefix(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import argparse, sys\n"
+            "from ratelimitd.install import add_install_command\n"
+            "parser = argparse.ArgumentParser()\n"
+            "add_install_command(parser.add_subparsers())\n"
+            "args = parser.parse_args(sys.argv[1:])\n"
+            "raise SystemExit(args.handler(args))\n",
+            "install-systemd",
+            "--prefix",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    service = tmp_path / "etc" / "systemd" / "system" / "ratelimitd.service"
+    assert f"installed {service}" in result.stdout.splitlines()
+    assert f"ExecStart={BIN_PATH} serve" in service.read_text()
+
+
+def _example_environment() -> dict[str, str]:
+    """Every variable of the env example, commented or not, with its example value."""
+    environ: dict[str, str] = {}
+    for line in (SOURCE_DIR / "ratelimitd.env.example").read_text().splitlines():
+        match = re.fullmatch(r"#?(RATELIMITD_[A-Z_]+)=(.*)", line)
+        if match:
+            environ[match.group(1)] = match.group(2)
+    return environ
+
+
+def test_the_examples_load_together() -> None:
+    environ = _example_environment()
+    assert "RATELIMITD_FEATURE_LEARNING" in environ
+    config = load_config(SOURCE_DIR / "config.toml.example", environ)
+    assert config.features.learning
+    assert config.features.persist
+    assert config.http.host == "127.0.0.1"
+
+
+def test_every_variable_in_the_env_example_is_read() -> None:
+    # A variable the loader ignores would be a silent no-op for the admin: give each
+    # one a wrong value and expect the loader to name it.
+    for name in _example_environment():
+        if name == "RATELIMITD_HTTP_HOST":  # any string is a host; checked above
+            continue
+        with pytest.raises(ConfigError) as raised:
+            load_config(SOURCE_DIR / "config.toml.example", {name: "not-a-valid-value!"})
+        assert name in str(raised.value), name
