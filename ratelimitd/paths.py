@@ -6,8 +6,11 @@ Reads only the mapping it is given, so the daemon, the client and tests agree.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ("SOCKET_NAME", "default_socket_path", "default_state_path")
 
@@ -31,7 +34,7 @@ def default_socket_path(environ: Mapping[str, str], uid: int | None = None) -> P
 
 
 def default_state_path(environ: Mapping[str, str]) -> Path:
-    """`$STATE_DIRECTORY/state.json`, else `$XDG_STATE_HOME/ratelimitd/`, else `~/.local/state/ratelimitd/`."""
+    """`$STATE_DIRECTORY/state.json`, else under `$XDG_STATE_HOME/ratelimitd/` or `~/.local/state/ratelimitd/`."""
     if state_dir := environ.get("STATE_DIRECTORY"):
         return Path(state_dir.split(":")[0]) / "state.json"
     if xdg := environ.get("XDG_STATE_HOME"):

@@ -1,0 +1,516 @@
+"""Configuration: frozen dataclasses built by one loader, the only reader of env and files.
+
+Precedence, lowest first: embedded defaults < TOML file (`--config`, else
+`$RATELIMITD_CONFIG`, else the embedded `default_config.toml`) < `RATELIMITD_*`
+environment variables < command-line flags (applied by the caller with
+`dataclasses.replace`). Every problem is collected with its dotted key path, so
+`ratelimitd check-config` can report them all at once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ratelimitd.errors import ConfigError
+from ratelimitd.rates import parse_period, parse_rate
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = (
+    "PROVIDER_NAME",
+    "Config",
+    "Features",
+    "HttpConfig",
+    "LearningConfig",
+    "LimitConfig",
+    "PersistConfig",
+    "ProviderConfig",
+    "ServerConfig",
+    "load_config",
+    "parse_config",
+)
+
+PROVIDER_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+LogLevel = Literal["debug", "info", "warning", "error"]
+Selection = Literal["failover", "round_robin", "most_headroom"]
+Policy = Literal["static", "seed", "adaptive"]
+FEATURE_NAMES = ("learning", "recovery", "pacing", "persist")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitConfig:
+    unit: str
+    count: float
+    period: float
+    burst: float
+
+    @property
+    def rate_per_second(self) -> float:
+        return self.count / self.period
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderConfig:
+    name: str
+    limits: tuple[LimitConfig, ...]
+    buckets: tuple[str, ...] = ("default",)
+    selection: Selection = "failover"
+    profile: str | None = None
+    trust_headers: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    socket: Path | None = None
+    socket_mode: int = 0o660
+    max_line_bytes: int = 65536
+    max_providers: int = 1000
+    max_connections: int = 1024
+    max_waiters: int = 100_000
+    default_timeout: float = 30.0
+    max_timeout: float = 3600.0
+    shutdown_timeout: float = 2.0
+    log_level: LogLevel = "info"
+    create_providers: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9464
+    metrics: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Features:
+    learning: bool = False
+    recovery: bool = False
+    pacing: bool = False
+    persist: bool = False
+
+    def as_dict(self) -> dict[str, bool]:
+        return {name: bool(getattr(self, name)) for name in FEATURE_NAMES}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LearningConfig:
+    policy: Policy = "adaptive"
+    max_pause: float = 300.0
+    history_size: int = 50
+    allow_above_configured: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PersistConfig:
+    path: Path | None = None
+    save_interval: float = 30.0
+    max_age: float = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    source: str = "<embedded default>"
+    server: ServerConfig = field(default_factory=ServerConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    features: Features = field(default_factory=Features)
+    learning: LearningConfig = field(default_factory=LearningConfig)
+    persist: PersistConfig = field(default_factory=PersistConfig)
+    default_limits: tuple[LimitConfig, ...] = (
+        LimitConfig(unit="requests", count=10.0, period=1.0, burst=10.0),
+    )
+    providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
+
+    def provider_for(self, name: str) -> ProviderConfig:
+        """The configured provider, or one made from the defaults (created on demand)."""
+        return self.providers.get(name) or ProviderConfig(name=name, limits=self.default_limits)
+
+
+class _Problems:
+    """Collects every error with its key path instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{path}: {message}")
+
+
+def _number(
+    raw: Any,
+    path: str,
+    problems: _Problems,
+    *,
+    minimum: float = 0.0,
+    strict: bool = False,
+    integer: bool = False,
+) -> float | None:
+    kind = int if integer else (int, float)
+    if isinstance(raw, bool) or not isinstance(raw, kind):
+        problems.add(path, f"expected {'an integer' if integer else 'a number'}, got {raw!r}")
+        return None
+    value = float(raw)
+    bad = value <= minimum if strict else value < minimum
+    if not math.isfinite(value) or bad:
+        problems.add(path, f"must be {'>' if strict else '>='} {minimum:g}, got {raw!r}")
+        return None
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], path: str, problems: _Problems) -> None:
+    for key in table:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else key
+            problems.add(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+
+
+def _table(raw: Any, path: str, problems: _Problems) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.add(path, f"expected a table, got {type(raw).__name__}")
+        return {}
+    return raw
+
+
+def _bool(raw: Any, path: str, problems: _Problems) -> bool | None:
+    if not isinstance(raw, bool):
+        problems.add(path, f"expected true or false, got {raw!r}")
+        return None
+    return raw
+
+
+def _parse_limit(raw: Any, path: str, problems: _Problems) -> LimitConfig | None:
+    table = _table(raw, path, problems)
+    _check_keys(table, {"unit", "rate", "count", "period", "burst"}, path, problems)
+    unit = table.get("unit", "requests")
+    if not isinstance(unit, str) or not PROVIDER_NAME.fullmatch(unit):
+        problems.add(f"{path}.unit", f"expected a unit name like 'requests' or 'tokens', got {unit!r}")
+        return None
+    count: float | None
+    period: float | None
+    if "rate" in table:
+        if "count" in table or "period" in table:
+            problems.add(path, "give either 'rate' or 'count' and 'period', not both")
+            return None
+        if not isinstance(table["rate"], str):
+            problems.add(f"{path}.rate", f"expected a string like '60/minute', got {table['rate']!r}")
+            return None
+        try:
+            count, period = parse_rate(table["rate"])
+        except ValueError as exc:
+            problems.add(f"{path}.rate", str(exc))
+            return None
+    elif "count" in table:
+        count = _number(table["count"], f"{path}.count", problems, strict=True)
+        try:
+            period = parse_period(table.get("period", 1.0))
+        except ValueError as exc:
+            problems.add(f"{path}.period", str(exc))
+            period = None
+        if count is None or period is None:
+            return None
+    else:
+        problems.add(path, "missing 'rate' (like '60/minute') or 'count' and 'period'")
+        return None
+    burst = max(1.0, math.ceil(count / period))
+    if "burst" in table:
+        given = _number(table["burst"], f"{path}.burst", problems, strict=True)
+        if given is None:
+            return None
+        burst = given
+    return LimitConfig(unit=unit, count=count, period=period, burst=burst)
+
+
+def _parse_limits(table: Mapping[str, Any], path: str, problems: _Problems) -> tuple[LimitConfig, ...]:
+    """`limits = [{...}, ...]`, or the shorthand `rate`/`burst` for one `requests` limit."""
+    if "limits" in table:
+        if "rate" in table or "burst" in table:
+            problems.add(path, "give either 'limits' or the 'rate'/'burst' shorthand, not both")
+        raw = table["limits"]
+        if not isinstance(raw, list) or not raw:
+            problems.add(f"{path}.limits", "expected a non-empty array of tables")
+            return ()
+        parsed = [_parse_limit(item, f"{path}.limits[{i}]", problems) for i, item in enumerate(raw)]
+    elif "rate" in table:
+        parsed = [_parse_limit({k: table[k] for k in ("rate", "burst") if k in table}, path, problems)]
+    else:
+        problems.add(path, "missing 'rate' or 'limits'")
+        return ()
+    limits = tuple(limit for limit in parsed if limit is not None)
+    units = [limit.unit for limit in limits]
+    if len(set(units)) != len(units):
+        problems.add(f"{path}.limits", f"each unit may appear once, got {units}")
+    return limits
+
+
+def _parse_provider(name: str, raw: Any, problems: _Problems) -> ProviderConfig | None:
+    path = f"providers.{name}"
+    if not PROVIDER_NAME.fullmatch(name):
+        problems.add(path, "provider names are 1-128 characters of A-Z a-z 0-9 . _ - :")
+        return None
+    table = _table(raw, path, problems)
+    allowed = {"limits", "rate", "burst", "buckets", "selection", "profile", "trust_headers"}
+    _check_keys(table, allowed, path, problems)
+    profile = table.get("profile")
+    base: tuple[LimitConfig, ...] = ()
+    if profile is not None:
+        base = _profile_limits(profile, f"{path}.profile", problems)
+    limits = (
+        _parse_limits(table, path, problems) if ("limits" in table or "rate" in table or not base) else base
+    )
+    buckets = table.get("buckets", ["default"])
+    if (
+        not isinstance(buckets, list)
+        or not buckets
+        or not all(isinstance(b, str) and PROVIDER_NAME.fullmatch(b) for b in buckets)
+    ):
+        problems.add(f"{path}.buckets", "expected a non-empty array of bucket names (A-Z a-z 0-9 . _ - :)")
+        buckets = ["default"]
+    elif len(set(buckets)) != len(buckets):
+        problems.add(f"{path}.buckets", f"bucket names must be unique, got {buckets}")
+    selection = table.get("selection", "failover")
+    if selection not in ("failover", "round_robin", "most_headroom"):
+        problems.add(
+            f"{path}.selection",
+            f"expected failover, round_robin or most_headroom, got {selection!r}",
+        )
+        selection = "failover"
+    trust = table.get("trust_headers")
+    if trust is not None and not (isinstance(trust, list) and all(isinstance(t, str) for t in trust)):
+        problems.add(f"{path}.trust_headers", "expected an array of header family names")
+        trust = None
+    if not limits:
+        return None
+    return ProviderConfig(
+        name=name,
+        limits=limits,
+        buckets=tuple(buckets),
+        selection=selection,
+        profile=profile if isinstance(profile, str) else None,
+        trust_headers=frozenset(trust) if trust is not None else None,
+    )
+
+
+def _profile_limits(profile: Any, path: str, problems: _Problems) -> tuple[LimitConfig, ...]:
+    try:
+        from ratelimitd.profiles import PROFILES  # written with the learning issue
+    except ImportError:
+        problems.add(path, "provider profiles are not available in this build")
+        return ()
+    if not isinstance(profile, str) or profile not in PROFILES:
+        problems.add(path, f"unknown profile {profile!r} (known: {', '.join(sorted(PROFILES))})")
+        return ()
+    return tuple(
+        LimitConfig(unit=lim.unit, count=lim.rate, period=lim.period_seconds, burst=lim.burst)
+        for lim in PROFILES[profile].limits
+    )
+
+
+def _apply(
+    target: dict[str, Any],
+    table: Mapping[str, Any],
+    spec: Mapping[str, str],
+    section: str,
+    problems: _Problems,
+) -> None:
+    """Copy typed scalars from `table` into `target`; `spec` maps key -> kind."""
+    _check_keys(table, set(spec), section, problems)
+    for key, kind in spec.items():
+        if key not in table:
+            continue
+        raw, path = table[key], f"{section}.{key}"
+        value: Any
+        if kind == "bool":
+            value = _bool(raw, path, problems)
+        elif kind == "int":
+            value = _number(raw, path, problems, strict=True, integer=True)
+            value = None if value is None else int(value)
+        elif kind == "port":
+            value = _number(raw, path, problems, integer=True)
+            if value is not None and value > 65535:
+                problems.add(path, f"must be <= 65535, got {raw!r}")
+                value = None
+            value = None if value is None else int(value)
+        elif kind == "seconds":
+            value = _number(raw, path, problems)
+        elif kind == "positive":
+            value = _number(raw, path, problems, strict=True)
+        elif kind == "path":
+            value = Path(raw) if isinstance(raw, str) and raw else None
+            if value is None:
+                problems.add(path, f"expected a path string, got {raw!r}")
+        elif kind == "mode":
+            value = _mode(raw, path, problems)
+        elif kind.startswith("choice:"):
+            choices = kind.removeprefix("choice:").split("|")
+            value = raw if raw in choices else None
+            if value is None:
+                problems.add(path, f"expected one of {', '.join(choices)}, got {raw!r}")
+        else:
+            value = raw if isinstance(raw, str) else None
+            if value is None:
+                problems.add(path, f"expected a string, got {raw!r}")
+        if value is not None:
+            target[key] = value
+
+
+def _mode(raw: Any, path: str, problems: _Problems) -> int | None:
+    if isinstance(raw, str) and re.fullmatch(r"0?[0-7]{3}", raw):
+        return int(raw, 8)
+    problems.add(path, f"expected an octal mode string like '0660', got {raw!r}")
+    return None
+
+
+_SERVER = {
+    "socket": "path",
+    "socket_mode": "mode",
+    "max_line_bytes": "int",
+    "max_providers": "int",
+    "max_connections": "int",
+    "max_waiters": "int",
+    "default_timeout": "seconds",
+    "max_timeout": "positive",
+    "shutdown_timeout": "seconds",
+    "log_level": "choice:debug|info|warning|error",
+    "create_providers": "bool",
+}
+_HTTP = {"enabled": "bool", "host": "str", "port": "port", "metrics": "bool"}
+_FEATURES = dict.fromkeys(FEATURE_NAMES, "bool")
+_LEARNING = {
+    "policy": "choice:static|seed|adaptive",
+    "max_pause": "positive",
+    "history_size": "int",
+    "allow_above_configured": "bool",
+}
+_PERSIST = {"path": "path", "save_interval": "positive", "max_age": "positive"}
+# Environment variables that override the file: name -> (section, key).
+_ENV = {
+    "RATELIMITD_SOCKET": ("server", "socket"),
+    "RATELIMITD_LOG_LEVEL": ("server", "log_level"),
+    "RATELIMITD_MAX_PROVIDERS": ("server", "max_providers"),
+    "RATELIMITD_DEFAULT_TIMEOUT": ("server", "default_timeout"),
+    "RATELIMITD_HTTP_ENABLED": ("http", "enabled"),
+    "RATELIMITD_HTTP_HOST": ("http", "host"),
+    "RATELIMITD_HTTP_PORT": ("http", "port"),
+    "RATELIMITD_STATE_PATH": ("persist", "path"),
+    "RATELIMITD_POLICY": ("learning", "policy"),
+}
+
+
+def _env_value(raw: str, kind: str) -> Any:
+    """Environment strings -> the TOML type the section parser expects."""
+    if kind == "bool":
+        return _env_bool(raw)
+    if kind in ("int", "port"):
+        return int(raw) if re.fullmatch(r"-?[0-9]+", raw.strip()) else raw
+    if kind in ("seconds", "positive"):
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _env_bool(raw: str) -> bool | str:
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    return raw
+
+
+def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], source: str) -> Config:
+    """Build a Config from a parsed TOML document and the environment; raise ConfigError."""
+    problems = _Problems()
+    _check_keys(
+        document,
+        {"server", "http", "features", "learning", "persist", "defaults", "providers"},
+        "",
+        problems,
+    )
+    sections: dict[str, dict[str, Any]] = {}
+    specs = {
+        "server": _SERVER,
+        "http": _HTTP,
+        "features": _FEATURES,
+        "learning": _LEARNING,
+        "persist": _PERSIST,
+    }
+    for name, spec in specs.items():
+        sections[name] = {}
+        _apply(sections[name], _table(document.get(name), name, problems), spec, name, problems)
+    for var, (section, key) in _ENV.items():
+        if var in environ:
+            kind = specs[section][key]
+            before = len(problems.items)
+            _apply(sections[section], {key: _env_value(environ[var], kind)}, {key: kind}, var, problems)
+            if len(problems.items) > before:  # name the variable, not a dotted key
+                problems.items[-1] = problems.items[-1].replace(f"{var}.{key}", var)
+    for feature in FEATURE_NAMES:
+        var = f"RATELIMITD_FEATURE_{feature.upper()}"
+        if var in environ:
+            value = _env_bool(environ[var])
+            if isinstance(value, bool):
+                sections["features"][feature] = value
+            else:
+                problems.add(var, f"expected 1/true/yes/on or 0/false/no/off, got {environ[var]!r}")
+
+    defaults = _table(document.get("defaults"), "defaults", problems)
+    _check_keys(defaults, {"rate", "burst", "limits"}, "defaults", problems)
+    default_limits = _parse_limits(defaults, "defaults", problems) if defaults else Config().default_limits
+
+    providers: dict[str, ProviderConfig] = {}
+    for name, raw in _table(document.get("providers"), "providers", problems).items():
+        provider = _parse_provider(name, raw, problems)
+        if provider is not None:
+            providers[name] = provider
+    server = ServerConfig(**sections["server"])
+    if len(providers) > server.max_providers:
+        problems.add(
+            "server.max_providers",
+            f"{len(providers)} providers configured, more than {server.max_providers}",
+        )
+    if server.max_line_bytes < 256:
+        problems.add("server.max_line_bytes", f"must be >= 256, got {server.max_line_bytes}")
+    if problems.items:
+        raise ConfigError(source, problems.items)
+    return Config(
+        source=source,
+        server=server,
+        http=HttpConfig(**sections["http"]),
+        features=Features(**sections["features"]),
+        learning=LearningConfig(**sections["learning"]),
+        persist=PersistConfig(**sections["persist"]),
+        default_limits=default_limits,
+        providers=providers,
+    )
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str]) -> Config:
+    """Load `path`, else `$RATELIMITD_CONFIG`, else the embedded default; apply the environment."""
+    chosen = path if path is not None else environ.get("RATELIMITD_CONFIG") or None
+    if chosen is None:
+        text = resources.files("ratelimitd").joinpath("default_config.toml").read_text("utf-8")
+        source = "<embedded default>"
+    else:
+        source = str(chosen)
+        try:
+            text = Path(chosen).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(source, [f"cannot read: {exc}"]) from exc
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"not valid TOML: {exc}"]) from exc
+    return parse_config(document, environ, source)

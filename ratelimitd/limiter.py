@@ -1,0 +1,134 @@
+"""GCRA rate limits for one bucket, one per unit, granted atomically.
+
+Pure: no asyncio, no clock reads; every method takes `now` (monotonic seconds).
+
+GCRA keeps one number per unit, the theoretical arrival time `tat`: the time at
+which the unit would be back to a full burst. A cost `c` is allowed at `now` iff
+`max(tat, now) + c / rate - now <= burst / rate`. This is a token bucket with
+capacity `burst` refilled at `rate`, stored as one float instead of two.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+__all__ = ("BucketLimiter", "LimitSpec", "UnitLimit")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    """A configured limit: `rate_per_second` sustained, up to `burst` at once."""
+
+    rate_per_second: float
+    burst: float
+
+
+class UnitLimit:
+    """GCRA state of one unit (requests, tokens, ...) of one bucket."""
+
+    __slots__ = ("_tat", "baseline", "burst", "rate")
+
+    def __init__(self, spec: LimitSpec, now: float) -> None:
+        if spec.rate_per_second <= 0 or spec.burst <= 0:
+            raise ValueError("rate and burst must be > 0")
+        self.baseline = spec.rate_per_second
+        self.rate = spec.rate_per_second
+        self.burst = spec.burst
+        self._tat = now  # a full burst is available at start
+
+    def delay_for(self, cost: float, now: float) -> float:
+        """Seconds until `cost` could be taken (0.0 when it can be taken now)."""
+        new_tat = max(self._tat, now) + cost / self.rate
+        return max(0.0, new_tat - now - self.burst / self.rate)
+
+    def take(self, cost: float, now: float) -> None:
+        self._tat = max(self._tat, now) + cost / self.rate
+
+    def available(self, now: float) -> float:
+        """Units that could be taken at once now."""
+        return self.burst - max(0.0, self._tat - now) * self.rate
+
+    def set_rate(self, rate: float, now: float) -> None:
+        """Change the rate, keeping how full the bucket is (in units)."""
+        used = max(0.0, self._tat - now) * self.rate
+        self.rate = rate
+        self._tat = now + used / rate
+
+    def hold_until(self, deadline: float) -> None:
+        """Grant nothing before `deadline`, and nothing stored at `deadline`: resume at the rate."""
+        self._tat = max(self._tat, deadline + self.burst / self.rate)
+
+
+class BucketLimiter:
+    """The limits of one bucket; a multi-unit cost is taken only when every unit allows it."""
+
+    __slots__ = ("_units", "scale")
+
+    def __init__(self, limits: Mapping[str, LimitSpec], now: float) -> None:
+        self._units = {unit: UnitLimit(spec, now) for unit, spec in limits.items()}
+        self.scale = 1.0
+
+    @property
+    def units(self) -> Mapping[str, UnitLimit]:
+        return self._units
+
+    def never_fits(self, cost: Mapping[str, float]) -> str | None:
+        """The first unit whose burst is smaller than its cost: such a cost can never be granted."""
+        for unit, amount in cost.items():
+            limit = self._units.get(unit)
+            if limit is not None and amount > limit.burst:
+                return unit
+        return None
+
+    def delay_for(self, cost: Mapping[str, float], now: float) -> float:
+        """Seconds until every unit could take its part of `cost`; nothing is consumed."""
+        delay = 0.0
+        for unit, amount in cost.items():
+            limit = self._units.get(unit)
+            if limit is not None:
+                delay = max(delay, limit.delay_for(amount, now))
+        return delay
+
+    def try_take(self, cost: Mapping[str, float], now: float) -> float:
+        """Take `cost` now and return 0.0, or take nothing and return the seconds to wait."""
+        delay = self.delay_for(cost, now)
+        if delay > 0.0:
+            return delay
+        for unit, amount in cost.items():
+            limit = self._units.get(unit)
+            if limit is not None:
+                limit.take(amount, now)
+        return 0.0
+
+    def delay_for_all(self, costs: Iterable[Mapping[str, float]], now: float) -> float:
+        """Seconds until all `costs` (queued one after another) could have been taken."""
+        total: dict[str, float] = {}
+        for cost in costs:
+            for unit, amount in cost.items():
+                total[unit] = total.get(unit, 0.0) + amount
+        # Above one burst, GCRA's delay is linear in the amount, so the sum is exact.
+        return self.delay_for(total, now)
+
+    def set_scale(self, factor: float, now: float) -> None:
+        """Every unit's rate becomes its baseline × `factor`, keeping each fill level."""
+        if not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"scale must be a finite number > 0, got {factor!r}")
+        self.scale = factor
+        for limit in self._units.values():
+            limit.set_rate(limit.baseline * factor, now)
+
+    def set_rate(self, unit: str, rate: float, now: float) -> None:
+        self._units[unit].set_rate(rate, now)
+
+    def hold_until(self, deadline: float) -> None:
+        for limit in self._units.values():
+            limit.hold_until(deadline)
+
+    def rate(self, unit: str = "requests") -> float | None:
+        limit = self._units.get(unit)
+        return None if limit is None else limit.rate

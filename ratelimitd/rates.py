@@ -1,0 +1,54 @@
+"""Parse rates written for people ("60/minute", "5000/hour", "50/s", "100/10s").
+
+Pure: strings in, numbers out; raises ValueError with a message for people.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+__all__ = ("PERIODS", "parse_period", "parse_rate")
+
+PERIODS: dict[str, float] = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+}
+
+_RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*([0-9]+(?:\.[0-9]+)?)?\s*([a-z]+?)s?\s*$")
+
+
+def parse_period(value: str | float | int) -> float:
+    """A period in seconds: a number of seconds, or a name (`second`, `minute`, `hour`, `day`)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected seconds or a period name, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)?\s*([a-z]+?)s?\s*", value)
+        if match is None or match.group(2) not in PERIODS:
+            raise ValueError(f"expected seconds or one of second/minute/hour/day, got {value!r}")
+        seconds = float(match.group(1) or 1) * PERIODS[match.group(2)]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"period must be > 0 seconds, got {value!r}")
+    return seconds
+
+
+def parse_rate(text: str) -> tuple[float, float]:
+    """`"60/minute"` -> (count 60.0, period 60.0 s). Also `"100/10s"`, `"1/s"`, `"5000/hours"`."""
+    match = _RATE.match(text.lower())
+    if match is None or match.group(3) not in PERIODS:
+        raise ValueError(f"expected '<count>/<period>' like '60/minute' or '100/10s', got {text!r}")
+    count = float(match.group(1))
+    period = float(match.group(2) or 1) * PERIODS[match.group(3)]
+    if count <= 0 or period <= 0:
+        raise ValueError(f"rate must be > 0, got {text!r}")
+    return count, period

@@ -1,0 +1,325 @@
+"""The protocol's ops, independent of the transport.
+
+Shell: owns the wait queues (asyncio timers) around the pure registry. An op
+returns its response body, or for an `acquire` that must wait, a `PendingAcquire`
+whose future the transport watches; `finish` turns it into the response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ratelimitd import __version__
+from ratelimitd.errors import ErrorCode, RatelimitdError
+from ratelimitd.metrics_hooks import MetricsHooks, NoMetrics
+from ratelimitd.protocol import (
+    PROTOCOL_VERSION,
+    AcquireRequest,
+    HelloRequest,
+    PingRequest,
+    ReportRequest,
+    Request,
+    ResetRequest,
+    StatusRequest,
+)
+from ratelimitd.providers import Bucket, Provider, ProviderStats, Registry, status_class
+from ratelimitd.selection import choose_bucket
+from ratelimitd.stats import bucket_statistics
+from ratelimitd.waiters import Waiter, WaitQueue
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable
+
+    from ratelimitd.clock import Clock
+    from ratelimitd.config import Config
+
+__all__ = ("PendingAcquire", "Service")
+
+logger = logging.getLogger(__name__)
+Response = dict[str, Any]
+
+
+@dataclass(slots=True, eq=False)  # compared and hashed by identity
+class PendingAcquire:
+    request: AcquireRequest
+    bucket: Bucket
+    waiter: Waiter
+
+
+class Service:
+    """Runs the ops against the registry; one instance per daemon."""
+
+    def __init__(self, config: Config, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.clock = clock
+        self.loop = loop
+        self.registry = Registry(config, clock.monotonic())
+        self.protocol_errors: Counter[str] = Counter()
+        self.connected_clients = 0
+        self.stopping = False
+        self.on_change: Callable[[], None] = lambda: None  # persistence marks itself dirty
+        self.metrics: MetricsHooks = NoMetrics()
+        for bucket in self.registry.buckets():
+            self._attach(bucket)
+
+    # -- wiring ---------------------------------------------------------------------------------
+
+    def _attach(self, bucket: Bucket) -> None:
+        bucket.queue = WaitQueue(lambda: bucket.limiter, self.clock.monotonic, self.loop)
+
+    def _provider(self, name: str, now: float) -> Provider:
+        known = len(self.registry.providers)
+        provider = self.registry.get(name, now, create=True)
+        if len(self.registry.providers) != known:
+            for bucket in provider.buckets.values():
+                self._attach(bucket)
+            logger.info("provider created on first use: %s", name)
+        return provider
+
+    # -- ops ------------------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response | PendingAcquire:
+        """Run one request; raise RatelimitdError for the error response."""
+        if self.stopping and not isinstance(request, PingRequest | HelloRequest | StatusRequest):
+            raise RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
+        if isinstance(request, AcquireRequest):
+            return self.acquire(request)
+        if isinstance(request, ReportRequest):
+            return self.report(request)
+        if isinstance(request, PingRequest):
+            return {"id": request.id, "ok": True}
+        if isinstance(request, HelloRequest):
+            return self.hello(request)
+        if isinstance(request, StatusRequest):
+            return self.status(request)
+        return self.reset(request)
+
+    def hello(self, request: HelloRequest) -> Response:
+        return {
+            "id": request.id,
+            "ok": True,
+            "server": "ratelimitd",
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "features": self.config.features.as_dict(),
+        }
+
+    def acquire(self, request: AcquireRequest) -> Response | PendingAcquire:
+        now = self.clock.monotonic()
+        provider = self._provider(request.provider, now)
+        cost = request.cost
+        bucket = choose_bucket(provider, request, now)
+        too_big = bucket.limiter.never_fits(cost)
+        if too_big is not None:
+            burst = bucket.limiter.units[too_big].burst
+            raise RatelimitdError(
+                ErrorCode.COST_TOO_LARGE,
+                f"cost: {cost[too_big]:g} {too_big} can never be granted by {provider.name!r}, "
+                f"whose burst is {burst:g} {too_big}",
+            )
+        queue: WaitQueue = bucket.queue
+        if not queue.live and bucket.limiter.try_take(cost, now) == 0.0:
+            return self._granted(request, bucket, 0.0)
+        timeout = self.config.server.default_timeout if request.timeout is None else request.timeout
+        delay = queue.estimate(cost, now)
+        if delay > timeout:
+            # FIFO at a known rate: it cannot be served in time, so say so now.
+            self._count_timeout(bucket)
+            raise self._timeout_error(delay)
+        if queue.live >= self.config.server.max_waiters:
+            self._count_timeout(bucket)
+            raise self._timeout_error(delay, "this bucket already holds max_waiters waiting requests")
+        waiter = queue.push(cost, now)
+        waiter.timeout_handle = self.loop.call_later(timeout, self._expire, bucket, waiter)
+        return PendingAcquire(request, bucket, waiter)
+
+    def _expire(self, bucket: Bucket, waiter: Waiter) -> None:
+        now = self.clock.monotonic()
+        retry_after = bucket.queue.estimate({}, now)
+        self._count_timeout(bucket)
+        bucket.queue.cancel(waiter, self._timeout_error(retry_after))
+
+    def _count_timeout(self, bucket: Bucket) -> None:
+        bucket.timeouts += 1
+        self.metrics.on_timeout(bucket)
+
+    @staticmethod
+    def _timeout_error(retry_after: float, why: str = "") -> RatelimitdError:
+        message = f"no permit within the timeout; retry in about {retry_after:.3f} s"
+        return RatelimitdError(
+            ErrorCode.TIMEOUT,
+            f"{message} ({why})" if why else message,
+            retry_after=round(retry_after, 6),
+        )
+
+    def finish(self, pending: PendingAcquire) -> Response:
+        """The response for a waiter whose future is done (raises its RatelimitdError)."""
+        granted_at = pending.waiter.future.result()
+        return self._granted(pending.request, pending.bucket, granted_at - pending.waiter.enqueued_at)
+
+    def abandon(self, pending: PendingAcquire) -> None:
+        """The client went away: the waiting request is dropped and consumes nothing."""
+        pending.bucket.queue.cancel(pending.waiter)
+
+    def _granted(self, request: AcquireRequest, bucket: Bucket, waited: float) -> Response:
+        bucket.granted += 1
+        self.metrics.on_granted(bucket, waited)
+        permit = bucket.next_permit
+        bucket.next_permit += 1
+        limiter = bucket.limiter
+        rate = limiter.rate("requests")
+        if rate is None:
+            rate = next(iter(limiter.units.values())).rate
+        return {
+            "id": request.id,
+            "ok": True,
+            "provider": bucket.provider,
+            "bucket": bucket.name,
+            "waited": round(waited, 6),
+            "rate": rate,
+            "permit": permit,
+        }
+
+    def report(self, request: ReportRequest) -> Response:
+        now = self.clock.monotonic()
+        provider = self._provider(request.provider, now)
+        bucket = provider.buckets.get(request.bucket)
+        if bucket is None:
+            raise RatelimitdError(
+                ErrorCode.BAD_REQUEST,
+                f"bucket: provider {provider.name!r} has no bucket {request.bucket!r} "
+                f"(buckets: {', '.join(provider.buckets)})",
+            )
+        label = status_class(request.status)
+        bucket.reports[label] += 1
+        self.metrics.on_report(bucket, label, "none")
+        if request.status == 429:
+            bucket.streak += 1
+        elif request.status is not None and request.status < 400:
+            bucket.streak = 0
+        if request.status is None or request.status >= 400:
+            bucket.history.append(
+                {
+                    "at": round(self.clock.wall(), 3),
+                    "event": "report",
+                    "status": request.status if request.status is not None else "network_error",
+                    "permit": request.permit,
+                    "reason": request.reason,
+                    "streak": bucket.streak,
+                }
+            )
+        self.on_change()
+        return {
+            "id": request.id,
+            "ok": True,
+            "provider": provider.name,
+            "bucket": bucket.name,
+            "rate": bucket.limiter.rate("requests"),
+            "streak": bucket.streak,
+            "action": "none",
+        }
+
+    def status(self, request: StatusRequest) -> Response:
+        stats = self.statistics(request.provider)
+        return {
+            "id": request.id,
+            "ok": True,
+            "providers": {name: s.as_json() for name, s in stats.items()},
+        }
+
+    def statistics(self, provider: str | None = None) -> dict[str, ProviderStats]:
+        now, wall = self.clock.monotonic(), self.clock.wall()
+        providers = self.registry.providers
+        if provider is not None:
+            if provider not in providers:
+                raise RatelimitdError(ErrorCode.UNKNOWN_PROVIDER, f"provider: no provider named {provider!r}")
+            chosen = {provider: providers[provider]}
+        else:
+            chosen = providers
+        return {
+            name: ProviderStats(
+                buckets={b.name: bucket_statistics(b, now, wall) for b in p.buckets.values()},
+                configured=p.configured,
+                selection=p.config.selection,
+            )
+            for name, p in chosen.items()
+        }
+
+    def reset(self, request: ResetRequest) -> Response:
+        now = self.clock.monotonic()
+        provider = self.registry.providers.get(request.provider)
+        if provider is None:
+            raise RatelimitdError(
+                ErrorCode.UNKNOWN_PROVIDER, f"provider: no provider named {request.provider!r}"
+            )
+        if request.bucket is not None and request.bucket not in provider.buckets:
+            raise RatelimitdError(
+                ErrorCode.BAD_REQUEST,
+                f"bucket: provider {provider.name!r} has no bucket {request.bucket!r}",
+            )
+        names = [request.bucket] if request.bucket is not None else list(provider.buckets)
+        for name in names:
+            bucket = provider.buckets[name]
+            bucket.streak = 0
+            bucket.history.clear()
+            if bucket.learner is not None:
+                bucket.learner.reset(now)
+            bucket.limiter.set_scale(1.0, now)
+            bucket.queue.reschedule()
+        self.on_change()
+        logger.info("reset %s buckets %s", provider.name, ",".join(names))
+        return {"id": request.id, "ok": True, "provider": provider.name, "buckets": names}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def waiting(self) -> int:
+        return sum(b.queue.live for b in self.registry.buckets())
+
+    def shut_down(self) -> None:
+        """Refuse new work and answer every waiting acquire with `shutting_down`."""
+        self.stopping = True
+        for bucket in self.registry.buckets():
+            bucket.queue.fail_all(
+                RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
+            )
+
+    def reload(self, config: Config) -> None:
+        """Apply a new config, keeping learned state and waiting acquires."""
+        now = self.clock.monotonic()
+        registry = self.registry
+        registry.config = config
+        self.config = config
+        for name, provider_config in config.providers.items():
+            provider = registry.providers.get(name)
+            if provider is None:
+                registry.providers[name] = Provider(
+                    provider_config,
+                    configured=True,
+                    now=now,
+                    history_size=config.learning.history_size,
+                )
+                for bucket in registry.providers[name].buckets.values():
+                    self._attach(bucket)
+                continue
+            provider.configured = True
+            for bucket in provider.reconfigure(provider_config, now, config.learning.history_size):
+                bucket.queue.fail_all(
+                    RatelimitdError(
+                        ErrorCode.UNKNOWN_PROVIDER,
+                        f"bucket {bucket.name!r} was removed by a reload",
+                    )
+                )
+            for bucket in provider.buckets.values():
+                if bucket.queue is None:
+                    self._attach(bucket)
+                bucket.queue.reschedule()
+        for name in [n for n, p in registry.providers.items() if p.configured and n not in config.providers]:
+            provider = registry.providers.pop(name)
+            for bucket in provider.buckets.values():
+                bucket.queue.fail_all(
+                    RatelimitdError(ErrorCode.UNKNOWN_PROVIDER, f"provider {name!r} was removed by a reload")
+                )
