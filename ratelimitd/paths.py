@@ -34,7 +34,10 @@ def default_socket_path(environ: Mapping[str, str], uid: int | None = None) -> P
 
 
 def default_state_path(environ: Mapping[str, str]) -> Path:
-    """`$STATE_DIRECTORY/state.json`, else under `$XDG_STATE_HOME/ratelimitd/` or `~/.local/state/ratelimitd/`."""
+    """`$STATE_DIRECTORY/state.json`, else `$XDG_STATE_HOME/ratelimitd/state.json`.
+
+    Without either: `~/.local/state/ratelimitd/state.json`.
+    """
     if state_dir := environ.get("STATE_DIRECTORY"):
         return Path(state_dir.split(":")[0]) / "state.json"
     if xdg := environ.get("XDG_STATE_HOME"):

@@ -16,8 +16,7 @@ import socket
 import stat
 import time
 from functools import partial
-from typing import cast
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ratelimitd.errors import ErrorCode, RatelimitdError
 from ratelimitd.protocol import encode, encode_error, parse_request
