@@ -1,0 +1,258 @@
+"""Metrics: counters, histogram and scrape-time gauges, read back from a fresh registry."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ratelimitd.config import Config, Features
+from ratelimitd.errors import ErrorCode
+from ratelimitd.metrics import BUCKET_STATES, WAIT_BUCKETS, Metrics, NullMetrics
+from ratelimitd.providers import STATUS_CLASSES, BucketStats, LimitStats, ProviderStats
+
+WALL = 1_700_000_000.0
+
+
+def bucket_stats(**overrides: object) -> BucketStats:
+    values: dict[str, object] = {
+        "limits": {
+            "requests": LimitStats(rate=5.0, baseline=10.0, period=1.0, burst=10.0, shadow_rate=4.0),
+            "tokens": LimitStats(rate=500.0, baseline=1000.0, period=60.0, burst=1000.0, shadow_rate=400.0),
+        },
+        "streak": 3,
+        "state": "paused",
+        "paused_until": WALL + 12.5,
+        "granted": 42,
+        "timeouts": 2,
+        "reports": {**dict.fromkeys(STATUS_CLASSES, 0), "2xx": 30, "429": 7},
+        "waiters": 4,
+        "factor": 0.5,
+        "shadow_factor": 0.4,
+        "ceiling": None,
+        "reductions": 2,
+        "recoveries": 1,
+        "pauses": 1,
+    }
+    values.update(overrides)
+    return BucketStats(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class StubService:
+    """A ServiceView built from the real config and statistics dataclasses."""
+
+    providers: dict[str, ProviderStats]
+    config: Config = field(default_factory=lambda: Config(features=Features(learning=True, persist=True)))
+    connected_clients: int = 3
+    protocol_errors: Counter[str] = field(default_factory=Counter)
+    waiting_count: int = 4
+
+    def statistics(self) -> dict[str, ProviderStats]:
+        return self.providers
+
+    def waiting(self) -> int:
+        return self.waiting_count
+
+
+def make_service() -> StubService:
+    return StubService(
+        providers={
+            "openai": ProviderStats(
+                buckets={
+                    "key1": bucket_stats(),
+                    "key2": bucket_stats(state="ok", paused_until=None, streak=0),
+                },
+                configured=True,
+                selection="failover",
+            ),
+            "idle": ProviderStats(
+                buckets={"default": bucket_stats(granted=0, state="ok", paused_until=None)},
+                configured=False,
+                selection="failover",
+            ),
+        }
+    )
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def test_acquire_outcomes_and_wait_histogram(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry, version="1.2.3", max_providers=10)
+    metrics.on_acquire("openai", "granted", 0.0)
+    metrics.on_acquire("openai", "granted", 0.003)  # in the 0.005 bucket
+    metrics.on_acquire("openai", "granted", 0.005)  # le is inclusive
+    metrics.on_acquire("openai", "granted", 120.0)  # only in +Inf
+    metrics.on_acquire("openai", "timeout", 30.0)
+    metrics.on_acquire("openai", "error", 0.0)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"provider": "openai", **labels})
+
+    assert sample("ratelimitd_acquires_total", outcome="granted") == 4
+    assert sample("ratelimitd_acquires_total", outcome="timeout") == 1
+    assert sample("ratelimitd_acquires_total", outcome="error") == 1
+    assert sample("ratelimitd_acquire_wait_seconds_count") == 4
+    assert sample("ratelimitd_acquire_wait_seconds_sum") == pytest.approx(120.008)
+    assert sample("ratelimitd_acquire_wait_seconds_bucket", le="0.0001") == 1
+    assert sample("ratelimitd_acquire_wait_seconds_bucket", le="0.0025") == 1
+    assert sample("ratelimitd_acquire_wait_seconds_bucket", le="0.005") == 3
+    assert sample("ratelimitd_acquire_wait_seconds_bucket", le="60.0") == 3
+    assert sample("ratelimitd_acquire_wait_seconds_bucket", le="+Inf") == 4
+    les = [
+        s.labels["le"]
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        if family.name == "ratelimitd_acquire_wait_seconds"
+        for s in family.samples
+        if s.name.endswith("_bucket")
+    ]
+    assert [float(le) for le in les] == [*WAIT_BUCKETS, float("inf")]
+    assert WAIT_BUCKETS[0] == 0.0001
+    assert WAIT_BUCKETS[-1] == 60.0
+
+
+def test_providers_beyond_the_cap_are_not_recorded(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry, version="1", max_providers=2)
+    for name in ("a", "b", "c", "d"):
+        metrics.on_acquire(name, "granted", 0.0)
+    recorded = {
+        s.labels["provider"]
+        for family in registry.collect()
+        if family.name == "ratelimitd_acquires"
+        for s in family.samples
+    }
+    assert recorded == {"a", "b"}
+
+
+def test_gauges_and_bucket_counters_from_statistics(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry, version="1.2.3", max_providers=10)
+    service = make_service()
+    service.protocol_errors[ErrorCode.BAD_REQUEST.value] += 5
+    ready = [False]
+    metrics.attach(service, lambda: WALL, lambda: ready[0])
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    key1 = {"provider": "openai", "bucket": "key1"}
+    assert sample("ratelimitd_permits_granted_total", **key1) == 42
+    assert sample("ratelimitd_reports_total", **key1, status_class="429") == 7
+    assert sample("ratelimitd_reports_total", **key1, status_class="2xx") == 30
+    assert sample("ratelimitd_reports_total", **key1, status_class="network_error") == 0
+    assert sample("ratelimitd_rate_reductions_total", **key1) == 2
+    assert sample("ratelimitd_rate_recoveries_total", **key1) == 1
+    assert sample("ratelimitd_pauses_total", **key1) == 1
+    assert sample("ratelimitd_bucket_rate_per_second", **key1, unit="tokens") == 500.0
+    assert sample("ratelimitd_bucket_baseline_per_second", **key1, unit="tokens") == 1000.0
+    assert sample("ratelimitd_bucket_rate_ratio", **key1, unit="requests") == 0.5
+    assert sample("ratelimitd_bucket_shadow_rate_per_second", **key1, unit="requests") == 4.0
+    assert sample("ratelimitd_bucket_streak", **key1) == 3
+    assert sample("ratelimitd_bucket_waiters", **key1) == 4
+    assert sample("ratelimitd_bucket_pause_remaining_seconds", **key1) == 12.5
+    assert sample("ratelimitd_bucket_pause_remaining_seconds", provider="openai", bucket="key2") == 0.0
+    states = {s: sample("ratelimitd_bucket_state", **key1, state=s) for s in BUCKET_STATES}
+    assert states == {"ok": 0, "paused": 1, "cooling_down": 0, "exhausted": 0, "disabled": 0}
+    assert sample("ratelimitd_bucket_state", provider="openai", bucket="key2", state="ok") == 1
+
+    # A provider known to the service has its acquire series at 0 before any event.
+    assert sample("ratelimitd_acquires_total", provider="idle", outcome="granted") == 0
+    assert sample("ratelimitd_acquire_wait_seconds_count", provider="idle") == 0
+
+    assert sample("ratelimitd_protocol_errors_total", code="bad_request") == 5
+    assert sample("ratelimitd_protocol_errors_total", code="line_too_long") == 0
+    assert sample("ratelimitd_feature_enabled", feature="learning") == 1
+    assert sample("ratelimitd_feature_enabled", feature="recovery") == 0
+    assert sample("ratelimitd_feature_enabled", feature="persist") == 1
+    assert sample("ratelimitd_connected_clients") == 3
+    assert sample("ratelimitd_waiting_acquires") == 4
+    assert sample("ratelimitd_build_info", version="1.2.3") == 1
+    assert sample("ratelimitd_ready") == 0
+    ready[0] = True
+    service.connected_clients = 7
+    assert sample("ratelimitd_ready") == 1
+    assert sample("ratelimitd_connected_clients") == 7
+    assert sample("process_resident_memory_bytes") is not None
+
+
+def test_state_saves(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry, version="1", max_providers=10)
+    assert registry.get_sample_value("ratelimitd_state_last_save_timestamp_seconds") == 0
+    metrics.on_save(True, WALL)
+    metrics.on_save(False, WALL + 30)
+    metrics.on_save(False, WALL + 60)
+    assert registry.get_sample_value("ratelimitd_state_saves_total", {"outcome": "success"}) == 1
+    assert registry.get_sample_value("ratelimitd_state_saves_total", {"outcome": "failure"}) == 2
+    assert registry.get_sample_value("ratelimitd_state_last_save_timestamp_seconds") == WALL
+
+
+def test_unattached_metrics_still_expose_daemon_series(registry: CollectorRegistry) -> None:
+    Metrics(registry, version="1", max_providers=10)
+    assert registry.get_sample_value("ratelimitd_ready") == 0
+    assert registry.get_sample_value("ratelimitd_connected_clients") == 0
+    assert registry.get_sample_value("ratelimitd_feature_enabled", {"feature": "pacing"}) == 0
+
+
+def test_exposition_follows_naming_rules(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry, version="1", max_providers=10)
+    metrics.attach(make_service(), lambda: WALL, lambda: True)
+    metrics.on_acquire("openai", "granted", 0.2)
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    ours = {name: f for name, f in families.items() if name.startswith("ratelimitd_")}
+    for name, family in ours.items():
+        if family.type == "counter":
+            assert all(s.name == f"{name}_total" for s in family.samples), name
+        if name.endswith("_seconds"):
+            assert family.type in {"histogram", "gauge"}, name
+    allowed = {
+        "provider",
+        "bucket",
+        "unit",
+        "outcome",
+        "status_class",
+        "code",
+        "state",
+        "feature",
+        "version",
+        "le",
+    }
+    assert {label for f in ours.values() for s in f.samples for label in s.labels} <= allowed
+    assert set(ours) == {
+        "ratelimitd_acquires",
+        "ratelimitd_acquire_wait_seconds",
+        "ratelimitd_permits_granted",
+        "ratelimitd_reports",
+        "ratelimitd_rate_reductions",
+        "ratelimitd_rate_recoveries",
+        "ratelimitd_pauses",
+        "ratelimitd_protocol_errors",
+        "ratelimitd_state_saves",
+        "ratelimitd_bucket_rate_per_second",
+        "ratelimitd_bucket_baseline_per_second",
+        "ratelimitd_bucket_rate_ratio",
+        "ratelimitd_bucket_shadow_rate_per_second",
+        "ratelimitd_bucket_streak",
+        "ratelimitd_bucket_waiters",
+        "ratelimitd_bucket_state",
+        "ratelimitd_bucket_pause_remaining_seconds",
+        "ratelimitd_feature_enabled",
+        "ratelimitd_connected_clients",
+        "ratelimitd_waiting_acquires",
+        "ratelimitd_state_last_save_timestamp_seconds",
+        "ratelimitd_ready",
+        "ratelimitd_build_info",
+    }
+
+
+def test_null_metrics_has_the_same_interface() -> None:
+    public = {name for name in vars(Metrics) if not name.startswith("_") and name != "collect"}
+    assert public <= set(vars(NullMetrics))
+    null = NullMetrics()
+    null.on_acquire("openai", "granted", 0.1)
+    null.on_save(False, WALL)
+    null.attach(make_service(), lambda: WALL, lambda: True)
