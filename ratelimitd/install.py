@@ -118,7 +118,7 @@ def _default_bin_path() -> str:
 def add_install_command(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
-    """Add `install-systemd` to the CLI; the parser's `handler` default runs it."""
+    """Add `install-systemd` to the CLI; the parser's `func` default runs it."""
     parser = subparsers.add_parser(
         "install-systemd",
         help="install the systemd units and example files under a prefix",
@@ -132,7 +132,7 @@ def add_install_command(
         default=None,
         help="ratelimitd executable for ExecStart= (default: the one beside this Python)",
     )
-    parser.set_defaults(handler=run_install_command)
+    parser.set_defaults(func=run_install_command)
     return parser
 
 

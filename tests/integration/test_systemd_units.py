@@ -172,7 +172,7 @@ def test_cli_command_installs_under_a_prefix(tmp_path: Path) -> None:
             "parser = argparse.ArgumentParser()\n"
             "add_install_command(parser.add_subparsers())\n"
             "args = parser.parse_args(sys.argv[1:])\n"
-            "raise SystemExit(args.handler(args))\n",
+            "raise SystemExit(args.func(args))\n",
             "install-systemd",
             "--prefix",
             str(tmp_path),
