@@ -96,13 +96,24 @@ class BucketLimiter:
 
     def try_take(self, cost: Mapping[str, float], now: float) -> float:
         """Take `cost` now and return 0.0, or take nothing and return the seconds to wait."""
-        delay = self.delay_for(cost, now)
+        # The hot path of every acquire: one pass computing each unit's new tat, then commit.
+        units = self._units
+        delay = 0.0
+        new_tats: list[tuple[UnitLimit, float]] = []
+        for unit, amount in cost.items():
+            limit = units.get(unit)
+            if limit is None:
+                continue  # a unit this provider does not limit is ignored (protocol.md, acquire)
+            tat = limit._tat if limit._tat > now else now
+            new_tat = tat + amount / limit.rate
+            over = new_tat - now - limit.burst / limit.rate
+            if over > delay:
+                delay = over
+            new_tats.append((limit, new_tat))
         if delay > 0.0:
             return delay
-        for unit, amount in cost.items():
-            limit = self._units.get(unit)
-            if limit is not None:
-                limit.take(amount, now)
+        for limit, new_tat in new_tats:
+            limit._tat = new_tat
         return 0.0
 
     def delay_for_all(self, costs: Iterable[Mapping[str, float]], now: float) -> float:
