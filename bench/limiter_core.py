@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiolimiter import AsyncLimiter
 
 from ratelimitd.limiter import BucketLimiter, LimitSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ("main", "measure")
 
