@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from ratelimitd.config import Config
-    from ratelimitd.providers import ProviderStats
+    from ratelimitd.providers import Bucket, ProviderStats
 
 __all__ = (
     "ACQUIRE_OUTCOMES",
@@ -37,8 +37,7 @@ __all__ = (
     "FEATURES",
     "WAIT_BUCKETS",
     "Metrics",
-    "MetricsRecorder",
-    "NullMetrics",
+    "SaveCounts",
     "ServiceView",
 )
 
@@ -67,22 +66,22 @@ class ServiceView(Protocol):
     @property
     def connected_clients(self) -> int: ...
 
-    @property
-    def protocol_errors(self) -> Mapping[str, int]: ...
-
     def statistics(self) -> Mapping[str, ProviderStats]: ...
 
     def waiting(self) -> int: ...
 
 
-class MetricsRecorder(Protocol):
-    """The interface the daemon calls; `Metrics` records, `NullMetrics` does nothing."""
+class SaveCounts(Protocol):
+    """What the collector reads from the state store (`ratelimitd.persist.StateStore`)."""
 
-    def on_acquire(self, provider: str, outcome: AcquireOutcome, waited: float) -> None: ...
+    @property
+    def saves_ok(self) -> int: ...
 
-    def on_save(self, ok: bool, wall: float) -> None: ...
+    @property
+    def saves_failed(self) -> int: ...
 
-    def attach(self, service: ServiceView, wall: Callable[[], float], ready: Callable[[], bool]) -> None: ...
+    @property
+    def last_success_wall(self) -> float | None: ...
 
 
 class _ProviderCounters:
@@ -97,7 +96,13 @@ class _ProviderCounters:
 
 
 class Metrics:
-    """Records events and exposes every ratelimitd metric in `registry`.
+    """Records the service's events and exposes every ratelimitd metric in `registry`.
+
+    Implements `ratelimitd.metrics_hooks.MetricsHooks`. Counters that a bucket
+    keeps itself (permits granted, reports by status class, rate reductions,
+    recoveries and pauses) are read from `statistics()` at scrape time, so the
+    status op and the metrics cannot disagree; the hooks count only what nothing
+    else does. When metrics are off, the service keeps `NoMetrics`.
 
     :param registry: where the collector (and the process collector) register; use
         a fresh `CollectorRegistry`, not the global one.
@@ -108,74 +113,92 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry, *, version: str, max_providers: int) -> None:
         self._providers: dict[str, _ProviderCounters] = {}
+        # Events of providers past the cap land here and are never exported.
+        self._discard = _ProviderCounters()
+        self._discard_logged = False
         self._max_providers = max_providers
-        self._dropped_logged = False
         self._version = version
-        self._saves = {"success": 0, "failure": 0}
-        self._last_save_wall = 0.0
+        self._protocol_errors: dict[str, int] = {code.value: 0 for code in ErrorCode}
         self._service: ServiceView | None = None
-        self._wall: Callable[[], float] | None = None
+        self._saves: SaveCounts | None = None
+        self._wall: Callable[[], float] = lambda: 0.0
         self._ready: Callable[[], bool] = lambda: False
         registry.register(_Collector(self))
         ProcessCollector(registry=registry)
 
-    def attach(self, service: ServiceView, wall: Callable[[], float], ready: Callable[[], bool]) -> None:
-        """Read gauges from `service`, `wall()` (unix seconds) and `ready()` at each scrape."""
+    def attach(
+        self,
+        service: ServiceView,
+        *,
+        wall: Callable[[], float],
+        ready: Callable[[], bool],
+        saves: SaveCounts | None = None,
+    ) -> None:
+        """Read gauges from `service`, `wall()` (unix s), `ready()` and `saves` at each scrape."""
         self._service = service
         self._wall = wall
         self._ready = ready
+        self._saves = saves
 
-    def on_acquire(self, provider: str, outcome: AcquireOutcome, waited: float) -> None:
-        """Count one answered acquire of a provider the registry holds.
+    # -- hooks (ratelimitd.metrics_hooks.MetricsHooks) ----------------------------------------
 
-        :param outcome: `granted`, `timeout`, or `error` (refused with another code,
-            such as `cost_too_large` or `all_buckets_exhausted`).
-        :param waited: seconds the daemon held the request; observed for `granted` only.
-        """
-        counters = self._providers.get(provider)
+    def on_granted(self, bucket: Bucket, waited: float) -> None:
+        """One acquire granted after `waited` seconds: two adds, counters cached on the bucket."""
+        counters: _ProviderCounters | None = bucket.metrics
         if counters is None:
-            counters = self._add_provider(provider)
-            if counters is None:
-                return
-        counters.outcomes[outcome] += 1
-        if outcome == "granted":
-            # Most grants do not wait: skip the search for them.
-            if waited <= _FIRST_BOUND:
-                counters.wait_counts[0] += 1
-            else:
-                counters.wait_counts[bisect_left(_WAIT_BOUNDS, waited)] += 1
-            counters.wait_sum += waited
-
-    def on_save(self, ok: bool, wall: float) -> None:
-        """Count one attempt to save the learned state; `wall` is when it ended (unix seconds)."""
-        if ok:
-            self._saves["success"] += 1
-            self._last_save_wall = wall
+            counters = bucket.metrics = self._counters(bucket.provider)
+        counters.outcomes["granted"] += 1
+        # Most grants do not wait: skip the search for them.
+        if waited <= _FIRST_BOUND:
+            counters.wait_counts[0] += 1
         else:
-            self._saves["failure"] += 1
+            counters.wait_counts[bisect_left(_WAIT_BOUNDS, waited)] += 1
+        counters.wait_sum += waited
 
-    def _add_provider(self, provider: str) -> _ProviderCounters | None:
+    def on_timeout(self, bucket: Bucket) -> None:
+        """One acquire answered `timeout`."""
+        counters: _ProviderCounters | None = bucket.metrics
+        if counters is None:
+            counters = bucket.metrics = self._counters(bucket.provider)
+        counters.outcomes["timeout"] += 1
+
+    def on_acquire_error(self, provider: str) -> None:
+        """One acquire of a provider the registry holds, refused with another error code."""
+        self._counters(provider).outcomes["error"] += 1
+
+    def on_report(self, bucket: Bucket, status_class: str, action: str) -> None:
+        """Nothing to count: the bucket counts reports and rate changes (`BucketStats`)."""
+
+    def on_protocol_error(self, code: ErrorCode) -> None:
+        """One error response sent, whatever the op."""
+        self._protocol_errors[code.value] += 1
+
+    def _counters(self, provider: str) -> _ProviderCounters:
+        counters = self._providers.get(provider)
+        if counters is not None:
+            return counters
         if len(self._providers) >= self._max_providers:
-            if not self._dropped_logged:
+            if not self._discard_logged:
+                self._discard_logged = True
                 logger.warning(
                     "metrics: more than %d providers; acquires of %r and later ones are not counted",
                     self._max_providers,
                     provider,
                 )
-                self._dropped_logged = True
-            return None
+            return self._discard
         counters = self._providers[provider] = _ProviderCounters()
         return counters
+
+    # -- scrape -------------------------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
         """Every ratelimitd metric family, built now (the process collector is separate)."""
         stats = self._service.statistics() if self._service is not None else {}
         # Series start at 0: every provider the service knows has its acquire series.
         for name in stats:
-            if name not in self._providers:
-                self._add_provider(name)
+            self._counters(name)
         yield from self._acquire_families()
-        yield from _bucket_families(stats, self._wall() if self._wall is not None else 0.0)
+        yield from _bucket_families(stats, self._wall())
         yield from self._daemon_families()
 
     def _acquire_families(self) -> Iterator[Metric]:
@@ -208,9 +231,8 @@ class Metrics:
             "Error responses sent to clients, by error code.",
             labels=("code",),
         )
-        counts = service.protocol_errors if service is not None else {}
-        for code in ErrorCode:
-            errors.add_metric((code.value,), counts.get(code.value, 0))
+        for code, count in self._protocol_errors.items():
+            errors.add_metric((code,), count)
         yield errors
         features = GaugeMetricFamily(
             "ratelimitd_feature_enabled", "1 when a feature gate is on.", labels=("feature",)
@@ -229,16 +251,18 @@ class Metrics:
             "Acquires waiting for a permit, over every provider.",
             value=service.waiting() if service is not None else 0,
         )
+        store = self._saves
         saves = CounterMetricFamily(
             "ratelimitd_state_saves", "Saves of the learned state, by outcome.", labels=("outcome",)
         )
-        for outcome, count in self._saves.items():
-            saves.add_metric((outcome,), count)
+        saves.add_metric(("success",), store.saves_ok if store is not None else 0)
+        saves.add_metric(("failure",), store.saves_failed if store is not None else 0)
         yield saves
+        last = store.last_success_wall if store is not None else None
         yield GaugeMetricFamily(
             "ratelimitd_state_last_save_timestamp_seconds",
             "Unix time of the last successful state save; 0 before the first one.",
-            value=self._last_save_wall,
+            value=last or 0.0,
         )
         yield GaugeMetricFamily(
             "ratelimitd_ready",
@@ -246,9 +270,7 @@ class Metrics:
             value=1 if self._ready() else 0,
         )
         info = GaugeMetricFamily(
-            "ratelimitd_build_info",
-            "The running ratelimitd version; always 1.",
-            labels=("version",),
+            "ratelimitd_build_info", "The running ratelimitd version; always 1.", labels=("version",)
         )
         info.add_metric((self._version,), 1)
         yield info
@@ -336,16 +358,3 @@ class _Collector:
 
     def collect(self) -> Iterator[Metric]:
         return self._metrics.collect()
-
-
-class NullMetrics:
-    """The same interface as `Metrics`, recording nothing (metrics turned off)."""
-
-    def on_acquire(self, provider: str, outcome: AcquireOutcome, waited: float) -> None:
-        pass
-
-    def on_save(self, ok: bool, wall: float) -> None:
-        pass
-
-    def attach(self, service: ServiceView, wall: Callable[[], float], ready: Callable[[], bool]) -> None:
-        pass

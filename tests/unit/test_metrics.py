@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
@@ -11,8 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ratelimitd.config import Config, Features
 from ratelimitd.errors import ErrorCode
-from ratelimitd.metrics import BUCKET_STATES, WAIT_BUCKETS, Metrics, NullMetrics
-from ratelimitd.providers import STATUS_CLASSES, BucketStats, LimitStats, ProviderStats
+from ratelimitd.metrics import BUCKET_STATES, WAIT_BUCKETS, Metrics
+from ratelimitd.metrics_hooks import MetricsHooks, NoMetrics
+from ratelimitd.providers import STATUS_CLASSES, Bucket, BucketStats, LimitStats, ProviderStats
 
 WALL = 1_700_000_000.0
 
@@ -48,7 +48,6 @@ class StubService:
     providers: dict[str, ProviderStats]
     config: Config = field(default_factory=lambda: Config(features=Features(learning=True, persist=True)))
     connected_clients: int = 3
-    protocol_errors: Counter[str] = field(default_factory=Counter)
     waiting_count: int = 4
 
     def statistics(self) -> dict[str, ProviderStats]:
@@ -56,6 +55,17 @@ class StubService:
 
     def waiting(self) -> int:
         return self.waiting_count
+
+
+@dataclass
+class StubSaves:
+    saves_ok: int = 0
+    saves_failed: int = 0
+    last_success_wall: float | None = None
+
+
+def bucket(provider: str, name: str = "default") -> Bucket:
+    return Bucket(provider, name, Config().provider_for(provider), 0.0, 10)
 
 
 def make_service() -> StubService:
@@ -85,12 +95,14 @@ def registry() -> CollectorRegistry:
 
 def test_acquire_outcomes_and_wait_histogram(registry: CollectorRegistry) -> None:
     metrics = Metrics(registry, version="1.2.3", max_providers=10)
-    metrics.on_acquire("openai", "granted", 0.0)
-    metrics.on_acquire("openai", "granted", 0.003)  # in the 0.005 bucket
-    metrics.on_acquire("openai", "granted", 0.005)  # le is inclusive
-    metrics.on_acquire("openai", "granted", 120.0)  # only in +Inf
-    metrics.on_acquire("openai", "timeout", 30.0)
-    metrics.on_acquire("openai", "error", 0.0)
+    key1, key2 = bucket("openai", "key1"), bucket("openai", "key2")
+    metrics.on_granted(key1, 0.0)
+    metrics.on_granted(key2, 0.003)  # in the 0.005 bucket
+    metrics.on_granted(key1, 0.005)  # le is inclusive
+    metrics.on_granted(key2, 120.0)  # only in +Inf
+    metrics.on_timeout(key1)
+    metrics.on_acquire_error("openai")
+    assert key1.metrics is key2.metrics  # per-provider counters, resolved once per bucket
 
     def sample(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, {"provider": "openai", **labels})
@@ -120,7 +132,9 @@ def test_acquire_outcomes_and_wait_histogram(registry: CollectorRegistry) -> Non
 def test_providers_beyond_the_cap_are_not_recorded(registry: CollectorRegistry) -> None:
     metrics = Metrics(registry, version="1", max_providers=2)
     for name in ("a", "b", "c", "d"):
-        metrics.on_acquire(name, "granted", 0.0)
+        metrics.on_granted(bucket(name), 0.0)
+        metrics.on_timeout(bucket(name))
+        metrics.on_acquire_error(name)
     recorded = {
         s.labels["provider"]
         for family in registry.collect()
@@ -133,9 +147,10 @@ def test_providers_beyond_the_cap_are_not_recorded(registry: CollectorRegistry) 
 def test_gauges_and_bucket_counters_from_statistics(registry: CollectorRegistry) -> None:
     metrics = Metrics(registry, version="1.2.3", max_providers=10)
     service = make_service()
-    service.protocol_errors[ErrorCode.BAD_REQUEST.value] += 5
+    for _ in range(5):
+        metrics.on_protocol_error(ErrorCode.BAD_REQUEST)
     ready = [False]
-    metrics.attach(service, lambda: WALL, lambda: ready[0])
+    metrics.attach(service, wall=lambda: WALL, ready=lambda: ready[0])
 
     def sample(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, labels)
@@ -183,9 +198,11 @@ def test_gauges_and_bucket_counters_from_statistics(registry: CollectorRegistry)
 def test_state_saves(registry: CollectorRegistry) -> None:
     metrics = Metrics(registry, version="1", max_providers=10)
     assert registry.get_sample_value("ratelimitd_state_last_save_timestamp_seconds") == 0
-    metrics.on_save(True, WALL)
-    metrics.on_save(False, WALL + 30)
-    metrics.on_save(False, WALL + 60)
+    saves = StubSaves()
+    metrics.attach(make_service(), wall=lambda: WALL, ready=lambda: True, saves=saves)
+    assert registry.get_sample_value("ratelimitd_state_saves_total", {"outcome": "failure"}) == 0
+    assert registry.get_sample_value("ratelimitd_state_last_save_timestamp_seconds") == 0
+    saves.saves_ok, saves.saves_failed, saves.last_success_wall = 1, 2, WALL
     assert registry.get_sample_value("ratelimitd_state_saves_total", {"outcome": "success"}) == 1
     assert registry.get_sample_value("ratelimitd_state_saves_total", {"outcome": "failure"}) == 2
     assert registry.get_sample_value("ratelimitd_state_last_save_timestamp_seconds") == WALL
@@ -200,8 +217,8 @@ def test_unattached_metrics_still_expose_daemon_series(registry: CollectorRegist
 
 def test_exposition_follows_naming_rules(registry: CollectorRegistry) -> None:
     metrics = Metrics(registry, version="1", max_providers=10)
-    metrics.attach(make_service(), lambda: WALL, lambda: True)
-    metrics.on_acquire("openai", "granted", 0.2)
+    metrics.attach(make_service(), wall=lambda: WALL, ready=lambda: True)
+    metrics.on_granted(bucket("openai"), 0.2)
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
     ours = {name: f for name, f in families.items() if name.startswith("ratelimitd_")}
     for name, family in ours.items():
@@ -249,10 +266,16 @@ def test_exposition_follows_naming_rules(registry: CollectorRegistry) -> None:
     }
 
 
-def test_null_metrics_has_the_same_interface() -> None:
-    public = {name for name in vars(Metrics) if not name.startswith("_") and name != "collect"}
-    assert public <= set(vars(NullMetrics))
-    null = NullMetrics()
-    null.on_acquire("openai", "granted", 0.1)
-    null.on_save(False, WALL)
-    null.attach(make_service(), lambda: WALL, lambda: True)
+def test_metrics_and_no_metrics_implement_the_hooks(registry: CollectorRegistry) -> None:
+    hooks: list[MetricsHooks] = [Metrics(registry, version="1", max_providers=10), NoMetrics()]
+    for recorder in hooks:
+        b = bucket("openai")
+        recorder.on_granted(b, 0.1)
+        recorder.on_timeout(b)
+        recorder.on_report(b, "429", "reduced")
+        recorder.on_protocol_error(ErrorCode.TIMEOUT)
+    assert (
+        registry.get_sample_value("ratelimitd_acquires_total", {"provider": "openai", "outcome": "granted"})
+        == 1
+    )
+    assert registry.get_sample_value("ratelimitd_protocol_errors_total", {"code": "timeout"}) == 1
