@@ -226,15 +226,11 @@ def _policies(text: str) -> dict[str, _Policy] | None:
             return None
         if raw_window is not None and window is None:
             return None
-        out[name] = _Policy(
-            float(quota), None if window is None else float(window), unit_name(unit)
-        )
+        out[name] = _Policy(float(quota), None if window is None else float(window), unit_name(unit))
     return out
 
 
-def _service_limits(
-    text: str, policies: Mapping[str, _Policy]
-) -> list[tuple[str, dict[str, float]]] | None:
+def _service_limits(text: str, policies: Mapping[str, _Policy]) -> list[tuple[str, dict[str, float]]] | None:
     """`RateLimit`: `"name";r=50;t=30` (draft 08+) or `limit=100, remaining=50, reset=5`."""
     try:
         items: list[sf.Item] | None = sf.parse_list(text)
@@ -315,9 +311,7 @@ def _separate_fields(
     return values
 
 
-def parse_ietf(
-    fields: Mapping[str, str], now_wall: float
-) -> tuple[dict[str, dict[str, float]], list[str]]:
+def parse_ietf(fields: Mapping[str, str], now_wall: float) -> tuple[dict[str, dict[str, float]], list[str]]:
     """The IETF fields (lower-cased names) -> (unit -> values, malformed field names).
 
     Several policies for one unit collapse to one: the one with the lowest remaining

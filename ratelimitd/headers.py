@@ -190,9 +190,7 @@ class RateLimitHint:
             return True
         return self.status == 403 and (bool(self.exhausted_units()) or self.retry_after is not None)
 
-    def is_quota_exhausted(
-        self, long_reset_threshold: float = DEFAULT_LONG_RESET_THRESHOLD
-    ) -> bool:
+    def is_quota_exhausted(self, long_reset_threshold: float = DEFAULT_LONG_RESET_THRESHOLD) -> bool:
         """True when a unit is at 0 until a reset more than `long_reset_threshold` s away."""
         return any(reset > long_reset_threshold for reset in self._exhausted_resets())
 
@@ -334,10 +332,8 @@ def _parse_llm(fields: Mapping[str, str], col: _Collector) -> None:
             parsed = hv.parse_duration(value) if key == "reset" else hv.parse_count(value)
         elif match := _ANTHROPIC_NAME.fullmatch(name):
             unit, key, family = match.group(1), match.group(2), FAMILY_ANTHROPIC
-            if key == "reset":
-                parsed = hv.parse_absolute_reset(value, col.now_wall)
-            else:
-                parsed = hv.parse_count(value)
+            reset = key == "reset"
+            parsed = hv.parse_absolute_reset(value, col.now_wall) if reset else hv.parse_count(value)
         else:
             continue
         col.put(family, hv.unit_name(unit), key, name, parsed)
