@@ -63,6 +63,10 @@ class UnitLimit:
         """Grant nothing before `deadline`, and nothing stored at `deadline`: resume at the rate."""
         self._tat = max(self._tat, deadline + self.burst / self.rate)
 
+    def release_hold(self, now: float) -> None:
+        """End a pause early (reset): empty now, refilling at the rate from here."""
+        self._tat = min(self._tat, now + self.burst / self.rate)
+
 
 class BucketLimiter:
     """The limits of one bucket; a multi-unit cost is taken only when every unit allows it."""
@@ -139,6 +143,10 @@ class BucketLimiter:
     def hold_until(self, deadline: float) -> None:
         for limit in self._units.values():
             limit.hold_until(deadline)
+
+    def release_hold(self, now: float) -> None:
+        for limit in self._units.values():
+            limit.release_hold(now)
 
     def rate(self, unit: str = "requests") -> float | None:
         limit = self._units.get(unit)

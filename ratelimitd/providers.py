@@ -114,6 +114,7 @@ class Bucket:
     """One API key of a provider: its limiter and what happened to it."""
 
     __slots__ = (
+        "applied_pause",
         "granted",
         "history",
         "learner",
@@ -147,6 +148,7 @@ class Bucket:
         self.history: deque[dict[str, Any]] = deque(maxlen=history_size)
         self.streak = 0
         self.next_permit = 1
+        self.applied_pause: float | None = None
         self.reductions = 0
         self.recoveries = 0
         self.pauses = 0

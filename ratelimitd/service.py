@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from ratelimitd import __version__
 from ratelimitd.errors import ErrorCode, RatelimitdError
+from ratelimitd.headers import parse_headers
+from ratelimitd.learning import BucketLearner, Decision, LearningSettings, ReportEvent
 from ratelimitd.metrics_hooks import MetricsHooks, NoMetrics
 from ratelimitd.protocol import (
     PROTOCOL_VERSION,
@@ -70,6 +72,48 @@ class Service:
 
     def _attach(self, bucket: Bucket) -> None:
         bucket.queue = WaitQueue(lambda: bucket.limiter, self.clock.monotonic, self.loop)
+        bucket.learner = BucketLearner(self.learning_settings, _baseline_rate(bucket), self.clock.monotonic())
+
+    @property
+    def learning_settings(self) -> LearningSettings:
+        config = self.config
+        return LearningSettings(
+            policy=config.learning.policy,
+            learning=config.features.learning,
+            recovery=config.features.recovery,
+            pacing=config.features.pacing,
+            max_pause=config.learning.max_pause,
+            history_size=config.learning.history_size,
+            allow_above_configured=config.learning.allow_above_configured,
+        )
+
+    def _apply(self, bucket: Bucket, decision: Decision | None, now: float) -> None:
+        """Carry a learner's decision into the limiter and the wait queue."""
+        learner: BucketLearner = bucket.learner
+        factor = learner.factor
+        if factor != bucket.limiter.scale:
+            bucket.limiter.set_scale(factor, now)
+        pause = learner.pause_until
+        if pause is not None and pause > now and pause != bucket.applied_pause:
+            bucket.applied_pause = pause
+            bucket.limiter.hold_until(pause)  # no stored burst released when it ends
+        if decision is not None:
+            if decision.action == "reduced":
+                bucket.reductions += 1
+            elif decision.action == "recovered":
+                bucket.recoveries += 1
+            elif decision.action == "paused":
+                bucket.pauses += 1
+            self.on_change()
+        bucket.queue.reschedule()
+
+    def tick(self) -> None:
+        """Time-driven learning (recovery, ends of pauses); the daemon calls it periodically."""
+        now = self.clock.monotonic()
+        for bucket in self.registry.buckets():
+            decision = bucket.learner.tick(now)
+            if decision is not None:
+                self._apply(bucket, decision, now)
 
     def _provider(self, name: str, now: float) -> Provider:
         known = len(self.registry.providers)
@@ -168,8 +212,7 @@ class Service:
     def _granted(self, request: AcquireRequest, bucket: Bucket, waited: float) -> Response:
         bucket.granted += 1
         self.metrics.on_granted(bucket, waited)
-        permit = bucket.next_permit
-        bucket.next_permit += 1
+        permit = bucket.learner.on_grant(self.clock.monotonic())
         limiter = bucket.limiter
         rate = limiter.rate("requests")
         if rate is None:
@@ -196,31 +239,36 @@ class Service:
             )
         label = status_class(request.status)
         bucket.reports[label] += 1
-        self.metrics.on_report(bucket, label, "none")
-        if request.status == 429:
-            bucket.streak += 1
-        elif request.status is not None and request.status < 400:
-            bucket.streak = 0
-        if request.status is None or request.status >= 400:
-            bucket.history.append(
-                {
-                    "at": round(self.clock.wall(), 3),
-                    "event": "report",
-                    "status": request.status if request.status is not None else "network_error",
-                    "permit": request.permit,
-                    "reason": request.reason,
-                    "streak": bucket.streak,
-                }
+        hint = None
+        if request.headers:
+            hint = parse_headers(
+                request.headers,
+                status=request.status,
+                now_wall=self.clock.wall(),
+                trust=provider.config.trust_headers,
             )
-        self.on_change()
+        learner: BucketLearner = bucket.learner
+        decision = learner.on_report(
+            ReportEvent(
+                status=request.status,
+                network_error=request.status is None,
+                permit=request.permit,
+                reason=request.reason,
+                retry_after=request.retry_after,
+                hint=hint,
+            ),
+            now,
+        )
+        self._apply(bucket, decision, now)
+        self.metrics.on_report(bucket, label, decision.action)
         return {
             "id": request.id,
             "ok": True,
             "provider": provider.name,
             "bucket": bucket.name,
-            "rate": bucket.limiter.rate("requests"),
-            "streak": bucket.streak,
-            "action": "none",
+            "rate": bucket.limiter.rate("requests") or next(iter(bucket.limiter.units.values())).rate,
+            "streak": learner.streak,
+            "action": decision.action,
         }
 
     def status(self, request: StatusRequest) -> Response:
@@ -264,12 +312,11 @@ class Service:
         names = [request.bucket] if request.bucket is not None else list(provider.buckets)
         for name in names:
             bucket = provider.buckets[name]
-            bucket.streak = 0
-            bucket.history.clear()
-            if bucket.learner is not None:
-                bucket.learner.reset(now)
+            bucket.learner.reset(now)
+            bucket.applied_pause = None
             bucket.limiter.set_scale(1.0, now)
-            bucket.queue.reschedule()
+            bucket.limiter.release_hold(now)
+            self._apply(bucket, None, now)
         self.on_change()
         logger.info("reset %s buckets %s", provider.name, ",".join(names))
         return {"id": request.id, "ok": True, "provider": provider.name, "buckets": names}
@@ -323,3 +370,10 @@ class Service:
                 bucket.queue.fail_all(
                     RatelimitdError(ErrorCode.UNKNOWN_PROVIDER, f"provider {name!r} was removed by a reload")
                 )
+
+
+def _baseline_rate(bucket: Bucket) -> float:
+    """The configured `requests` rate (else the first unit's): what the learner scales."""
+    limiter = bucket.limiter
+    unit = limiter.units.get("requests") or next(iter(limiter.units.values()))
+    return unit.baseline

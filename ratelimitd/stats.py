@@ -44,5 +44,7 @@ def bucket_statistics(bucket: Bucket, now: float, wall: float) -> BucketStats:
         reductions=bucket.reductions,
         recoveries=bucket.recoveries,
         pauses=bucket.pauses,
-        history=list(bucket.history) if learner is None else learner.history_json(now, wall),
+        history=list(bucket.history)
+        if learner is None
+        else [entry.as_dict(now, wall) for entry in learner.history],
     )
