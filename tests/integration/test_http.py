@@ -1,0 +1,175 @@
+"""The HTTP endpoints on a real aiohttp server, over a real Service and metrics registry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from ratelimitd import __version__
+from ratelimitd.clock import SystemClock
+from ratelimitd.config import Config, HttpConfig
+from ratelimitd.errors import RatelimitdError
+from ratelimitd.http import DEFAULT_PORT, HttpServer, Readiness, is_loopback
+from ratelimitd.metrics import Metrics
+from ratelimitd.protocol import StatusRequest, parse_request
+from ratelimitd.service import Service
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+
+LOOPBACK = HttpConfig(host="127.0.0.1", port=0)
+
+
+def run(service: Service, line: bytes) -> object:
+    """One request through the service, as the socket server would run it."""
+    try:
+        return service.handle(parse_request(line, max_timeout=60.0))
+    except RatelimitdError as exc:
+        service.metrics.on_protocol_error(exc.code)
+        return exc
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[Service]:
+    service = Service(Config(), SystemClock(), asyncio.get_running_loop())
+    yield service
+    service.shut_down()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def test_default_address_is_loopback() -> None:
+    assert HttpConfig().host == "127.0.0.1"
+    assert HttpConfig().port == DEFAULT_PORT
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert is_loopback("localhost")
+    assert not is_loopback("0.0.0.0")
+    assert not is_loopback("192.168.1.10")
+    assert not is_loopback("example.org")
+
+
+def test_readiness_is_the_and_of_components() -> None:
+    readiness = Readiness(socket="not bound yet", config="loading", state=None)
+    assert readiness.reasons() == {"socket": "not bound yet", "config": "loading"}
+    readiness.set("config", True)
+    assert readiness.reasons() == {"socket": "not bound yet"}
+    readiness["socket"] = None
+    assert readiness.reasons() == {}
+    assert readiness.ready is True
+    readiness.set("socket", False, "stopping")
+    assert readiness.reasons() == {"socket": "stopping"}
+    readiness["state"] = "corrupt file"
+    assert readiness.reasons() == {"socket": "stopping", "state": "corrupt file"}
+    assert not readiness.ready
+
+
+async def test_endpoints(service: Service, client: aiohttp.ClientSession) -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, version=__version__, max_providers=10)
+    service.metrics = metrics
+    readiness = Readiness(socket="not started", config="not loaded")
+    metrics.attach(service, wall=SystemClock().wall, ready=lambda: readiness.ready)
+    run(service, b'{"op":"acquire","provider":"openai"}')
+    run(service, b'{"op":"report","provider":"openai","status":429}')
+    run(service, b'{"op":"report","provider":"openai","status":200}')
+    run(service, b'{"op":"nope"}')
+
+    async with HttpServer(LOOPBACK, registry=registry, readiness=readiness, status=service) as server:
+        assert server.port > 0
+        base = f"http://127.0.0.1:{server.port}"
+
+        async with client.get(f"{base}/healthz") as response:
+            assert response.status == 200
+            assert await response.json() == {"ok": True}
+
+        readiness.set("config", True)
+        async with client.get(f"{base}/readyz") as response:
+            assert response.status == 503
+            assert await response.json() == {"ready": False, "reasons": {"socket": "not started"}}
+        readiness.set("socket", True)
+        async with client.get(f"{base}/readyz") as response:
+            assert response.status == 200
+            assert await response.json() == {"ready": True}
+
+        async with client.get(f"{base}/v1/status") as response:
+            assert response.status == 200
+            body = await response.json()
+        expected = service.status(StatusRequest(id=None, provider=None))
+        del expected["id"]
+        assert body == expected
+        assert body["providers"]["openai"]["buckets"]["default"]["reports"]["429"] == 1
+        async with client.get(f"{base}/v1/status", params={"provider": "openai"}) as response:
+            assert set((await response.json())["providers"]) == {"openai"}
+        async with client.get(f"{base}/v1/status", params={"provider": "missing"}) as response:
+            assert response.status == 404
+            assert (await response.json())["error"] == "unknown_provider"
+
+        async with client.get(f"{base}/metrics") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = await response.text()
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        openai = (("bucket", "default"), ("provider", "openai"))
+        assert samples[("ratelimitd_permits_granted_total", openai)] == 1
+        assert samples[("ratelimitd_reports_total", (*openai, ("status_class", "429")))] == 1
+        assert samples[("ratelimitd_acquires_total", (("outcome", "granted"), ("provider", "openai")))] == 1
+        assert samples[("ratelimitd_protocol_errors_total", (("code", "unknown_op"),))] == 1
+        assert samples[("ratelimitd_ready", ())] == 1
+        assert samples[("ratelimitd_build_info", (("version", __version__),))] == 1
+        assert ("process_resident_memory_bytes", ()) in samples
+
+        # OpenMetrics when the scraper asks for it, as Prometheus does.
+        headers = {"Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"}
+        async with client.get(f"{base}/metrics", headers=headers) as response:
+            assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+            text = await response.text()
+        assert text.endswith("# EOF\n")
+        assert "# TYPE ratelimitd_acquires counter\n" in text
+        assert "# TYPE ratelimitd_acquire_wait_seconds histogram\n" in text
+        assert 'ratelimitd_acquires_total{outcome="granted",provider="openai"} 1.0\n' in text
+
+    async with aiohttp.ClientSession() as other:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await other.get(f"{base}/healthz")
+
+
+async def test_metrics_can_be_left_out(service: Service, client: aiohttp.ClientSession) -> None:
+    config = HttpConfig(host="127.0.0.1", port=0, metrics=False)
+    registry = CollectorRegistry()
+    async with HttpServer(config, registry=registry, readiness=Readiness(), status=service) as server:
+        async with client.get(f"http://127.0.0.1:{server.port}/metrics") as response:
+            assert response.status == 404
+        async with client.get(f"http://127.0.0.1:{server.port}/readyz") as response:
+            assert response.status == 200
+
+
+async def test_non_loopback_address_is_logged(service: Service, caplog: pytest.LogCaptureFixture) -> None:
+    config = HttpConfig(host="0.0.0.0", port=0)
+    with caplog.at_level(logging.WARNING, logger="ratelimitd.http"):
+        async with HttpServer(config, registry=None, readiness=Readiness(), status=service):
+            pass
+    assert any("not loopback" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+async def test_port_in_use_is_an_error(service: Service) -> None:
+    async with HttpServer(LOOPBACK, registry=None, readiness=Readiness(), status=service) as first:
+        taken = HttpConfig(host="127.0.0.1", port=first.port)
+        with pytest.raises(OSError, match="address already in use"):
+            async with HttpServer(taken, registry=None, readiness=Readiness(), status=service):
+                pass
