@@ -43,14 +43,14 @@ class Readiness:
     """Readiness as the AND of named components, each ready or not with a reason.
 
     The daemon sets each component as it starts and stops (envoy's health.go);
-    `/readyz` answers 200 only when every component is ready. Built from
-    `component=reason` pairs, where a reason of None means ready:
-    `Readiness(socket="not bound yet", config=None)`.
+    `/readyz` answers 200 only when every component is ready. Components named
+    positionally start "not started"; `component=reason` pairs say why, where
+    None means ready: `Readiness("socket", config="loading", state=None)`.
     """
 
-    def __init__(self, **components: str | None) -> None:
-        self._not_ready: dict[str, str] = {}
-        for component, reason in components.items():
+    def __init__(self, *components: str, **reasons: str | None) -> None:
+        self._not_ready: dict[str, str] = dict.fromkeys(components, "not started")
+        for component, reason in reasons.items():
             self[component] = reason
 
     def set(self, component: str, ok: bool, reason: str = "") -> None:

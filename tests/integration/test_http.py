@@ -61,8 +61,9 @@ def test_default_address_is_loopback() -> None:
 
 
 def test_readiness_is_the_and_of_components() -> None:
-    readiness = Readiness(socket="not bound yet", config="loading", state=None)
-    assert readiness.reasons() == {"socket": "not bound yet", "config": "loading"}
+    readiness = Readiness("persist", socket="not bound yet", config="loading", state=None)
+    assert readiness.reasons() == {"persist": "not started", "socket": "not bound yet", "config": "loading"}
+    readiness.set("persist", True)
     readiness.set("config", True)
     assert readiness.reasons() == {"socket": "not bound yet"}
     readiness["socket"] = None
