@@ -29,13 +29,19 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ratelimitd import __version__
 from ratelimitd.clock import Clock, SystemClock
 from ratelimitd.config import Config, load_config
 from ratelimitd.errors import ConfigError
-from ratelimitd.paths import default_socket_path
+from ratelimitd.http import HttpServer, Readiness
+from ratelimitd.learned_state import collect_snapshots, restore_learners
+from ratelimitd.paths import default_socket_path, default_state_path
+from ratelimitd.persist import PeriodicSaver, StateStore
 from ratelimitd.server import UnixServer, bind_unix_socket
 from ratelimitd.service import Service
 from ratelimitd.systemd import Notifier, listen_fds, run_watchdog
+
+TICK_INTERVAL = 0.25  # seconds between learning ticks (recovery steps, ends of pauses)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, MutableMapping
@@ -64,11 +70,10 @@ class Daemon:
         self.service: Service | None = None
         self.server: UnixServer | None = None
         self.socket_path: Path | None = None
-        self.readiness: dict[str, str | None] = {
-            "socket": "not bound yet",
-            "config": None,
-            "state": None,
-        }
+        self.readiness = Readiness(config="loading", state="loading", socket="not bound yet")
+        self.store: StateStore | None = None
+        self.http: HttpServer | None = None
+        self._dirty = False
         self._stop = asyncio.Event()
         self._reloads: list[asyncio.Task[None]] = []
         self.on_reload: list[Callable[[Config], None]] = []  # extra components follow reloads
@@ -88,7 +93,7 @@ class Daemon:
 
     @property
     def ready(self) -> bool:
-        return all(reason is None for reason in self.readiness.values())
+        return self.readiness.ready
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -96,7 +101,11 @@ class Daemon:
         loop = asyncio.get_running_loop()
         async with AsyncExitStack() as stack:
             self.notifier.status("starting")
+            self.readiness.set("config", True)
             self.service = service = Service(self.config, self.clock, loop)
+            service.on_change = self._mark_dirty
+            await self._start_state(stack, service)
+            await self._start_http(stack, service)
             sock, owned = self._listening_socket()
             if owned:
                 stack.callback(self._remove_socket_file)
@@ -106,7 +115,9 @@ class Daemon:
                 max_connections=self.config.server.max_connections,
             )
             await server.start(sock)
-            self.readiness["socket"] = None
+            self.readiness.set("socket", True)
+            ticker = loop.create_task(self._tick_forever(service))
+            stack.callback(ticker.cancel)
             for sig, handler in (
                 (signal.SIGTERM, self.request_stop),
                 (signal.SIGINT, self.request_stop),
@@ -129,7 +140,7 @@ class Daemon:
 
     async def _shut_down(self, server: UnixServer, service: Service) -> None:
         self.notifier.stopping("stopping: answering waiters with shutting_down")
-        self.readiness["socket"] = "stopping"
+        self.readiness.set("socket", False, "stopping")
         server.stop_accepting()
         waiting = service.waiting()
         service.shut_down()
@@ -141,6 +152,68 @@ class Daemon:
                     await asyncio.sleep(0.01)
         server.close_connections()
         await asyncio.sleep(0)
+
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+
+    def _take_dirty(self) -> bool:
+        dirty, self._dirty = self._dirty, False
+        return dirty
+
+    async def _tick_forever(self, service: Service) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL)
+            service.tick()
+
+    async def _start_state(self, stack: AsyncExitStack, service: Service) -> None:
+        """Load learned state (PERSIST gate) and save it periodically and at stop."""
+        if not self.config.features.persist:
+            self.readiness.set("state", True)
+            return
+        path = self.config.persist.path or default_state_path(self.environ)
+        store = StateStore(path, max_age=self.config.persist.max_age)
+        store.acquire_lock()  # a second daemon on the same file refuses to start
+        stack.callback(store.close)
+        self.store = store
+        configured = {(b.provider, b.name) for b in service.registry.buckets()}
+        loaded = store.load(self.clock.wall(), configured)
+        if loaded is not None:
+            restored = restore_learners(service, loaded)
+            logger.info("restored learned state of %d buckets from %s", restored, path)
+        saver = PeriodicSaver(
+            store,
+            lambda: collect_snapshots(service),
+            self._take_dirty,
+            interval=self.config.persist.save_interval,
+            clock=self.clock,
+        )
+        task = asyncio.get_running_loop().create_task(saver.run())
+
+        async def stop_saver() -> None:
+            saver.stop()
+            await task  # the final save happens here, after the last waiter was answered
+
+        stack.push_async_callback(stop_saver)
+        self.readiness.set("state", True)
+
+    async def _start_http(self, stack: AsyncExitStack, service: Service) -> None:
+        """Metrics and health over HTTP on loopback (unless disabled)."""
+        http = self.config.http
+        registry = None
+        if http.enabled and http.metrics:
+            from prometheus_client import CollectorRegistry
+
+            from ratelimitd.metrics import Metrics
+
+            registry = CollectorRegistry(auto_describe=True)
+            metrics = Metrics(registry, version=__version__, max_providers=self.config.server.max_providers)
+            metrics.attach(service, wall=self.clock.wall, ready=lambda: self.ready, saves=self.store)
+            service.metrics = metrics
+        if not http.enabled:
+            return
+        self.http = await stack.enter_async_context(
+            HttpServer(http, registry=registry, readiness=self.readiness, status=service)
+        )
 
     def _listening_socket(self) -> tuple[socket.socket, bool]:
         """The socket systemd passed (not ours to unlink), else one bound here."""

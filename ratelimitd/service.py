@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ratelimitd import __version__
 from ratelimitd.errors import ErrorCode, RatelimitdError
 from ratelimitd.headers import parse_headers
+from ratelimitd.learned_state import restore_bucket
 from ratelimitd.learning import BucketLearner, Decision, LearningSettings, ReportEvent
 from ratelimitd.metrics_hooks import MetricsHooks, NoMetrics
 from ratelimitd.protocol import (
@@ -65,6 +66,8 @@ class Service:
         self.stopping = False
         self.on_change: Callable[[], None] = lambda: None  # persistence marks itself dirty
         self.metrics: MetricsHooks = NoMetrics()
+        # Saved learner snapshots of providers not created yet: (snapshot, seconds stale).
+        self.pending_restore: dict[tuple[str, str], tuple[dict[str, object], float]] = {}
         for bucket in self.registry.buckets():
             self._attach(bucket)
 
@@ -107,6 +110,10 @@ class Service:
             self.on_change()
         bucket.queue.reschedule()
 
+    def apply_learner(self, bucket: Bucket) -> None:
+        """Make the limiter follow a learner that was replaced (restored from state)."""
+        self._apply(bucket, None, self.clock.monotonic())
+
     def tick(self) -> None:
         """Time-driven learning (recovery, ends of pauses); the daemon calls it periodically."""
         now = self.clock.monotonic()
@@ -121,6 +128,9 @@ class Service:
         if len(self.registry.providers) != known:
             for bucket in provider.buckets.values():
                 self._attach(bucket)
+                saved = self.pending_restore.pop((name, bucket.name), None)
+                if saved is not None:
+                    restore_bucket(self, bucket, *saved)
             logger.info("provider created on first use: %s", name)
         return provider
 

@@ -1,0 +1,62 @@
+"""Between the service's learners and the state file: collect snapshots, restore them.
+
+Shell glue: reads and replaces `Bucket.learner`; the file work is `ratelimitd.persist`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ratelimitd.learning import BucketLearner
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from ratelimitd.providers import Bucket
+    from ratelimitd.service import Service
+    from ratelimitd.statefile import BucketKey, LoadedState
+
+__all__ = ("collect_snapshots", "restore_bucket", "restore_learners")
+
+logger = logging.getLogger(__name__)
+
+
+def collect_snapshots(service: Service) -> dict[BucketKey, Mapping[str, object]]:
+    """Every bucket's learner snapshot, keyed by (provider, bucket)."""
+    now, wall = service.clock.monotonic(), service.clock.wall()
+    return {
+        (bucket.provider, bucket.name): bucket.learner.snapshot(now, wall)
+        for bucket in service.registry.buckets()
+    }
+
+
+def restore_bucket(service: Service, bucket: Bucket, data: dict[str, object], stale_for: float) -> bool:
+    """Replace `bucket`'s learner with one rebuilt from `data`; False (logged) if malformed."""
+    now, wall = service.clock.monotonic(), service.clock.wall()
+    try:
+        learner = BucketLearner.restore(
+            service.learning_settings, bucket.learner.baseline_rate, data, now, wall, stale_for
+        )
+    except (ValueError, TypeError, KeyError) as exc:
+        logger.warning("state for %s/%s is malformed and was dropped: %s", bucket.provider, bucket.name, exc)
+        return False
+    bucket.learner = learner
+    service.apply_learner(bucket)
+    return True
+
+
+def restore_learners(service: Service, loaded: LoadedState) -> int:
+    """Restore what was saved for buckets that exist now; keep the rest for on-demand providers."""
+    wall = service.clock.wall()
+    restored = 0
+    for key, data in loaded.buckets.items():
+        provider_name, bucket_name = key
+        provider = service.registry.providers.get(provider_name)
+        bucket = None if provider is None else provider.buckets.get(bucket_name)
+        if bucket is None:
+            # Created on first use later: restore then (service.pending_restore).
+            service.pending_restore[key] = (data, loaded.age(key, wall))
+            continue
+        restored += restore_bucket(service, bucket, data, loaded.age(key, wall))
+    return restored
