@@ -180,6 +180,16 @@ class Daemon:
         if loaded is not None:
             restored = restore_learners(service, loaded)
             logger.info("restored learned state of %d buckets from %s", restored, path)
+
+        def saved_state(key: tuple[str, str]) -> tuple[dict[str, object], float] | None:
+            # Providers created on first use find what an earlier run learned for them.
+            carried = store.carried_snapshot(key)
+            if carried is None:
+                return None
+            last_seen, snapshot = carried
+            return snapshot, max(0.0, self.clock.wall() - last_seen)
+
+        service.saved_state = saved_state
         saver = PeriodicSaver(
             store,
             lambda: collect_snapshots(service),

@@ -47,16 +47,13 @@ def restore_bucket(service: Service, bucket: Bucket, data: dict[str, object], st
 
 
 def restore_learners(service: Service, loaded: LoadedState) -> int:
-    """Restore what was saved for buckets that exist now; keep the rest for on-demand providers."""
+    """Restore what was saved for the buckets configured now (others wait for first use)."""
     wall = service.clock.wall()
     restored = 0
     for key, data in loaded.buckets.items():
         provider_name, bucket_name = key
         provider = service.registry.providers.get(provider_name)
         bucket = None if provider is None else provider.buckets.get(bucket_name)
-        if bucket is None:
-            # Created on first use later: restore then (service.pending_restore).
-            service.pending_restore[key] = (data, loaded.age(key, wall))
-            continue
-        restored += restore_bucket(service, bucket, data, loaded.age(key, wall))
+        if bucket is not None:
+            restored += restore_bucket(service, bucket, data, loaded.age(key, wall))
     return restored

@@ -109,6 +109,10 @@ class StateStore:
         """Carried-over entries (not configured now) and their `last_seen` unix times."""
         return {key: seen for key, (seen, _) in self._carried.items()}
 
+    def carried_snapshot(self, key: BucketKey) -> tuple[float, dict[str, object]] | None:
+        """A carried-over entry's (last_seen, snapshot), for a provider created after start."""
+        return self._carried.get(key)
+
     def acquire_lock(self) -> None:
         """Take `<path>.lock` with flock(LOCK_EX | LOCK_NB) for this store's lifetime.
 

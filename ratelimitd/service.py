@@ -66,8 +66,10 @@ class Service:
         self.stopping = False
         self.on_change: Callable[[], None] = lambda: None  # persistence marks itself dirty
         self.metrics: MetricsHooks = NoMetrics()
-        # Saved learner snapshots of providers not created yet: (snapshot, seconds stale).
-        self.pending_restore: dict[tuple[str, str], tuple[dict[str, object], float]] = {}
+        # Saved learner state of providers created on first use: key -> (snapshot, seconds stale).
+        self.saved_state: Callable[[tuple[str, str]], tuple[dict[str, object], float] | None] = lambda _key: (
+            None
+        )
         for bucket in self.registry.buckets():
             self._attach(bucket)
 
@@ -128,7 +130,7 @@ class Service:
         if len(self.registry.providers) != known:
             for bucket in provider.buckets.values():
                 self._attach(bucket)
-                saved = self.pending_restore.pop((name, bucket.name), None)
+                saved = self.saved_state((name, bucket.name))
                 if saved is not None:
                     restore_bucket(self, bucket, *saved)
             logger.info("provider created on first use: %s", name)
