@@ -286,9 +286,20 @@ def _parse_provider(name: str, raw: Any, problems: _Problems) -> ProviderConfig 
         )
         selection = "failover"
     trust = table.get("trust_headers")
-    if trust is not None and not (isinstance(trust, list) and all(isinstance(t, str) for t in trust)):
-        problems.add(f"{path}.trust_headers", "expected an array of header family names")
-        trust = None
+    if trust is not None:
+        from ratelimitd.headers import FAMILIES
+
+        if not (isinstance(trust, list) and all(isinstance(t, str) for t in trust)):
+            problems.add(f"{path}.trust_headers", "expected an array of header family names")
+            trust = None
+        elif unknown := sorted(set(trust) - FAMILIES):
+            problems.add(
+                f"{path}.trust_headers",
+                f"unknown header families {unknown} (known: {', '.join(sorted(FAMILIES))})",
+            )
+            trust = None
+    elif isinstance(profile, str):
+        trust = _profile_trust(profile)
     if not limits:
         return None
     return ProviderConfig(
@@ -301,12 +312,15 @@ def _parse_provider(name: str, raw: Any, problems: _Problems) -> ProviderConfig 
     )
 
 
+def _profile_trust(profile: str) -> list[str] | None:
+    from ratelimitd.profiles import PROFILES
+
+    found = PROFILES.get(profile)
+    return None if found is None else sorted(found.trust_headers)
+
+
 def _profile_limits(profile: Any, path: str, problems: _Problems) -> tuple[LimitConfig, ...]:
-    try:
-        from ratelimitd.profiles import PROFILES  # written with the learning issue
-    except ImportError:
-        problems.add(path, "provider profiles are not available in this build")
-        return ()
+    from ratelimitd.profiles import PROFILES
     if not isinstance(profile, str) or profile not in PROFILES:
         problems.add(path, f"unknown profile {profile!r} (known: {', '.join(sorted(PROFILES))})")
         return ()
