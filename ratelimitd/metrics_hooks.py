@@ -19,6 +19,8 @@ class MetricsHooks(Protocol):
 
     def on_timeout(self, bucket: Bucket) -> None: ...
 
+    def on_acquire_error(self, provider: str) -> None: ...
+
     def on_report(self, bucket: Bucket, status_class: str, action: str) -> None: ...
 
     def on_protocol_error(self, code: ErrorCode) -> None: ...
@@ -29,6 +31,9 @@ class NoMetrics:
         pass
 
     def on_timeout(self, bucket: Bucket) -> None:
+        pass
+
+    def on_acquire_error(self, provider: str) -> None:
         pass
 
     def on_report(self, bucket: Bucket, status_class: str, action: str) -> None:

@@ -143,7 +143,13 @@ class Service:
         if self.stopping and not isinstance(request, PingRequest | HelloRequest | StatusRequest):
             raise RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
         if isinstance(request, AcquireRequest):
-            return self.acquire(request)
+            try:
+                return self.acquire(request)
+            except RatelimitdError as exc:
+                # Timeouts are counted where they happen; unknown providers get no series.
+                if exc.code is not ErrorCode.TIMEOUT and request.provider in self.registry.providers:
+                    self.metrics.on_acquire_error(request.provider)
+                raise
         if isinstance(request, ReportRequest):
             return self.report(request)
         if isinstance(request, PingRequest):
