@@ -86,6 +86,7 @@ async def test_endpoints(service: Service, client: aiohttp.ClientSession) -> Non
     run(service, b'{"op":"report","provider":"openai","status":429}')
     run(service, b'{"op":"report","provider":"openai","status":200}')
     run(service, b'{"op":"nope"}')
+    run(service, b'{"op":"acquire","provider":"openai","cost":1000}')  # cost_too_large
 
     async with HttpServer(LOOPBACK, registry=registry, readiness=readiness, status=service) as server:
         assert server.port > 0
@@ -130,6 +131,8 @@ async def test_endpoints(service: Service, client: aiohttp.ClientSession) -> Non
         assert samples[("ratelimitd_permits_granted_total", openai)] == 1
         assert samples[("ratelimitd_reports_total", (*openai, ("status_class", "429")))] == 1
         assert samples[("ratelimitd_acquires_total", (("outcome", "granted"), ("provider", "openai")))] == 1
+        assert samples[("ratelimitd_acquires_total", (("outcome", "error"), ("provider", "openai")))] == 1
+        assert samples[("ratelimitd_protocol_errors_total", (("code", "cost_too_large"),))] == 1
         assert samples[("ratelimitd_protocol_errors_total", (("code", "unknown_op"),))] == 1
         assert samples[("ratelimitd_ready", ())] == 1
         assert samples[("ratelimitd_build_info", (("version", __version__),))] == 1

@@ -390,6 +390,11 @@ def test_dashboard_shows_the_traffic(stack: Stack) -> None:
     assert 0 < float(ratio[0]["value"][1]) < 1
     timeouts = stack.vector('ratelimitd_acquires_total{provider="openai", outcome="timeout"}')
     assert float(timeouts[0]["value"][1]) >= 2
+    refused = stack.vector('ratelimitd_acquires_total{provider="openai", outcome="error"}')
+    assert float(refused[0]["value"][1]) == 2  # cost_too_large, once per drive_traffic
+    waited = stack.vector('ratelimitd_acquire_wait_seconds_bucket{provider="openai", le="0.0001"}')
+    total = stack.vector('ratelimitd_acquire_wait_seconds_count{provider="openai"}')
+    assert float(waited[0]["value"][1]) < float(total[0]["value"][1])  # one acquire waited
     errors = stack.vector('ratelimitd_protocol_errors_total{code="invalid_json"}')
     assert float(errors[0]["value"][1]) == 2
     gates = stack.vector("ratelimitd_feature_enabled")
