@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 
 __all__ = ("BucketLimiter", "LimitSpec", "UnitLimit")
 
+# `max(tat, now) + c / rate - now` is rounded to the grid of `now` (2e-13 s at now ~ 2000 s of
+# uptime), so a cost that fits exactly (a burst-sized cost on a full bucket) can come out a few
+# ulps over, every time: it would never be granted and its timer would spin. A microsecond of
+# slack is far below any rate's resolution.
+_SLACK = 1e-6
+
 
 @dataclass(frozen=True, slots=True)
 class LimitSpec:
@@ -44,7 +50,8 @@ class UnitLimit:
     def delay_for(self, cost: float, now: float) -> float:
         """Seconds until `cost` could be taken (0.0 when it can be taken now)."""
         new_tat = max(self._tat, now) + cost / self.rate
-        return max(0.0, new_tat - now - self.burst / self.rate)
+        over = new_tat - now - self.burst / self.rate
+        return over if over > _SLACK else 0.0
 
     def take(self, cost: float, now: float) -> None:
         self._tat = max(self._tat, now) + cost / self.rate
@@ -114,7 +121,7 @@ class BucketLimiter:
             if over > delay:
                 delay = over
             new_tats.append((limit, new_tat))
-        if delay > 0.0:
+        if delay > _SLACK:
             return delay
         for limit, new_tat in new_tats:
             limit._tat = new_tat
