@@ -254,7 +254,7 @@ class Daemon:
             logger.error("reload failed; keeping the running configuration: %s", exc)
             self.notifier.ready("reload failed; running the previous configuration")
             return
-        # The socket and feature gates cannot change without a restart.
+        # The socket, HTTP listener, feature gates and learning settings change only on restart.
         config = _keep_restart_only(self.config, config)
         assert self.service is not None
         self.service.reload(config)
@@ -271,4 +271,6 @@ def _keep_restart_only(old: Config, new: Config) -> Config:
     server = replace(new.server, socket=old.server.socket, socket_mode=old.server.socket_mode)
     if new.features != old.features:
         logger.warning("feature gates change only on restart; keeping %s", old.features.as_dict())
-    return replace(new, server=server, features=old.features, http=old.http)
+    if new.learning != old.learning:
+        logger.warning("[learning] settings change only on restart; keeping the running ones")
+    return replace(new, server=server, features=old.features, http=old.http, learning=old.learning)

@@ -174,19 +174,22 @@ class Service:
         now = self.clock.monotonic()
         provider = self._provider(request.provider, now)
         cost = request.cost
-        bucket = choose_bucket(provider, request, now)
-        too_big = bucket.limiter.never_fits(cost)
+        # Every bucket of a provider has the same bursts: check the cost before choosing one.
+        limiter = next(iter(provider.buckets.values())).limiter
+        too_big = limiter.never_fits(cost)
         if too_big is not None:
-            burst = bucket.limiter.units[too_big].burst
+            burst = limiter.units[too_big].burst
             raise RatelimitdError(
                 ErrorCode.COST_TOO_LARGE,
                 f"cost: {cost[too_big]:g} {too_big} can never be granted by {provider.name!r}, "
                 f"whose burst is {burst:g} {too_big}",
             )
+        timeout = self.config.server.default_timeout if request.timeout is None else request.timeout
+        # Issue 7: a multi-bucket provider answers all_buckets_exhausted when none serves in time.
+        bucket = choose_bucket(provider, request, now, timeout)
         queue: WaitQueue = bucket.queue
         if not queue.live and bucket.limiter.try_take(cost, now) == 0.0:
             return self._granted(request, bucket, 0.0)
-        timeout = self.config.server.default_timeout if request.timeout is None else request.timeout
         delay = queue.estimate(cost, now)
         if delay > timeout:
             # FIFO at a known rate: it cannot be served in time, so say so now.
@@ -381,7 +384,11 @@ class Service:
             for bucket in provider.buckets.values():
                 if bucket.queue is None:
                     self._attach(bucket)
-                bucket.queue.reschedule()
+                    continue
+                # The limiter was rebuilt with the new limits: re-apply what was learned.
+                bucket.learner.baseline_rate = _baseline_rate(bucket)
+                bucket.applied_pause = None
+                self._apply(bucket, None, now)
         for name in [n for n, p in registry.providers.items() if p.configured and n not in config.providers]:
             provider = registry.providers.pop(name)
             for bucket in provider.buckets.values():
