@@ -31,6 +31,7 @@ logger = logging.getLogger("ratelimitd")
 def _serve(args: argparse.Namespace) -> int:
     from ratelimitd.daemon import Daemon
     from ratelimitd.logs import setup_logging
+    from ratelimitd.persist import StateLockedError
     from ratelimitd.server import SocketInUseError
 
     try:
@@ -43,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     daemon = Daemon(config, environ=os.environ, config_path=args.config)
     try:
         _run(daemon.run())
-    except (SocketInUseError, ConfigError, OSError) as exc:
+    except (SocketInUseError, StateLockedError, ConfigError, OSError) as exc:
         logger.error("cannot start: %s", exc)
         return STARTUP_FAILURE
     logger.info("stopped")
