@@ -287,3 +287,11 @@ def test_the_daemon_runs_with_memory_deny_write_execute(tmp_path: Path) -> None:
             daemon.wait(timeout=10)
         if daemon.stderr is not None:
             daemon.stderr.close()
+
+
+def test_process_metrics_stay_readable(unit_dir: Path) -> None:
+    # ProcSubset=pid hides /proc/stat; prometheus-client's ProcessCollector needs its
+    # btime line and exports nothing without it (measured; see docs/systemd.md).
+    service = (unit_dir / "ratelimitd.service").read_text().splitlines()
+    assert "ProcSubset=pid" not in service
+    assert "ProtectProc=invisible" in service
