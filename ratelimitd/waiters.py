@@ -92,7 +92,10 @@ class WaitQueue:
         else:
             waiter.future.set_exception(exc)
         if was_head:
-            self.reschedule()  # the next one may be grantable now
+            # The next one may be grantable now, but not before this batch of cancellations
+            # ends: a client that drops many waiters at once must not be granted its own
+            # next waiters (consuming permits) while the rest are being cancelled.
+            self._loop.call_soon(self.reschedule)
 
     def pending_cost(self) -> dict[str, float]:
         return dict(self._queued_cost)
