@@ -55,8 +55,7 @@ def install_systemd(prefix: Path, *, bin_path: str, source: Path = SOURCE_DIR) -
     for name in ("ratelimitd.service", "ratelimitd.socket", "ratelimitd.sysusers"):
         if not (source / name).is_file():
             raise FileNotFoundError(
-                f"{source / name}: unit template missing;"
-                " run install-systemd from a source checkout"
+                f"{source / name}: unit template missing; run install-systemd from a source checkout"
             )
     doc_dir = _under(prefix, "/usr/share/doc/ratelimitd")
     unit_dir = _under(prefix, "/etc/systemd/system")
@@ -124,9 +123,7 @@ def add_install_command(
         help="install the systemd units and example files under a prefix",
         description=install_systemd.__doc__.splitlines()[0] if install_systemd.__doc__ else None,
     )
-    parser.add_argument(
-        "--prefix", type=Path, default=Path("/"), help="root to install under (default: /)"
-    )
+    parser.add_argument("--prefix", type=Path, default=Path("/"), help="root to install under (default: /)")
     parser.add_argument(
         "--bin-path",
         default=None,
@@ -153,7 +150,6 @@ def run_install_command(args: argparse.Namespace) -> int:
         )
     if Path(args.prefix).resolve() == Path("/"):
         sys.stdout.write(
-            "next: systemd-sysusers && systemctl daemon-reload"
-            " && systemctl enable --now ratelimitd.socket\n"
+            "next: systemd-sysusers && systemctl daemon-reload && systemctl enable --now ratelimitd.socket\n"
         )
     return 0

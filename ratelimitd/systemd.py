@@ -78,9 +78,7 @@ class Notifier:
         payload = "\n".join(assignments).encode()
         try:
             if self._socket is None:
-                self._socket = socket.socket(
-                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
-                )
+                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             self._socket.sendto(payload, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL, self._address)
         except OSError as exc:
             level = logging.DEBUG if self._failed_before else logging.WARNING

@@ -47,9 +47,7 @@ def abstract_server() -> Iterator[tuple[str, socket.socket]]:
 
 
 @pytest.mark.parametrize("server_fixture", ["path_server", "abstract_server"])
-def test_each_message_arrives_as_one_datagram(
-    server_fixture: str, request: pytest.FixtureRequest
-) -> None:
+def test_each_message_arrives_as_one_datagram(server_fixture: str, request: pytest.FixtureRequest) -> None:
     address, server = request.getfixturevalue(server_fixture)
     notifier = Notifier({"NOTIFY_SOCKET": address})
     try:
