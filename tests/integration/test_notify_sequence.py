@@ -175,7 +175,9 @@ def test_notify_sequence_across_reloads_and_stop(workdir: Path, listener: Notify
     config = workdir / "config.toml"
     config.write_text(FIRST_CONFIG)
     socket_path = workdir / "ratelimitd.sock"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "WATCHDOG_"))}
+    # Nothing from the caller's environment that the daemon would read.
+    skipped = ("LISTEN_", "WATCHDOG_", "NOTIFY_SOCKET", "RATELIMITD_")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(skipped)}
     environ |= {
         "NOTIFY_SOCKET": listener.address,
         "WATCHDOG_USEC": str(WATCHDOG_USEC),

@@ -161,7 +161,8 @@ def test_without_activation_the_daemon_binds_and_removes_its_own_socket(
 ) -> None:
     socket_path = short_dir / "own.sock"
     notify_address, notify_server = notify_socket
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("LISTEN_")}
+    skipped = ("LISTEN_", "WATCHDOG_", "NOTIFY_SOCKET", "RATELIMITD_")
+    environ = {key: value for key, value in os.environ.items() if not key.startswith(skipped)}
     environ["NOTIFY_SOCKET"] = notify_address
     daemon = subprocess.Popen(
         [RATELIMITD, "serve", "--no-http", "--socket", str(socket_path)],

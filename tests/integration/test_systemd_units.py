@@ -7,6 +7,7 @@ a missing tool fails the test instead of skipping it.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -241,8 +242,10 @@ else:
 
 
 def _under_mdwe(*argv: str, **kwargs: object) -> subprocess.Popen[str]:
+    skipped = ("LISTEN_", "WATCHDOG_", "NOTIFY_SOCKET", "RATELIMITD_")
+    environ = {key: value for key, value in os.environ.items() if not key.startswith(skipped)}
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-c", _UNDER_MDWE, *argv], text=True, **kwargs
+        [sys.executable, "-c", _UNDER_MDWE, *argv], text=True, env=environ, **kwargs
     )
 
 
