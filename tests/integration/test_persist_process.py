@@ -1,0 +1,263 @@
+"""Persistence with real `ratelimitd serve` processes (issue 6, gate RATELIMITD_FEATURE_PERSIST).
+
+kill -9 during heavy 429 reporting loses at most one save interval; a graceful stop
+saves; a second daemon on the same state file refuses to start (exit code 3); a
+corrupt state file is moved aside and the daemon starts at the configured rates.
+The 429 streak is the yardstick: every 429 report raises it by one and the report's
+answer says its value, so "what had been learned by time t" is known exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+STARTUP_BOUND = 20.0  # seconds; never reached when things work
+SAVE_INTERVAL = 0.5
+# A save collects the learners' snapshots on the event loop and then writes on a thread;
+# this bounds how late a periodic save may complete after its tick under heavy load.
+SAVE_SLACK = 0.25
+REPORT_FOR = 4 * SAVE_INTERVAL
+CONFIGURED_RATE = 1000.0
+
+
+def config_text(state_path: Path, save_interval: float = SAVE_INTERVAL) -> str:
+    return f"""
+[http]
+enabled = false
+
+[persist]
+path = "{state_path}"
+save_interval = {save_interval}
+
+[providers.api]
+rate = "{CONFIGURED_RATE:g}/second"
+burst = {CONFIGURED_RATE:g}
+"""
+
+
+class Daemon:
+    """One `ratelimitd serve` with the LEARNING and PERSIST gates on, in the environment."""
+
+    def __init__(self, directory: Path, config: str, name: str = "daemon") -> None:
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="rl-persist-"))  # AF_UNIX path limit
+        self.socket_path = self.socket_dir / "ratelimitd.sock"
+        self.config_path = directory / f"{name}.toml"
+        self.config_path.write_text(config, "utf-8")
+        self.log_path = directory / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RATELIMITD_")}
+        env |= {"RATELIMITD_FEATURE_PERSIST": "1", "RATELIMITD_FEATURE_LEARNING": "1"}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "ratelimitd",
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    "--socket",
+                    str(self.socket_path),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
+        return self.process
+
+    def start(self) -> Daemon:
+        process = self.spawn()
+        deadline = time.monotonic() + STARTUP_BOUND
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"daemon exited with {process.returncode}:\n{self.log()}")
+            try:
+                if self.call({"op": "ping"})["ok"]:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.02)  # polling for start-up, not waiting for a rate
+        raise AssertionError(f"daemon not ready after {STARTUP_BOUND} s:\n{self.log()}")
+
+    def connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10.0)
+        try:
+            sock.connect(str(self.socket_path))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self.connect() as sock, sock.makefile("rwb") as stream:
+            stream.write(json.dumps(request).encode() + b"\n")
+            stream.flush()
+            answer: dict[str, Any] = json.loads(stream.readline())
+            return answer
+
+    def bucket_status(self) -> dict[str, Any]:
+        answer = self.call({"op": "status", "provider": "api"})
+        assert answer["ok"], answer
+        bucket: dict[str, Any] = answer["providers"]["api"]["buckets"]["default"]
+        return bucket
+
+    def signal(self, sig: signal.Signals) -> int:
+        process = self.process
+        assert process is not None
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text("utf-8", errors="replace") if self.log_path.exists() else ""
+
+    def cleanup(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.signal(signal.SIGKILL)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
+    """Every Daemon the test appends is killed and cleaned up afterwards."""
+    made: list[Daemon] = []
+    yield made
+    for daemon in made:
+        daemon.cleanup()
+
+
+def report_429s(daemon: Daemon, duration: float) -> list[tuple[float, int]]:
+    """Pipelined 429 reports for `duration` s; (monotonic time answered, streak) per batch."""
+    line = json.dumps({"op": "report", "provider": "api", "status": 429}).encode() + b"\n"
+    batch = 100
+    observed: list[tuple[float, int]] = []
+    with daemon.connect() as sock, sock.makefile("rwb") as stream:
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            stream.write(line * batch)
+            stream.flush()
+            streak = 0
+            for _ in range(batch):
+                answer = json.loads(stream.readline())
+                assert answer["ok"], answer
+                streak = max(streak, answer["streak"])
+            observed.append((time.monotonic(), streak))
+    return observed
+
+
+def test_kill_9_during_heavy_reporting_loses_at_most_one_save_interval(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    state = tmp_path / "state" / "state.json"
+    first = Daemon(tmp_path, config_text(state), "first")
+    daemons.append(first)
+    first.start()
+    observed = report_429s(first, REPORT_FOR)
+    killed_at = time.monotonic()
+    killed_wall = time.time()
+    assert first.signal(signal.SIGKILL) == -signal.SIGKILL
+
+    final_streak = observed[-1][1]
+    # Everything learned up to one save interval (plus slack) before the kill must survive.
+    bound = killed_at - SAVE_INTERVAL - SAVE_SLACK
+    must_keep = max(streak for answered, streak in observed if answered <= bound)
+    assert must_keep > 1000, "too little reporting before the bound for the test to mean much"
+    saved = orjson.loads(state.read_bytes())
+    assert saved["saved_at"] >= killed_wall - SAVE_INTERVAL - SAVE_SLACK
+
+    second = Daemon(tmp_path, config_text(state), "second")
+    daemons.append(second)
+    second.start()
+    restored = second.bucket_status()
+    assert must_keep <= restored["streak"] <= final_streak, (must_keep, final_streak)
+    # The learned cut came back too (decayed by about a second of a 900 s half-life).
+    rate = restored["limits"]["requests"]["rate"]
+    assert rate < 0.9 * CONFIGURED_RATE, restored
+    saved_factor = saved["buckets"]["api"]["default"]["learner"]["factor"]
+    assert rate == pytest.approx(saved_factor * CONFIGURED_RATE, rel=0.01)
+    assert any(entry["kind"] == "restored" for entry in restored["history"])
+    assert second.signal(signal.SIGTERM) == 0
+
+
+def test_graceful_stop_saves_even_with_a_long_interval(tmp_path: Path, daemons: list[Daemon]) -> None:
+    state = tmp_path / "state.json"
+    daemon = Daemon(tmp_path, config_text(state, save_interval=3600.0))
+    daemons.append(daemon)
+    daemon.start()
+    observed = report_429s(daemon, 0.2)
+    assert not state.exists()  # no periodic save yet
+    assert daemon.signal(signal.SIGTERM) == 0
+    learner = orjson.loads(state.read_bytes())["buckets"]["api"]["default"]["learner"]
+    assert learner["streak"] == observed[-1][1]
+
+
+def test_second_daemon_on_the_same_state_file_refuses_to_start(tmp_path: Path, daemons: list[Daemon]) -> None:
+    state = tmp_path / "state.json"
+    first = Daemon(tmp_path, config_text(state), "first")
+    second = Daemon(tmp_path, config_text(state), "second")
+    daemons += [first, second]
+    holder = first.start().process
+    assert holder is not None
+    refused = second.spawn()
+    assert refused.wait(timeout=STARTUP_BOUND) == 3, second.log()
+    message = f"state file {state} is locked by another ratelimitd (pid {holder.pid})"
+    assert message in second.log()
+    assert not second.socket_path.exists()
+    assert first.call({"op": "ping"})["ok"]  # the first one is unaffected
+    assert first.signal(signal.SIGTERM) == 0
+    # With the first gone (its lock released by the kernel), the second starts.
+    second.start()
+    assert second.signal(signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"version": 1, "saved_at": 17', b'{"version": 99, "saved_at": 1, "buckets": {}}'],
+    ids=["truncated", "future-version"],
+)
+def test_bad_state_file_is_moved_aside_and_the_daemon_starts_at_baseline(
+    tmp_path: Path, daemons: list[Daemon], content: bytes
+) -> None:
+    directory = tmp_path / "state"
+    directory.mkdir()
+    state = directory / "state.json"
+    state.write_bytes(content)
+    daemon = Daemon(tmp_path, config_text(state))
+    daemons.append(daemon)
+    daemon.start()
+    bucket = daemon.bucket_status()
+    assert bucket["limits"]["requests"]["rate"] == CONFIGURED_RATE
+    assert bucket["streak"] == 0
+    evidence = [p for p in directory.iterdir() if p.name.startswith("state.json.corrupt-")]
+    assert len(evidence) == 1
+    assert evidence[0].read_bytes() == content
+    assert "moved to" in daemon.log()
+    report_429s(daemon, 0.05)
+    assert daemon.signal(signal.SIGTERM) == 0
+    assert evidence[0].read_bytes() == content  # the new save did not touch the evidence
+    assert orjson.loads(state.read_bytes())["version"] == 1
