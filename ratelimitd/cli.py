@@ -44,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     daemon = Daemon(config, environ=os.environ, config_path=args.config)
     try:
         _run(daemon.run())
-    except (SocketInUseError, StateLockedError, ConfigError, OSError) as exc:
+    except (SocketInUseError, StateLockedError, ConfigError, OSError, ValueError) as exc:
         logger.error("cannot start: %s", exc)
         return STARTUP_FAILURE
     logger.info("stopped")
