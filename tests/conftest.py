@@ -48,6 +48,7 @@ class RunningDaemon:
         self.config_path = config_path
         self.log_path = log_path
         self.exit_expected = False
+        self.stop_requested = False  # a test sent SIGTERM/SIGINT: a second one would kill it
         self._clients: list[NdjsonClient] = []
 
     @property
@@ -82,6 +83,8 @@ class RunningDaemon:
         return rss_kib(self.pid)
 
     def send_signal(self, sig: signal.Signals) -> None:
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self.stop_requested = True
         self.proc.send_signal(sig)
 
     def write_config(self, text: str) -> None:
@@ -120,6 +123,7 @@ class DaemonFactory(Protocol):
         env: Mapping[str, str] | None = None,
         args: Sequence[str] = (),
         socket_path: Path | None = None,
+        socket_flag: bool = True,
         ready: bool = True,
     ) -> RunningDaemon: ...
 
@@ -157,7 +161,9 @@ def daemon_factory(tmp_path: Path, short_dir: Path) -> Iterator[DaemonFactory]:
 
     `config=None` starts without `--config` (embedded default, or `$RATELIMITD_CONFIG` in `env`).
     `env` adds variables to the clean environment; `args` adds flags after `serve`;
-    `socket_path` defaults to a new path in a short directory; `ready=False` returns at once
+    `socket_path` defaults to a new path in a short directory; with `socket_flag=False` no
+    `--socket` is passed and `socket_path` is where the test expects the daemon to bind (its
+    precedence rules); `ready=False` returns at once
     (for daemons that must refuse to start: then call `wait_exit`).
     """
     started: list[RunningDaemon] = []
@@ -168,11 +174,14 @@ def daemon_factory(tmp_path: Path, short_dir: Path) -> Iterator[DaemonFactory]:
         env: Mapping[str, str] | None = None,
         args: Sequence[str] = (),
         socket_path: Path | None = None,
+        socket_flag: bool = True,
         ready: bool = True,
     ) -> RunningDaemon:
         index = len(started)
         sock = socket_path or short_dir / f"d{index}.sock"
-        command = [sys.executable, "-m", "ratelimitd", "serve", "--socket", str(sock), "--no-http"]
+        command = [sys.executable, "-m", "ratelimitd", "serve", "--no-http"]
+        if socket_flag:
+            command += ["--socket", str(sock)]
         config_path: Path | None = None
         if config is not None:
             config_path = tmp_path / f"daemon{index}.toml"
@@ -200,7 +209,8 @@ def daemon_factory(tmp_path: Path, short_dir: Path) -> Iterator[DaemonFactory]:
             if not daemon.exit_expected:
                 problems.append(f"daemon {daemon.pid} died during the test with {code}:\n{daemon.log()}")
             continue
-        daemon.proc.send_signal(signal.SIGTERM)
+        if not daemon.stop_requested:
+            daemon.proc.send_signal(signal.SIGTERM)
         try:
             code = daemon.proc.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
