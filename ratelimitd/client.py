@@ -200,6 +200,8 @@ class AsyncClient:
     :param default_timeout: the `timeout` sent with an acquire that gives none
         (None: the daemon's own `default_timeout`).
     :param connect_attempts: attempts per connection, with a short exponential backoff.
+    :param fallback_probe_interval: while limiting locally, seconds between attempts to
+        reach the daemon again (one attempt each, no backoff).
     """
 
     def __init__(
@@ -211,6 +213,7 @@ class AsyncClient:
         connect_timeout: float = 1.0,
         default_timeout: float | None = None,
         connect_attempts: int = 3,
+        fallback_probe_interval: float = FALLBACK_PROBE_INTERVAL,
     ) -> None:
         if fallback not in ("raise", "local"):
             raise ValueError(f"fallback: must be 'raise' or 'local', got {fallback!r}")
@@ -223,7 +226,10 @@ class AsyncClient:
         self.connect_timeout = connect_timeout
         self.default_timeout = default_timeout
         self.connect_attempts = max(1, connect_attempts)
+        self.fallback_probe_interval = fallback_probe_interval
         self._connection: _Connection | None = None
+        #: Connections opened so far (1 + the number of reconnects).
+        self.connections_made = 0
         self._connect_lock = asyncio.Lock()
         self._ids = itertools.count(1)
         self._local: dict[str, AsyncLimiter] = {}
@@ -272,12 +278,13 @@ class AsyncClient:
             try:
                 opened: _Connection = await retrying(self._open_connection)
             except OSError as exc:
-                self._next_probe = time.monotonic() + FALLBACK_PROBE_INTERVAL
+                self._next_probe = time.monotonic() + self.fallback_probe_interval
                 raise DaemonUnavailable(self.socket_path, str(exc) or type(exc).__name__) from exc
             if self._in_fallback:
                 self._in_fallback = False
                 logger.info("ratelimitd is reachable again at %s", self.socket_path)
             self._connection = opened
+            self.connections_made += 1
             return opened
 
     async def _open_connection(self) -> _Connection:

@@ -112,6 +112,7 @@ class Client:
         connect_timeout: float = 1.0,
         default_timeout: float | None = None,
         connect_attempts: int = 3,
+        fallback_probe_interval: float = FALLBACK_PROBE_INTERVAL,
         request_timeout: float = 10.0,
     ) -> None:
         if fallback not in ("raise", "local"):
@@ -125,8 +126,11 @@ class Client:
         self.connect_timeout = connect_timeout
         self.default_timeout = default_timeout
         self.connect_attempts = max(1, connect_attempts)
+        self.fallback_probe_interval = fallback_probe_interval
         self.request_timeout = request_timeout
         self._sock: socket.socket | None = None
+        #: Connections opened so far (1 + the number of reconnects).
+        self.connections_made = 0
         self._buffer = b""
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -164,7 +168,9 @@ class Client:
 
     def _connect(self) -> socket.socket:
         if self._sock is not None:
-            return self._sock
+            if _alive(self._sock):
+                return self._sock
+            self._disconnect()  # the daemon went away since the last request: reconnect
         if self._in_fallback and time.monotonic() < self._next_probe:
             raise DaemonUnavailable(self.socket_path, "still unreachable (falling back locally)")
         attempts = 1 if self._in_fallback else self.connect_attempts
@@ -177,12 +183,13 @@ class Client:
         try:
             sock = retrying(self._open_socket)
         except OSError as exc:
-            self._next_probe = time.monotonic() + FALLBACK_PROBE_INTERVAL
+            self._next_probe = time.monotonic() + self.fallback_probe_interval
             raise DaemonUnavailable(self.socket_path, str(exc) or type(exc).__name__) from exc
         if self._in_fallback:
             self._in_fallback = False
             logger.info("ratelimitd is reachable again at %s", self.socket_path)
         self._sock = sock
+        self.connections_made += 1
         return sock
 
     def _open_socket(self) -> socket.socket:
@@ -370,6 +377,17 @@ class Client:
         if delay > 0:
             time.sleep(delay)
         return Permit(provider, LOCAL_FALLBACK_BUCKET, None, delay, self.fallback_rate)
+
+
+def _alive(sock: socket.socket) -> bool:
+    """False when the peer has closed the connection (a restarted daemon), without blocking."""
+    try:
+        sock.setblocking(False)  # with a timeout set, Python would poll before recv
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 def _dropped(provider: str, bucket: str, why: str) -> ReportResult:
