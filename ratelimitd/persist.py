@@ -82,9 +82,11 @@ class StateLockedError(Exception):
 class StateStore:
     """One state file: its lock, atomic saves and tolerant loads.
 
-    Entries loaded for buckets not in `configured` are carried over: kept in the
-    store, written back on every save with their own `last_seen`, and dropped
-    once older than `max_age`. `save` is thread-safe (one writer at a time).
+    Entries loaded for buckets not in `configured`, and buckets that were in one
+    save but are missing from the next (a provider removed by a reload), are
+    carried over: kept in the store, written back on every save with their own
+    `last_seen`, and dropped once older than `max_age`. `save` is thread-safe
+    (one writer at a time).
     """
 
     def __init__(
@@ -98,7 +100,8 @@ class StateStore:
         self.last_success_wall: float | None = None
         self.quarantined: Path | None = None
         self._log = logger or _logger
-        self._carried: dict[BucketKey, tuple[float, dict[str, object]]] = {}
+        self._carried: dict[BucketKey, tuple[float, Mapping[str, object]]] = {}
+        self._live: dict[BucketKey, tuple[float, Mapping[str, object]]] = {}  # the last save's
         self._warned: set[str] = set()
         self._evidence_kept: str | None = None
         self._lock_fd: int | None = None
@@ -111,7 +114,8 @@ class StateStore:
 
     def carried_snapshot(self, key: BucketKey) -> tuple[float, dict[str, object]] | None:
         """A carried-over entry's (last_seen, snapshot), for a provider created after start."""
-        return self._carried.get(key)
+        entry = self._carried.get(key)
+        return None if entry is None else (entry[0], dict(entry[1]))
 
     def acquire_lock(self) -> None:
         """Take `<path>.lock` with flock(LOCK_EX | LOCK_NB) for this store's lifetime.
@@ -167,6 +171,7 @@ class StateStore:
         others are carried over until `max_age`. Never raises for file problems.
         """
         self._carried = {}
+        self._live = {}
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -229,6 +234,10 @@ class StateStore:
                     self._evidence_kept,
                 )
                 return False
+            for key, entry in self._live.items():
+                if key not in buckets:  # gone since the last save: keep what it learned
+                    self._carried[key] = entry
+            self._live = {key: (now_wall, snapshot) for key, snapshot in buckets.items()}
             last_seen: dict[BucketKey, float] = {}
             merged: dict[BucketKey, Mapping[str, object]] = {}
             for key, (seen, snapshot) in list(self._carried.items()):

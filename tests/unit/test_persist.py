@@ -326,6 +326,24 @@ def test_unconfigured_providers_are_kept_until_max_age(tmp_path: Path) -> None:
     assert store.carried == {}
 
 
+def test_bucket_gone_since_the_last_save_is_carried_over(tmp_path: Path) -> None:
+    # A provider removed by a reload disappears from what the daemon collects.
+    path = tmp_path / "state.json"
+    store = StateStore(path, max_age=WEEK)
+    assert store.save({("kept", "b"): SNAP_A, ("removed", "b"): SNAP_B}, T0)
+    assert store.save({("kept", "b"): SNAP_A}, T0 + DAY)
+    assert store.carried == {("removed", "b"): T0}
+    assert store.carried_snapshot(("removed", "b")) == (T0, SNAP_B)
+    assert store.carried_snapshot(("kept", "b")) is None
+    document = orjson.loads(path.read_bytes())
+    assert document["buckets"]["removed"]["b"] == {"last_seen": T0, "learner": SNAP_B}
+    # Configured again (created on first use): live again, no longer carried.
+    assert store.save({("kept", "b"): SNAP_A, ("removed", "b"): SNAP_A}, T0 + 2 * DAY)
+    assert store.carried == {}
+    document = orjson.loads(path.read_bytes())
+    assert document["buckets"]["removed"]["b"]["last_seen"] == T0 + 2 * DAY
+
+
 def test_read_only_directory_is_a_warning_not_a_crash(
     tmp_path: Path, cleanup: ExitStack, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -402,9 +420,9 @@ def test_disk_full_keeps_the_old_file(tmp_path: Path, cleanup: ExitStack) -> Non
 def test_readers_only_ever_see_complete_files(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     store = StateStore(path)
-    assert store.save({("p", "b"): SNAP_A}, T0)
+    assert store.save({("p", f"b{k}"): {"i": -1} for k in range(50)}, T0)
     done = threading.Event()
-    seen: list[int] = []
+    seen_versions: set[object] = set()
     errors: list[Exception] = []
 
     def read_loop() -> None:
@@ -414,19 +432,23 @@ def test_readers_only_ever_see_complete_files(tmp_path: Path) -> None:
             except Exception as exc:  # collected and asserted below
                 errors.append(exc)
                 return
-            seen.append(len(loaded.buckets))
+            versions = {snapshot["i"] for snapshot in loaded.buckets.values()}
+            if len(versions) != 1:  # one save's buckets, never a mix
+                errors.append(AssertionError(f"mixed saves in one file: {versions}"))
+                return
+            seen_versions.update(versions)
 
     reader = threading.Thread(target=read_loop)
     reader.start()
     try:
         for i in range(150):
-            count = 1 + (i % 5) * 50
-            assert store.save({("p", f"b{k}"): {"i": i} for k in range(count)}, T0 + i)
+            pad = "x" * (1 + (i % 5) * 500)  # files of different sizes
+            assert store.save({("p", f"b{k}"): {"i": i, "pad": pad} for k in range(50)}, T0 + i)
     finally:
         done.set()
         reader.join()
     assert errors == []
-    assert len(set(seen)) > 1  # the reader did observe several different versions
+    assert len(seen_versions) > 1  # the reader did observe several different saves
 
 
 WRITER = """
@@ -437,8 +459,8 @@ store = StateStore(Path(sys.argv[1]))
 store.acquire_lock()
 i = 0
 while True:
-    count = 1 + (i % 7) * 200
-    assert store.save({("p", f"b{k}"): {"i": i, "pad": "x" * 64} for k in range(count)}, 1e9 + i)
+    pad = "x" * (1 + (i % 7) * 100)  # files of different sizes
+    assert store.save({("p", f"b{k}"): {"i": i, "pad": pad} for k in range(200)}, 1e9 + i)
     print(i, flush=True)
     i += 1
 """
