@@ -23,7 +23,16 @@ PERIODS: dict[str, float] = {
     "day": 86400.0,
 }
 
-_RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*([0-9]+(?:\.[0-9]+)?)?\s*([a-z]+?)s?\s*$")
+_RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*([0-9]+(?:\.[0-9]+)?)?\s*([a-z]+)\s*$")
+
+
+def _unit_seconds(word: str) -> float | None:
+    """Seconds of a period name; plurals only of names longer than one letter ('ms' is not minutes)."""
+    if word in PERIODS:
+        return PERIODS[word]
+    if len(word) > 2 and word.endswith("s") and word[:-1] in PERIODS:
+        return PERIODS[word[:-1]]
+    return None
 
 
 def parse_period(value: str | float | int) -> float:
@@ -33,10 +42,11 @@ def parse_period(value: str | float | int) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)?\s*([a-z]+?)s?\s*", value)
-        if match is None or match.group(2) not in PERIODS:
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)?\s*([a-z]+)\s*", value)
+        unit = None if match is None else _unit_seconds(match.group(2))
+        if match is None or unit is None:
             raise ValueError(f"expected seconds or one of second/minute/hour/day, got {value!r}")
-        seconds = float(match.group(1) or 1) * PERIODS[match.group(2)]
+        seconds = float(match.group(1) or 1) * unit
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"period must be > 0 seconds, got {value!r}")
     return seconds
@@ -45,10 +55,11 @@ def parse_period(value: str | float | int) -> float:
 def parse_rate(text: str) -> tuple[float, float]:
     """`"60/minute"` -> (count 60.0, period 60.0 s). Also `"100/10s"`, `"1/s"`, `"5000/hours"`."""
     match = _RATE.match(text.lower())
-    if match is None or match.group(3) not in PERIODS:
+    unit = None if match is None else _unit_seconds(match.group(3))
+    if match is None or unit is None:
         raise ValueError(f"expected '<count>/<period>' like '60/minute' or '100/10s', got {text!r}")
     count = float(match.group(1))
-    period = float(match.group(2) or 1) * PERIODS[match.group(3)]
+    period = float(match.group(2) or 1) * unit
     if count <= 0 or period <= 0:
         raise ValueError(f"rate must be > 0, got {text!r}")
     return count, period
