@@ -222,7 +222,12 @@ def _parse_limit(raw: Any, path: str, problems: _Problems) -> LimitConfig | None
     else:
         problems.add(path, "missing 'rate' (like '60/minute') or 'count' and 'period'")
         return None
-    burst = max(1.0, math.ceil(count / period))
+    rate = count / period
+    if not math.isfinite(rate) or rate <= 0:
+        # e.g. count = 1e-300 over period = 1e300 underflows to 0: the limiter cannot use it.
+        problems.add(path, f"rate {count:g}/{period:g}s is out of range")
+        return None
+    burst = max(1.0, math.ceil(rate))
     if "burst" in table:
         given = _number(table["burst"], f"{path}.burst", problems, strict=True)
         if given is None:
