@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ import orjson
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
 STARTUP_BOUND = 20.0  # seconds; never reached when things work
 SAVE_INTERVAL = 0.5
@@ -261,3 +262,63 @@ def test_bad_state_file_is_moved_aside_and_the_daemon_starts_at_baseline(
     assert daemon.signal(signal.SIGTERM) == 0
     assert evidence[0].read_bytes() == content  # the new save did not touch the evidence
     assert orjson.loads(state.read_bytes())["version"] == 1
+
+
+def _run(*argv: str) -> bool:
+    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+
+def make_readonly_dir(directory: Path, files: Mapping[str, bytes], cleanup: ExitStack) -> str:
+    """`directory` holding `files`, then really read-only (as in tests/unit/test_persist.py).
+
+    Not root: chmod 0500. Root ignores modes: a tmpfs remounted read-only, else chattr +i.
+    """
+    directory.mkdir()
+    if os.geteuid() != 0:
+        for name, data in files.items():
+            (directory / name).write_bytes(data)
+        directory.chmod(0o500)
+        cleanup.callback(directory.chmod, 0o700)
+        return "chmod 0500"
+    if _run("mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(directory)):
+        cleanup.callback(_run, "umount", "-l", str(directory))
+        for name, data in files.items():
+            (directory / name).write_bytes(data)
+        if _run("mount", "-o", "remount,ro", str(directory)):
+            return "read-only tmpfs"
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    if _run("chattr", "+i", str(directory)):
+        cleanup.callback(_run, "chattr", "-i", str(directory))
+        return "chattr +i"
+    pytest.skip("running as root without mount or chattr: cannot make a read-only directory")
+
+
+def test_read_only_state_directory_is_a_warning_not_a_crash(tmp_path: Path, daemons: list[Daemon]) -> None:
+    # A state file from an earlier run that learned a cut.
+    writer = Daemon(tmp_path, config_text(tmp_path / "seed" / "state.json"), "seed")
+    daemons.append(writer)
+    writer.start()
+    report_429s(writer, 0.1)
+    assert writer.signal(signal.SIGTERM) == 0
+    saved = orjson.loads((tmp_path / "seed" / "state.json").read_bytes())
+    learned_rate = saved["buckets"]["api"]["default"]["learner"]["factor"] * CONFIGURED_RATE
+    assert learned_rate < CONFIGURED_RATE
+
+    with ExitStack() as cleanup:
+        directory = tmp_path / "ro"
+        how = make_readonly_dir(directory, {"state.json": orjson.dumps(saved)}, cleanup)
+        with pytest.raises(OSError):  # noqa: PT011 - EROFS, EACCES or EPERM by mechanism
+            (directory / "probe").write_bytes(b"x")
+        daemon = Daemon(tmp_path, config_text(directory / "state.json"))
+        daemons.append(daemon)
+        daemon.start()  # no crash: the state is loaded, saving is what fails
+        assert daemon.bucket_status()["limits"]["requests"]["rate"] == pytest.approx(
+            learned_rate, rel=0.01
+        ), how
+        report_429s(daemon, 3 * SAVE_INTERVAL)  # several periodic saves fail
+        assert daemon.signal(signal.SIGTERM) == 0, daemon.log()
+        log = daemon.log()
+        assert log.count("cannot save state") == 1, (how, log)  # once, not every interval
+        assert "running without a lock" in log
+        assert (directory / "state.json").read_bytes() == orjson.dumps(saved)
