@@ -37,7 +37,7 @@ REPORT_FOR = 4 * SAVE_INTERVAL
 CONFIGURED_RATE = 1000.0
 
 
-def config_text(state_path: Path, save_interval: float = SAVE_INTERVAL) -> str:
+def config_text(state_path: Path, save_interval: float = SAVE_INTERVAL, max_age: float = 604800.0) -> str:
     return f"""
 [http]
 enabled = false
@@ -45,6 +45,7 @@ enabled = false
 [persist]
 path = "{state_path}"
 save_interval = {save_interval}
+max_age = {max_age}
 
 [providers.api]
 rate = "{CONFIGURED_RATE:g}/second"
@@ -322,3 +323,43 @@ def test_read_only_state_directory_is_a_warning_not_a_crash(tmp_path: Path, daem
         assert log.count("cannot save state") == 1, (how, log)  # once, not every interval
         assert "running without a lock" in log
         assert (directory / "state.json").read_bytes() == orjson.dumps(saved)
+
+
+DECAY_HALF_LIFE = 900.0  # LearningSettings.decay_half_life
+
+
+@pytest.mark.parametrize(
+    ("stale_for", "expected_share_of_cut"),
+    [(0.0, 1.0), (DECAY_HALF_LIFE, 0.5), (2 * DECAY_HALF_LIFE, 0.25), (5000.0, 0.0)],
+    ids=["fresh", "one-half-life", "two-half-lives", "older-than-max-age"],
+)
+def test_restored_cut_decays_by_the_time_it_was_stale(
+    tmp_path: Path, daemons: list[Daemon], stale_for: float, expected_share_of_cut: float
+) -> None:
+    # A real run learns a cut; its file is then aged as if written `stale_for` s ago.
+    seed_state = tmp_path / "seed" / "state.json"
+    writer = Daemon(tmp_path, config_text(seed_state), "seed")
+    daemons.append(writer)
+    writer.start()
+    report_429s(writer, 0.1)
+    assert writer.signal(signal.SIGTERM) == 0
+    document = orjson.loads(seed_state.read_bytes())
+    factor = document["buckets"]["api"]["default"]["learner"]["factor"]
+    assert factor < 1.0
+    shift = time.time() - document["saved_at"] + stale_for
+    document["saved_at"] -= shift
+    document["buckets"]["api"]["default"]["last_seen"] -= shift
+    state = tmp_path / "aged" / "state.json"
+    state.parent.mkdir()
+    state.write_bytes(orjson.dumps(document))
+
+    daemon = Daemon(tmp_path, config_text(state, max_age=4000.0), "aged")
+    daemons.append(daemon)
+    daemon.start()
+    rate = daemon.bucket_status()["limits"]["requests"]["rate"]
+    expected = CONFIGURED_RATE * (1.0 - (1.0 - factor) * expected_share_of_cut)
+    # A few seconds pass between aging the file and the daemon reading it: 0.5 % slack.
+    assert rate == pytest.approx(expected, rel=0.005), (factor, daemon.log())
+    if stale_for > 4000.0:
+        assert "dropped" in daemon.log()
+    assert daemon.signal(signal.SIGTERM) == 0
