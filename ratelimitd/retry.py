@@ -4,11 +4,12 @@ Pure: no I/O, no clock reads, no sleeping; the callers in `ratelimitd.retry_call
 run the attempts. A policy decides, after each failed attempt, how long to wait and
 whether to stop:
 
-- wait: the daemon's `retry_after` (it refused a permit) or the server's Retry-After,
-  else exponential backoff with full jitter (a uniform draw in `[0, min(max_wait,
-  base_wait * multiplier ** (n - 1))]`, AWS Architecture Blog, "Exponential Backoff
-  And Jitter", 2015); with `failover_immediately`, a move to a bucket not tried yet
-  waits nothing.
+- wait: the daemon's `retry_after` (it refused a permit) or the server's Retry-After
+  (retrying a bucket already tried), else exponential backoff with full jitter (a
+  uniform draw in `[0, min(max_wait, base_wait * multiplier ** (n - 1))]`, AWS
+  Architecture Blog, "Exponential Backoff And Jitter", 2015). A move to a bucket not
+  tried yet does not wait out the old bucket's Retry-After (the daemon pauses that
+  bucket); with `failover_immediately` it waits nothing at all.
 - stop: after `max_attempts` (capped at 100), before a wait would pass `max_time`
   seconds in all, or when the wait asked for is longer than `max_retry_after` (the
   caller had rather come back later: "defer").
@@ -141,9 +142,16 @@ PRESETS: Final[Mapping[str, RetryPolicy]] = {
     "download": RetryPolicy(
         name="download", max_attempts=12, max_time=600.0, base_wait=0.1, max_wait=5.0, max_retry_after=120.0
     ),
-    # Defer: one retry at most, and only a short wait; the caller comes back later.
+    # Defer: one retry at most, and only a short wait (the daemon holds an acquire no longer
+    # either); the caller comes back later.
     "validate": RetryPolicy(
-        name="validate", max_attempts=2, max_time=10.0, base_wait=0.5, max_wait=2.0, max_retry_after=5.0
+        name="validate",
+        max_attempts=2,
+        max_time=10.0,
+        base_wait=0.5,
+        max_wait=2.0,
+        max_retry_after=5.0,
+        acquire_timeout=5.0,
     ),
     # Fail over to the next bucket at once; back off only once every bucket was tried.
     "resolve": RetryPolicy(
@@ -159,6 +167,7 @@ PRESETS: Final[Mapping[str, RetryPolicy]] = {
         base_wait=0.5,
         max_wait=5.0,
         max_retry_after=10.0,
+        acquire_timeout=10.0,
     ),
 }
 
@@ -303,9 +312,12 @@ class WaitRetryAfterOrJitter(wait_base):
     def __call__(self, retry_state: RetryCallState) -> float:
         failure = _failure(retry_state)
         if failure is not None:
-            if failure.fresh_failover and self.policy.failover_immediately:
-                return 0.0  # a bucket not tried yet: its own limits are the daemon's business
-            if failure.retry_after is not None:
+            if failure.fresh_failover:
+                # The next attempt goes to another bucket: a Retry-After binds only the bucket that
+                # sent it (the daemon pauses that one), so it is not waited out here.
+                if self.policy.failover_immediately:
+                    return 0.0
+            elif failure.retry_after is not None:
                 return max(0.0, failure.retry_after)
         return self.rng() * backoff_bound(self.policy, retry_state.attempt_number)
 

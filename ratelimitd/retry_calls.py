@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import random
 import time
 import urllib.error
@@ -59,6 +60,7 @@ __all__ = (
 )
 
 R = TypeVar("R")
+logger = logging.getLogger(__name__)
 
 # Response headers worth sending to the daemon (headers.py reads these families).
 RATE_LIMIT_HEADER_PREFIXES: Final = (
@@ -104,8 +106,9 @@ class AttemptContext:
 def rate_limit_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
     """The rate-limit related headers only (keeps report lines short; no cookies or tokens)."""
     items = headers.items() if isinstance(headers, Mapping) else headers
+    # str(): aiohttp's header names are `istr`, which orjson refuses as keys.
     return {
-        name: value
+        str(name): str(value)
         for name, value in items
         if name.lower().startswith(RATE_LIMIT_HEADER_PREFIXES) and len(value) <= 1024
     }
@@ -201,9 +204,16 @@ class _LogicalRequest(Generic[R]):
     def record_wait(self, retry_state: RetryCallState) -> None:
         """tenacity `before_sleep`: note the wait chosen after the last attempt."""
         last = self.attempts[-1]
-        self.attempts[-1] = Attempt(
+        self.attempts[-1] = noted = Attempt(
             last.number, last.bucket, last.status, last.reason, retry_state.upcoming_sleep
         )
+        logger.info("%s request %s: %s", self.provider, self.idempotency_key[:8], noted.describe())
+
+    def done(self) -> None:
+        """Log how a request that needed retries ended."""
+        if len(self.attempts) > 1:
+            last = self.attempts[-1]
+            logger.info("%s request %s: %s", self.provider, self.idempotency_key[:8], last.describe())
 
     def give_up(self, retry_state: RetryCallState) -> RetriesExhausted:
         """tenacity `retry_error_callback`: the aggregated error, saying why the retries stopped."""
@@ -294,6 +304,7 @@ async def call_async(
             if release is not None:
                 release(result)
             raise failure
+        state.done()
         return result
 
     retrying = AsyncRetrying(
@@ -357,6 +368,7 @@ def call_sync(
             if release is not None:
                 release(result)
             raise failure
+        state.done()
         return result
 
     retrying = Retrying(
@@ -390,7 +402,7 @@ def urlopen(
         the daemon only knows bucket names, never the secrets.
     :returns: the response of the first attempt the policy does not retry.
     :raises urllib.error.HTTPError: a status the policy does not retry (urllib's convention).
-    :raises RetriesExhausted: every attempt failed (`.last_result` is the last HTTPError).
+    :raises RetriesExhausted: every attempt failed (`.last_result` is the last HTTPError, closed).
     """
     base = request if isinstance(request, urllib.request.Request) else urllib.request.Request(request)
     per_bucket = bucket_headers or {}
@@ -421,7 +433,12 @@ def urlopen(
         idempotency_header=idempotency_header,
         rng=rng,
         sleep=sleep,
+        release=_close,
     )
     if isinstance(result, urllib.error.HTTPError):
         raise result
     return result
+
+
+def _close(result: HTTPResponse | urllib.error.HTTPError) -> None:
+    result.close()

@@ -177,8 +177,10 @@ def test_immediate_failover_waits_nothing_for_a_new_bucket_only() -> None:
     assert wait(call_state(1, failed(429, retry_after=30.0, fresh=True))) == 0.0
     assert wait(call_state(4, failed(429, retry_after=30.0, fresh=False))) == 30.0
     assert wait(call_state(4, failed(503, fresh=False))) == 0.5 * backoff_bound(preset("resolve"), 4)
-    # Without failover_immediately a new bucket still waits.
-    assert preset("extract").wait(FakeRandom(0.5))(call_state(1, failed(503, fresh=True))) == 0.25
+    # Without failover_immediately a new bucket waits the backoff, not the old bucket's Retry-After.
+    extract = preset("extract").wait(FakeRandom(0.5))
+    assert extract(call_state(1, failed(503, fresh=True))) == 0.25
+    assert extract(call_state(2, failed(429, retry_after=30.0, fresh=True))) == 0.5
 
 
 # -- stops -------------------------------------------------------------------------------------------
