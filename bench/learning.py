@@ -1,0 +1,229 @@
+"""Learning benchmark (issue 6): the real policy code against a provider with a hidden limit.
+
+`python -m bench.learning [--quick] [--seed N] [--no-plots]`: prints one row per scenario and
+policy and writes bench/out/learning_<scenario>.png (allowed rate against hidden capacity).
+Virtual time, deterministic per seed; the whole table takes well under two minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import random
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from bench.sim.clients import BotoClient, DaemonClient, VirtualClock
+from bench.sim.engine import Outcome, Workload, simulate
+from bench.sim.provider import HiddenProvider
+from ratelimitd.learning import LearningSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from bench.sim.engine import ClientSide
+
+__all__ = ("SCENARIOS", "Row", "Scenario", "main", "run", "run_scenario")
+
+PolicyName = Literal["static", "seed", "adaptive", "botocore"]
+POLICIES: tuple[PolicyName, ...] = ("static", "seed", "adaptive", "botocore")
+OUT_DIR = Path(__file__).resolve().parent / "out"
+_SETTLE_WINDOW = 5  # seconds of successes averaged when judging "settled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    name: str
+    title: str
+    configured: float
+    steps: tuple[tuple[float, float], ...]
+    workload: Workload = field(default_factory=Workload)
+    noise: float = 0.0
+    headers: bool = False
+    pacing: bool = False
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(name="a", title="configured 2x the hidden rate", configured=100.0, steps=((0, 50),)),
+    Scenario(
+        name="b", title="hidden 50->20->50 at 120 s and 240 s", configured=50.0,
+        steps=((0, 50), (120, 20), (240, 50)),
+    ),
+    Scenario(name="c", title="10% random 429s", configured=50.0, steps=((0, 50),), noise=0.1),
+    Scenario(name="d", title="configured below hidden, no headers", configured=30.0, steps=((0, 50),)),
+    Scenario(
+        name="d+h", title="configured below hidden, limit headers + PACING", configured=30.0,
+        steps=((0, 50),), headers=True, pacing=True,
+    ),
+    Scenario(
+        name="e", title="8 processes x 4 workers, half echo permits", configured=100.0,
+        steps=((0, 50),),
+        workload=Workload(processes=8, workers=4, echo_permit=lambda process: process % 2 == 0),
+    ),
+    Scenario(
+        name="f", title="open loop, Poisson 40/s on b's profile", configured=50.0,
+        steps=((0, 50), (120, 20), (240, 50)), workload=Workload(open_rate=40.0, processes=8),
+    ),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    scenario: str
+    policy: str
+    goodput: float  # successes / integral of the hidden capacity
+    limited_share: float  # attempts answered 429 / attempts
+    settle: tuple[float | None, ...]  # seconds after each capacity change (None: never)
+    wait_p50: float
+    wait_p99: float
+    backlog: int
+    outcome: Outcome
+
+
+def settings_for(policy: PolicyName, scenario: Scenario) -> LearningSettings:
+    return LearningSettings(
+        policy="adaptive" if policy == "botocore" else policy,
+        learning=True,
+        recovery=True,
+        pacing=scenario.pacing,
+        allow_above_configured=scenario.pacing,
+    )
+
+
+def _clients(policy: PolicyName, scenario: Scenario) -> list[ClientSide]:
+    if policy == "botocore":
+        # botocore learns inside each process: one limiter per process, as it would run.
+        clock = VirtualClock()
+        return [BotoClient(clock) for _ in range(scenario.workload.processes)]
+    burst = max(1.0, scenario.configured * 0.1)
+    return [DaemonClient(settings_for(policy, scenario), scenario.configured, burst)]
+
+
+def settle_times(outcome: Outcome, provider: HiddenProvider) -> tuple[float | None, ...]:
+    """Seconds from each capacity change until goodput stays within 10% of capacity."""
+    bins = outcome.success_bins
+    changes = [*provider.change_times(), outcome.duration]
+    result: list[float | None] = []
+    for start, stop in itertools.pairwise(changes):
+        first = int(start)
+        settled_at: int | None = None
+        for second in range(int(stop) - 1, first - 1, -1):
+            lo = max(first, second - _SETTLE_WINDOW + 1)
+            mean = sum(bins[lo : second + 1]) / (second + 1 - lo)
+            capacity = provider.capacity(second + 0.5)
+            if abs(mean - capacity) > 0.1 * capacity:
+                break
+            settled_at = second
+        result.append(None if settled_at is None else float(settled_at + 1 - first))
+    return tuple(result)
+
+
+def run_scenario(
+    scenario: Scenario, policy: PolicyName, *, seed: int = 1, duration: float | None = None
+) -> Row:
+    """Simulate one scenario under one policy."""
+    rng = random.Random(f"{seed}:{scenario.name}:{policy}")
+    workload = scenario.workload
+    if duration is not None:
+        workload = replace(workload, duration=duration)
+    provider = HiddenProvider(scenario.steps, rng, noise=scenario.noise, headers=scenario.headers)
+    outcome = simulate(provider, _clients(policy, scenario), workload, rng)
+    waits = sorted(outcome.extra_waits) or [0.0]
+    return Row(
+        scenario=scenario.name,
+        policy=policy,
+        goodput=outcome.successes / outcome.capacity_total,
+        limited_share=outcome.limited / max(1, outcome.attempts),
+        settle=settle_times(outcome, provider),
+        wait_p50=statistics.median(waits),
+        wait_p99=waits[min(len(waits) - 1, math.ceil(0.99 * len(waits)) - 1)],
+        backlog=outcome.backlog,
+        outcome=outcome,
+    )
+
+
+def run(
+    scenarios: Sequence[Scenario] = SCENARIOS,
+    policies: Sequence[PolicyName] = POLICIES,
+    *,
+    seed: int = 1,
+    duration: float | None = None,
+) -> list[Row]:
+    return [run_scenario(s, p, seed=seed, duration=duration) for s in scenarios for p in policies]
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    header = (
+        "| scenario | policy | goodput | 429 share | settle (s) | wait p50 (s) | wait p99 (s) "
+        "| backlog |\n| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"
+    )
+    lines = [header]
+    for r in rows:
+        settle = " / ".join("never" if s is None else f"{s:.0f}" for s in r.settle)
+        lines.append(
+            f"| {r.scenario} | {r.policy} | {r.goodput:.2f} | {r.limited_share:.2%} | {settle} "
+            f"| {r.wait_p50:.2f} | {r.wait_p99:.2f} | {r.backlog} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[Row], out_dir: Path = OUT_DIR) -> list[Path]:
+    """One PNG per scenario: allowed rate of each policy against the hidden capacity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for scenario in SCENARIOS:
+        mine = [r for r in rows if r.scenario == scenario.name]
+        if not mine:
+            continue
+        fig, ax = plt.subplots(figsize=(9, 4))
+        trace = mine[0].outcome.trace
+        ax.plot([t for t, _, _ in trace], [c for _, _, c in trace], "k-", lw=2, label="hidden")
+        for r in mine:
+            ts = [t for t, _, _ in r.outcome.trace]
+            allowed = [a if math.isfinite(a) else float("nan") for _, a, _ in r.outcome.trace]
+            ax.plot(ts, allowed, lw=0.8, label=f"{r.policy} ({r.goodput:.2f})")
+        ax.set_title(f"({scenario.name}) {scenario.title}")
+        ax.set_xlabel("virtual seconds")
+        ax.set_ylabel("allowed requests/s")
+        ax.set_ylim(0, max(scenario.configured, max(c for _, c in scenario.steps)) * 1.3)
+        ax.legend(loc="upper right", fontsize=7)
+        path = out_dir / f"learning_{scenario.name.replace('+', '_')}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def quick(seed: int = 1) -> list[Row]:
+    """A shorter run of (a) and (c) under `adaptive`, for the test suite."""
+    picked = [s for s in SCENARIOS if s.name in ("a", "c")]
+    return run(picked, ("adaptive",), seed=seed, duration=240.0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.learning", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="(a) and (c), adaptive, 240 s")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    rows = quick(args.seed) if args.quick else run(seed=args.seed)
+    print(format_table(rows))
+    if not args.no_plots and not args.quick:
+        for path in plot(rows):
+            print(f"wrote {path}")
+    print(f"({time.perf_counter() - started:.1f} s of real time)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
