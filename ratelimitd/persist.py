@@ -329,6 +329,13 @@ class StateStore:
             target,
         )
 
+    def note_failure(self, key: str, message: str) -> None:
+        """Count a save that failed before reaching the store; logged once per `key`, with traceback."""
+        self.saves_failed += 1
+        if key not in self._warned:
+            self._warned.add(key)
+            self._log.exception(message)
+
     def _fail(self, key: str, message: str, *args: object) -> None:
         self.saves_failed += 1
         if key not in self._warned:
@@ -390,16 +397,29 @@ class PeriodicSaver:
         self._pending = self._dirty() or self._pending
         if not self._pending:
             return None
-        snapshot = self._collect()
+        snapshot = self._snapshot()
+        if snapshot is None:
+            return False
         future = self._executor.submit(self._store.save, snapshot, self._wall())
         ok = await asyncio.wrap_future(future)
         self._pending = not ok
         return ok
 
+    def _snapshot(self) -> Mapping[BucketKey, Mapping[str, object]] | None:
+        """`collect()`, or None after logging: a bug there must not stop saving or the daemon."""
+        try:
+            return self._collect()
+        except Exception:
+            self._store.note_failure("collect", "collecting the learned state to save failed")
+            _logger.debug("collect() failed", exc_info=True)
+            return None
+
     def save_now(self) -> bool:
         """Save unconditionally and wait for it, after any save already in flight."""
         self._dirty()
-        snapshot = self._collect()
+        snapshot = self._snapshot()
+        if snapshot is None:
+            return False
         try:
             ok = self._executor.submit(self._store.save, snapshot, self._wall()).result()
         except RuntimeError:  # executor already shut down: write from this thread

@@ -631,3 +631,30 @@ def test_saver_rejects_non_positive_interval(tmp_path: Path) -> None:
     source = Source()
     with pytest.raises(ValueError, match="interval: must be > 0"):
         PeriodicSaver(StateStore(tmp_path / "s.json"), source.collect, source.dirty, interval=0)
+
+
+async def test_saver_survives_a_failing_collect(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "state.json"
+    store = StateStore(path)
+    source = Source()
+    broken = True
+
+    def collect() -> Mapping[tuple[str, str], Mapping[str, object]]:
+        if broken:
+            raise RuntimeError("snapshot bug")
+        return source.collect()
+
+    saver = PeriodicSaver(store, collect, source.dirty, interval=3600.0, clock=FakeClock())
+    source.bump()
+    with caplog.at_level(logging.ERROR, logger="ratelimitd.persist"):
+        assert await saver.tick() is False
+        assert await saver.tick() is False  # still pending, still failing, logged once
+    assert store.saves_failed == 2
+    assert [r.exc_info is not None for r in caplog.records] == [True]
+    assert not path.exists()
+    broken = False
+    assert await saver.tick() is True
+    assert saved_n(path) == 1
+    task = asyncio.create_task(saver.run())
+    saver.stop()
+    await task
