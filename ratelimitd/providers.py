@@ -66,6 +66,9 @@ class BucketStats:
     recoveries: int
     pauses: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Why the bucket cannot serve now (a selection reason code, issue 7) and when it can, in seconds.
+    why: str | None = None
+    available_in: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +84,8 @@ class BucketStats:
             },
             "streak": self.streak,
             "state": self.state,
+            "why": self.why,
+            "available_in": self.available_in,
             "paused_until": self.paused_until,
             "granted": self.granted,
             "timeouts": self.timeouts,

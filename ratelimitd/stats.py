@@ -6,7 +6,7 @@ Pure: reads a bucket's state at `now` (monotonic) and `wall` (unix seconds).
 from __future__ import annotations
 
 from ratelimitd.providers import Bucket, BucketStats, LimitStats
-from ratelimitd.selection import bucket_state
+from ratelimitd.selection import bucket_availability
 
 __all__ = ("bucket_statistics",)
 
@@ -19,6 +19,9 @@ def bucket_statistics(bucket: Bucket, now: float, wall: float) -> BucketStats:
     if learner is not None and learner.pause_until is not None and learner.pause_until > now:
         paused_until = round(wall + (learner.pause_until - now), 3)
     periods = bucket.periods
+    # Issue 7: state and why, for `status`; "rate_limited" when one request would have to wait.
+    availability = bucket_availability(bucket, now, {"requests": 1.0})
+    available_in = availability.delay if availability.delay != float("inf") else None
     limits = {
         unit: LimitStats(
             rate=limit.rate,
@@ -32,7 +35,7 @@ def bucket_statistics(bucket: Bucket, now: float, wall: float) -> BucketStats:
     return BucketStats(
         limits=limits,
         streak=bucket.streak if learner is None else int(learner.streak),
-        state=bucket_state(bucket, now),
+        state=availability.state,
         paused_until=paused_until,
         granted=bucket.granted,
         timeouts=bucket.timeouts,
@@ -47,4 +50,6 @@ def bucket_statistics(bucket: Bucket, now: float, wall: float) -> BucketStats:
         history=list(bucket.history)
         if learner is None
         else [entry.as_dict(now, wall) for entry in learner.history],
+        why=availability.reason,
+        available_in=None if available_in is None else round(available_in, 3),
     )

@@ -187,6 +187,8 @@ async def test_failover_order_for_each_strategy(
         # The daemon now knows: the 429 key is paused by its Retry-After, the 401 key is disabled.
         buckets = (await client.status(strategy))[strategy]["buckets"]
         assert {k: buckets[k]["state"] for k in KEYS} == {"k429": "paused", "k401": "disabled", "k200": "ok"}
+        assert {k: buckets[k]["why"] for k in KEYS} == {"k429": "paused", "k401": "auth_failed", "k200": None}
+        assert RETRY_AFTER - 2 < buckets["k429"]["available_in"] <= RETRY_AFTER + 0.1
         assert buckets["k429"]["paused_until"] is not None
         # So every later request goes straight to the good key, whatever the strategy.
         for _ in range(5):
