@@ -7,7 +7,10 @@ Shell: files, flock, a worker thread and asyncio; the format itself is pure, in
     store = StateStore(path, max_age=7 * 86400)
     store.acquire_lock()              # raises StateLockedError if another daemon holds it
     loaded = store.load(now_wall, configured={("openai", "default"), ...})  # LoadedState | None
+    loaded.age(key, now_wall)         # seconds that entry was stale: the learner's decay time
+    store.carried_snapshot(key)       # (last_seen, snapshot) of a provider not configured at load
     store.save({("openai", "default"): {...}}, now_wall)                    # -> bool, never raises
+    store.saves_ok, store.saves_failed, store.last_success_wall             # for metrics
     saver = PeriodicSaver(store, collect, dirty, interval=30.0, clock=clock)
     await saver.run()                 # until saver.stop(); then one final save
     store.close()                     # releases the lock
