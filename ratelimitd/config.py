@@ -326,6 +326,7 @@ def _profile_trust(profile: str) -> list[str] | None:
 
 def _profile_limits(profile: Any, path: str, problems: _Problems) -> tuple[LimitConfig, ...]:
     from ratelimitd.profiles import PROFILES
+
     if not isinstance(profile, str) or profile not in PROFILES:
         problems.add(path, f"unknown profile {profile!r} (known: {', '.join(sorted(PROFILES))})")
         return ()

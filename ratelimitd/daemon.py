@@ -144,6 +144,7 @@ class Daemon:
         server.stop_accepting()
         waiting = service.waiting()
         service.shut_down()
+        await asyncio.sleep(0)  # the waiters' done callbacks (call_soon) queue their answers
         logger.info("stopping: answered %d waiting acquires with shutting_down", waiting)
         # Let the answers be written before the connections close.
         with contextlib.suppress(TimeoutError):
