@@ -32,7 +32,7 @@ __all__ = ("SCENARIOS", "Row", "Scenario", "main", "run", "run_scenario")
 PolicyName = Literal["static", "seed", "adaptive", "botocore"]
 POLICIES: tuple[PolicyName, ...] = ("static", "seed", "adaptive", "botocore")
 OUT_DIR = Path(__file__).resolve().parent / "out"
-_SETTLE_WINDOW = 5  # seconds of successes averaged when judging "settled"
+_SETTLE_WINDOW = 10  # seconds of successes averaged when judging "settled"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -279,7 +279,8 @@ class BucketLearner:
         self, event: ReportEvent, now: float, action: Action, reason: str
     ) -> tuple[Action, str]:
         self.streak += 1
-        if event.permit is not None:
+        if event.permit is not None and (event.retry_after or event.hint is not None):
+            # "Exhausted until ...": successes granted before this permit don't contradict it.
             self._last_limited_permit = max(self._last_limited_permit, event.permit)
         policy = self.settings.policy
         before = self.factor

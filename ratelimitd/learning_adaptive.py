@@ -83,6 +83,9 @@ class AdaptiveRules:
         new = max(floor, factor * (1.0 - seed_points(streak) / 100.0))
         if new >= factor - 1e-9:
             return None
+        if noise is None and self._looks_like_noise(factor):
+            self._learn_noise()
+            return max(factor, self._factor_before_cut), "429 share did not fall with the rate: noise"
         n = self._epoch_ok + self._epoch_429
         self._prev_share = self._epoch_429 / n if n else 0.0
         self._prev_n = n
@@ -137,23 +140,36 @@ class AdaptiveRules:
         if self._noise_check_at is None or now < self._noise_check_at:
             return None
         self._noise_check_at = None
+        if not self._looks_like_noise(factor):
+            return None
+        share = self._learn_noise()
+        return "noise", max(factor, self._factor_before_cut), f"429 share {share:.3f} is noise"
+
+    def _looks_like_noise(self, factor: float) -> bool:
+        """The epoch since the last cut (lower rate) kept the previous epoch's 429 share."""
         s = self.settings
         n = self._epoch_ok + self._epoch_429
-        share = self._epoch_429 / n if n else 0.0
         if n < s.noise_min_samples or self._prev_n < s.noise_min_samples or self._prev_share <= 0:
-            return None
+            return False
+        if factor > 0.95 * self._factor_before_cut:
+            return False  # recovery already brought the rate back: no comparison
+        share = self._epoch_429 / n
         if share < s.noise_ratio * self._prev_share or share > s.noise_max_share:
-            return None
+            return False
         # Independent 429s follow a 429 about as often as anything else does; congestion
         # answers come in clusters (the in-flight requests of one round).
-        if self._epoch_pairs / self._epoch_429 > 2.0 * share + 0.1:
-            return None
+        return self._epoch_pairs <= (2.0 * share + 0.1) * self._epoch_429
+
+    def _learn_noise(self) -> float:
+        n = self._epoch_ok + self._epoch_429
+        share = self._epoch_429 / n
         self.noise_share = share
         self.ceiling = self._ceiling_before_cut
+        self._noise_check_at = None
         self._last_bad_at = None
         self.last_cut_at = None
         self.last_cut_permit = 0
-        return "noise", max(factor, self._factor_before_cut), f"429 share {share:.3f} is noise"
+        return share
 
     def snapshot(self) -> dict[str, object]:
         return {"ceiling": self.ceiling, "noise_share": self.noise_share}

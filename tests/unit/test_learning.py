@@ -1,0 +1,317 @@
+"""BucketLearner rules with plain numbers for times (issue 6)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ratelimitd.headers import RateLimitHint
+from ratelimitd.learning import BucketLearner, LearningSettings, ReportEvent
+from ratelimitd.learning_adaptive import seed_points
+
+ON = {"learning": True, "recovery": True}
+LIMITED = ReportEvent(status=429)
+OK = ReportEvent(status=200)
+
+
+def learner(policy: str = "adaptive", rate: float = 100.0, **kw: object) -> BucketLearner:
+    settings = LearningSettings(policy=policy, **{**ON, **kw})  # type: ignore[arg-type]
+    return BucketLearner(settings, rate, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("streak", "points"), [(1, 0), (2, 0), (3, 10), (4, 10), (5, 20), (9, 20), (10, 30), (40, 30)]
+)
+def test_seed_points_table(streak: int, points: int) -> None:
+    assert seed_points(streak) == points
+
+
+@pytest.mark.parametrize(
+    ("count", "factor"),
+    [(1, 1.0), (2, 1.0), (3, 0.9), (4, 0.8), (5, 0.6), (6, 0.4), (7, 0.2), (8, 0.2), (20, 0.2)],
+)
+def test_seed_cuts_cumulatively_to_at_most_80_percent(count: int, factor: float) -> None:
+    bucket = learner("seed")
+    for i in range(count):
+        bucket.on_report(LIMITED, float(i))
+    assert bucket.factor == pytest.approx(factor)
+    assert bucket.streak == count
+
+
+def test_seed_success_resets_streak_not_cuts() -> None:
+    bucket = learner("seed")
+    for i in range(3):
+        bucket.on_report(LIMITED, float(i))
+    bucket.on_report(OK, 3.0)
+    assert bucket.streak == 0
+    assert bucket.factor == pytest.approx(0.9)
+    for i in range(2):
+        bucket.on_report(LIMITED, 4.0 + i)
+    assert bucket.factor == pytest.approx(0.9)  # streak 1-2 again: nothing
+    assert bucket.tick(1000.0) is None or bucket.factor == pytest.approx(0.9)  # never recovers
+
+
+@pytest.mark.parametrize(("rate", "floor"), [(100.0, 0.2), (3.0, 1 / 3), (0.5, 1.0)])
+def test_floor_20_percent_and_1_rps(rate: float, floor: float) -> None:
+    bucket = learner("seed", rate=rate)
+    for i in range(30):
+        bucket.on_report(LIMITED, float(i))
+    assert bucket.factor == pytest.approx(floor)
+    adaptive = learner(rate=rate)
+    for i in range(60):
+        adaptive.on_report(ReportEvent(status=429, permit=adaptive.on_grant(i)), float(i) * 10)
+    assert adaptive.factor == pytest.approx(floor)
+
+
+def test_history_bounded_to_50() -> None:
+    bucket = learner("seed")
+    for i in range(200):
+        bucket.on_report(ReportEvent(status=429, retry_after=1.0), float(i) * 2)
+    assert len(bucket.history) == 50
+    assert bucket.history[-1].at_monotonic == 398.0
+
+
+def test_adaptive_one_cut_per_round_late_429s_ignored() -> None:
+    bucket = learner()
+    permits = [bucket.on_grant(0.0) for _ in range(30)]
+    for p in permits[:3]:
+        bucket.on_report(ReportEvent(status=429, permit=p), 0.1)
+    assert bucket.factor == pytest.approx(0.9)
+    for p in permits[3:]:  # granted before the cut: late answers to the old rate
+        bucket.on_report(ReportEvent(status=429, permit=p), 0.2)
+    assert bucket.factor == pytest.approx(0.9)
+    assert bucket.rules.is_fresh(permits[-1], 0.2) is False
+    fresh = bucket.on_grant(0.3)
+    bucket.on_report(ReportEvent(status=429, permit=fresh), 0.4)  # new evidence
+    assert bucket.factor < 0.9
+
+
+@pytest.mark.parametrize(("at", "cuts_again"), [(0.5, False), (0.99, False), (1.0, True)])
+def test_adaptive_time_window_without_permits(at: float, cuts_again: bool) -> None:
+    bucket = learner()
+    for _ in range(3):
+        bucket.on_report(LIMITED, 0.0)
+    assert bucket.factor == pytest.approx(0.9)
+    bucket.on_report(LIMITED, at)
+    assert (bucket.factor < 0.9) is cuts_again
+
+
+def test_recovery_schedule_climbs_to_ceiling_then_probes() -> None:
+    bucket = learner(recovery_quiet=5.0, recovery_gain=0.3, recovery_plateau=10.0)
+    for i in range(3):
+        bucket.on_report(LIMITED, float(i) * 0.01)
+    bucket.on_report(OK, 0.1)
+    for i in range(3):
+        bucket.on_report(LIMITED, 2.0 + i * 0.01)  # second round: 0.9 -> 0.81
+    assert bucket.factor == pytest.approx(0.81)
+    assert bucket.ceiling == pytest.approx(0.9)
+    assert bucket.tick(5.0) is None  # quiet period not over
+    factors = []
+    for t in range(8, 40):
+        bucket.tick(float(t))
+        factors.append(round(bucket.factor, 4))
+    knee = 0.9 * 0.97
+    assert factors[0] == pytest.approx(0.81 + 0.3 * (knee - 0.81), abs=1e-4)
+    assert max(factors[:10]) == pytest.approx(knee, abs=1e-3)
+    assert factors[-1] == pytest.approx(1.0)  # probes doubled past the ceiling to the top
+    assert factors == sorted(factors)
+    assert bucket.state(40.0) == "ok"
+
+
+def test_no_recovery_without_the_gate() -> None:
+    bucket = learner(recovery=False)
+    for i in range(3):
+        bucket.on_report(LIMITED, float(i) * 0.01)
+    for t in range(1, 100):
+        bucket.tick(float(t))
+    assert bucket.factor == pytest.approx(0.9)
+    assert bucket.state(100.0) == "cooling_down"
+
+
+def test_noise_is_learned_and_cut_undone() -> None:
+    bucket = learner(recovery=False, noise_window=5.0)
+    t = 0.0
+    # Independent 429s at 10%: pattern of nine successes then one 429, plus three in a row once.
+    for i in range(100):
+        status = 429 if i % 10 == 9 else 200
+        bucket.on_report(ReportEvent(status=status), t)
+        t += 0.02
+    for _ in range(3):
+        bucket.on_report(LIMITED, t)
+        t += 0.02
+    assert bucket.factor == pytest.approx(0.9)
+    for i in range(100):
+        bucket.on_report(ReportEvent(status=429 if i % 10 == 9 else 200), t)
+        t += 0.05
+    bucket.tick(t)
+    assert bucket.rules.noise_share == pytest.approx(0.1)
+    assert bucket.factor == pytest.approx(1.0)
+    for _ in range(3):  # streaks at the noise share no longer cut
+        bucket.on_report(LIMITED, t)
+        t += 0.02
+    assert bucket.factor == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "pause"), [(2.0, 2.0), (0.25, 0.25), (10_000.0, 300.0), (None, None)]
+)
+def test_retry_after_pauses_capped(retry_after: float | None, pause: float | None) -> None:
+    for policy in ("static", "seed", "adaptive"):
+        bucket = learner(policy, learning=False)
+        decision = bucket.on_report(ReportEvent(status=429, retry_after=retry_after), 10.0)
+        expected = None if pause is None else 10.0 + pause
+        assert bucket.pause_until == expected
+        assert decision.action == ("none" if pause is None else "paused")
+        if pause is not None:
+            assert bucket.state(10.0) == "paused"
+            assert bucket.tick(10.0 + pause) is not None
+            assert bucket.state(10.0 + pause) == "ok"
+
+
+def test_retry_after_from_hint() -> None:
+    bucket = learner()
+    bucket.on_report(ReportEvent(status=429, hint=RateLimitHint(retry_after=3.0)), 1.0)
+    assert bucket.pause_until == 4.0
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ReportEvent(status=429, reason="insufficient_quota"),
+        ReportEvent(status=429, reason="billing_hard_limit_reached"),
+        ReportEvent(status=429, hint=RateLimitHint(remaining=0, reset_after=7200.0)),
+        ReportEvent(status=403, hint=RateLimitHint(remaining=0, reset_after=1800.0)),
+    ],
+)
+def test_quota_parks_until_reset_without_cut(event: ReportEvent) -> None:
+    bucket = learner()
+    for _ in range(5):
+        bucket.on_report(event, 0.0)
+    assert bucket.factor == 1.0
+    assert bucket.state(1.0) == "exhausted"
+    until = bucket.exhausted_until
+    assert until is not None
+    assert until >= 1800.0
+    bucket.tick(until)
+    assert bucket.state(until) == "ok"
+
+
+def test_github_403_with_remaining_0_soon_is_a_rate_limit() -> None:
+    bucket = learner()
+    hint = RateLimitHint(remaining=0, reset_after=30.0)
+    for _ in range(3):
+        bucket.on_report(ReportEvent(status=403, hint=hint), 0.0)
+    assert bucket.state(0.0) != "disabled"
+    assert bucket.factor == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("status", [503, 529])
+def test_overload_pauses_briefly_no_cut(status: int) -> None:
+    bucket = learner(overload_pause=2.0)
+    decision = bucket.on_report(ReportEvent(status=status), 1.0)
+    for _ in range(4):
+        bucket.on_report(ReportEvent(status=status), 1.0)
+    assert decision.action == "paused"
+    assert (bucket.factor, bucket.pause_until, bucket.streak) == (1.0, 3.0, 0)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_failure_disables(status: int) -> None:
+    bucket = learner(disable_for=600.0)
+    decision = bucket.on_report(ReportEvent(status=status), 1.0)
+    assert (decision.action, decision.state) == ("disabled", "disabled")
+    assert bucket.disabled_until == 601.0
+    bucket.tick(601.0)
+    assert bucket.state(601.0) == "ok"
+    forever = learner(disable_for=0.0)
+    forever.on_report(ReportEvent(status=status), 1.0)
+    assert forever.disabled_until == math.inf
+    forever.reset(2.0)
+    assert forever.state(2.0) == "ok"
+
+
+def test_shadow_mode_computes_but_does_not_apply() -> None:
+    bucket = learner("seed", learning=False)
+    for i in range(5):
+        bucket.on_report(LIMITED, float(i))
+    bucket.on_report(ReportEvent(status=401), 6.0)
+    assert bucket.factor == 1.0
+    assert bucket.shadow_factor == pytest.approx(0.6)
+    assert bucket.state(7.0) == "ok"
+    assert bucket.shadow_state(7.0) == "disabled"
+
+
+def test_static_never_changes_rate() -> None:
+    bucket = learner("static")
+    for i in range(50):
+        bucket.on_report(LIMITED, float(i))
+    assert (bucket.factor, bucket.shadow_factor, bucket.state(60.0)) == (1.0, 1.0, "ok")
+
+
+def test_success_resets_streak_and_permits_increase() -> None:
+    bucket = learner()
+    assert [bucket.on_grant(0.0) for _ in range(3)] == [1, 2, 3]
+    bucket.on_report(LIMITED, 0.0)
+    bucket.on_report(OK, 0.0)
+    assert bucket.streak == 0
+
+
+def test_reset_forgets_cuts_and_pauses() -> None:
+    bucket = learner()
+    bucket.on_grant(0.0)
+    for _ in range(3):
+        bucket.on_report(ReportEvent(status=429, retry_after=30.0), 0.0)
+    bucket.reset(1.0)
+    assert (bucket.factor, bucket.streak, bucket.pause_until, bucket.ceiling) == (1.0, 0, None, None)
+    assert bucket.state(1.0) == "ok"
+    assert bucket.history[-1].kind == "reset"
+    assert bucket.on_grant(1.0) == 2
+
+
+@pytest.mark.parametrize(("stale_for", "factor"), [(0.0, 0.6), (900.0, 0.8), (1800.0, 0.9)])
+def test_snapshot_restore_decays_cuts(stale_for: float, factor: float) -> None:
+    settings = LearningSettings(policy="seed", learning=True, decay_half_life=900.0)
+    bucket = BucketLearner(settings, 100.0, 0.0)
+    for i in range(5):
+        bucket.on_report(ReportEvent(status=429, retry_after=100.0), float(i))
+    data = bucket.snapshot(10.0, 1_700_000_000.0)
+    assert data["paused_until"] == pytest.approx(1_700_000_000.0 + 94.0)
+    restored = BucketLearner.restore(settings, 100.0, data, 500.0, 1_700_000_050.0, stale_for)
+    assert restored.factor == pytest.approx(factor)
+    assert restored.pause_until == pytest.approx(544.0)  # still 44 s of the pause left
+    assert len(restored.history) == len(bucket.history) + 1
+
+
+def test_restore_rejects_unknown_version() -> None:
+    with pytest.raises(ValueError, match="version"):
+        BucketLearner.restore(LearningSettings(), 10.0, {"version": 99}, 0.0, 0.0, 0.0)
+
+
+def test_pacing_announced_limit_and_holds() -> None:
+    hint = RateLimitHint(limit=50.0, window=1.0, remaining=40.0, reset_after=0.2)
+    capped = learner(pacing=True, rate=30.0)
+    capped.on_report(ReportEvent(status=200, hint=hint), 0.0)
+    assert capped.factor == 1.0  # above configured only when allowed
+    above = learner(pacing=True, rate=30.0, allow_above_configured=True)
+    above.on_report(ReportEvent(status=200, hint=hint), 0.0)
+    assert above.factor == pytest.approx(50 / 30)
+    lower = learner(pacing=True, rate=100.0)
+    lower.on_report(ReportEvent(status=200, hint=hint), 0.0)
+    assert lower.factor == pytest.approx(0.5)
+    empty = RateLimitHint(limit=50.0, window=1.0, remaining=0.0, reset_after=0.8)
+    decision = lower.on_report(ReportEvent(status=200, hint=empty), 1.0)
+    assert (decision.hold_until, lower.pause_until) == (1.8, 1.8)
+    low = RateLimitHint(limit=100.0, window=60.0, remaining=5.0, reset_after=10.0)
+    paced = learner(pacing=True, rate=10.0)
+    decision = paced.on_report(ReportEvent(status=200, hint=low), 0.0)
+    assert decision.pace_factor == pytest.approx(0.2)  # 5 left over 10 s = 0.5/s, floor 2/10
+    paced.tick(10.0)
+    assert paced.factor == pytest.approx(100 / 60 / 10)
+
+
+def test_pacing_off_ignores_headers() -> None:
+    bucket = learner(rate=30.0, allow_above_configured=True)
+    hint = RateLimitHint(limit=50.0, window=1.0, remaining=0.0, reset_after=5.0)
+    bucket.on_report(ReportEvent(status=200, hint=hint), 0.0)
+    assert (bucket.factor, bucket.pause_until) == (1.0, None)
