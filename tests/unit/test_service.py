@@ -1,0 +1,325 @@
+"""The ops, transport-agnostic, on a FakeClock: no socket, no sleeping.
+
+The service needs a loop for its futures and timers; the loop here is never left running
+on its own and its `time` is the fake clock, so a waiter's deadline fires exactly when the
+fake clock passes it (`run_due`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ratelimitd import __version__
+from ratelimitd.config import Config, parse_config
+from ratelimitd.errors import ErrorCode, RatelimitdError
+from ratelimitd.protocol import parse_request
+from ratelimitd.service import PendingAcquire, Service
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from ratelimitd.clock import FakeClock
+
+CONFIG = """
+[server]
+default_timeout = 10.0
+max_waiters = 5
+
+[providers.fast]
+rate = "10/second"
+burst = 1
+
+[providers.multi]
+limits = [
+  { unit = "requests", rate = "10/second", burst = 10 },
+  { unit = "tokens", rate = "100/second", burst = 100 },
+]
+
+[providers.keys]
+rate = "10/second"
+burst = 1
+buckets = ["a", "b"]
+"""
+
+
+def config_of(text: str, environ: dict[str, str] | None = None) -> Config:
+    return parse_config(tomllib.loads(text), environ or {}, "test.toml")
+
+
+def run_due(loop: asyncio.AbstractEventLoop) -> None:
+    """Run what is ready or due at the fake time; never waits."""
+    loop.run_until_complete(asyncio.sleep(0))
+
+
+@pytest.fixture
+def loop(fake_clock: FakeClock) -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    loop.time = fake_clock.monotonic  # type: ignore[method-assign]  # timers run on fake time
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def make_service(loop: asyncio.AbstractEventLoop, fake_clock: FakeClock) -> Callable[..., Service]:
+    def make(text: str = CONFIG, environ: dict[str, str] | None = None) -> Service:
+        return Service(config_of(text, environ), fake_clock, loop)
+
+    return make
+
+
+@pytest.fixture
+def service(make_service: Callable[..., Service]) -> Service:
+    return make_service()
+
+
+def call(service: Service, **request: Any) -> Any:
+    import json
+
+    return service.handle(parse_request(json.dumps(request).encode(), max_timeout=3600.0))
+
+
+def fails(service: Service, code: ErrorCode, **request: Any) -> RatelimitdError:
+    with pytest.raises(RatelimitdError) as info:
+        call(service, **request)
+    assert info.value.code is code, info.value
+    return info.value
+
+
+def bucket_json(service: Service, provider: str, bucket: str = "default") -> dict[str, Any]:
+    status: dict[str, Any] = call(service, op="status", provider=provider)["providers"][provider]["buckets"][
+        bucket
+    ]
+    return status
+
+
+def test_hello_and_ping(make_service: Callable[..., Service]) -> None:
+    service = make_service(CONFIG, {"RATELIMITD_FEATURE_LEARNING": "1"})
+    hello = call(service, op="hello", id=1)
+    assert hello["id"] == 1
+    assert (hello["server"], hello["version"], hello["protocol"]) == ("ratelimitd", __version__, 1)
+    assert hello["features"]["learning"] is True
+    assert hello["features"]["persist"] is False
+    assert call(service, op="ping", id="p") == {"id": "p", "ok": True}
+
+
+def test_an_acquire_that_fits_is_granted_at_once(service: Service) -> None:
+    first = call(service, op="acquire", provider="multi", id=1)
+    assert first == {
+        "id": 1,
+        "ok": True,
+        "provider": "multi",
+        "bucket": "default",
+        "waited": 0.0,
+        "rate": 10.0,
+        "permit": first["permit"],
+    }
+    second = call(service, op="acquire", provider="multi", cost={"requests": 2, "tokens": 50})
+    assert second["permit"] > first["permit"]
+    assert bucket_json(service, "multi")["granted"] == 2
+
+
+def test_a_waiting_acquire_is_granted_by_the_queue(
+    service: Service, loop: asyncio.AbstractEventLoop, fake_clock: FakeClock
+) -> None:
+    call(service, op="acquire", provider="fast")
+    pending = call(service, op="acquire", provider="fast", id="w")
+    assert isinstance(pending, PendingAcquire)
+    assert service.waiting() == 1
+    assert bucket_json(service, "fast")["waiters"] == 1
+    fake_clock.advance(0.1)
+    run_due(loop)
+    assert pending.waiter.future.done()
+    granted = service.finish(pending)
+    assert granted["id"] == "w"
+    assert granted["waited"] == pytest.approx(0.1)
+    assert service.waiting() == 0
+    assert bucket_json(service, "fast")["granted"] == 2
+
+
+def test_an_acquire_that_cannot_be_served_in_time_fails_now(service: Service) -> None:
+    call(service, op="acquire", provider="fast")
+    error = fails(service, ErrorCode.TIMEOUT, op="acquire", provider="fast", timeout=0.05)
+    assert error.fields["retry_after"] == pytest.approx(0.1)
+    assert "0.100" in error.message
+    zero = fails(service, ErrorCode.TIMEOUT, op="acquire", provider="fast", timeout=0)
+    assert zero.fields["retry_after"] == pytest.approx(0.1)
+    assert bucket_json(service, "fast")["timeouts"] == 2
+    assert service.waiting() == 0
+
+
+def test_a_waiter_whose_deadline_passes_gets_timeout(
+    service: Service, loop: asyncio.AbstractEventLoop, fake_clock: FakeClock
+) -> None:
+    call(service, op="acquire", provider="fast")
+    pending = call(service, op="acquire", provider="fast", timeout=0.5)
+    assert isinstance(pending, PendingAcquire)
+    # The rate is cut while it waits (as learning or a reload may do): the grant moves past 0.5 s.
+    bucket = service.registry.providers["fast"].buckets["default"]
+    bucket.limiter.set_scale(0.01, fake_clock.monotonic())
+    bucket.queue.reschedule()
+    fake_clock.advance(0.5)
+    run_due(loop)
+    with pytest.raises(RatelimitdError) as info:
+        service.finish(pending)
+    assert info.value.code is ErrorCode.TIMEOUT
+    assert info.value.fields["retry_after"] > 1.0
+    assert bucket_json(service, "fast")["timeouts"] == 1
+    assert service.waiting() == 0
+
+
+def test_an_abandoned_waiter_consumes_nothing(
+    service: Service, loop: asyncio.AbstractEventLoop, fake_clock: FakeClock
+) -> None:
+    call(service, op="acquire", provider="fast")
+    gone = call(service, op="acquire", provider="fast")
+    stays = call(service, op="acquire", provider="fast")
+    assert isinstance(gone, PendingAcquire)
+    assert isinstance(stays, PendingAcquire)
+    service.abandon(gone)
+    assert gone.waiter.future.cancelled()
+    fake_clock.advance(0.1)
+    run_due(loop)
+    assert service.finish(stays)["waited"] == pytest.approx(0.1)  # it took the abandoned turn
+    assert bucket_json(service, "fast")["granted"] == 2
+
+
+def test_max_waiters(service: Service) -> None:
+    call(service, op="acquire", provider="fast")
+    for _ in range(5):
+        assert isinstance(call(service, op="acquire", provider="fast"), PendingAcquire)
+    error = fails(service, ErrorCode.TIMEOUT, op="acquire", provider="fast")
+    assert "max_waiters" in error.message
+    assert error.fields["retry_after"] == pytest.approx(0.6)
+
+
+def test_cost_too_large_names_the_unit_and_its_burst(service: Service) -> None:
+    error = fails(service, ErrorCode.COST_TOO_LARGE, op="acquire", provider="multi", cost={"tokens": 101})
+    assert error.message == "cost: 101 tokens can never be granted by 'multi', whose burst is 100 tokens"
+    fails(service, ErrorCode.COST_TOO_LARGE, op="acquire", provider="fast", cost=2)
+    assert bucket_json(service, "multi")["granted"] == 0
+
+
+def test_providers_created_on_demand_up_to_max_providers(make_service: Callable[..., Service]) -> None:
+    service = make_service('[server]\nmax_providers = 2\n[providers.one]\nrate = "1/s"\n')
+    granted = call(service, op="acquire", provider="made")
+    assert granted["rate"] == 10.0  # the built-in default limits
+    assert call(service, op="status")["providers"]["made"]["configured"] is False
+    error = fails(service, ErrorCode.TOO_MANY_PROVIDERS, op="acquire", provider="another")
+    assert "max_providers (2)" in error.message
+    assert set(call(service, op="status")["providers"]) == {"one", "made"}
+
+
+def test_unknown_provider_when_not_created_on_demand(make_service: Callable[..., Service]) -> None:
+    service = make_service('[server]\ncreate_providers = false\n[providers.one]\nrate = "1/s"\n')
+    for op, extra in (("acquire", {}), ("report", {"status": 200}), ("status", {}), ("reset", {})):
+        error = fails(service, ErrorCode.UNKNOWN_PROVIDER, op=op, provider="nope", **extra)
+        assert "'nope'" in error.message
+
+
+def test_all_buckets_exhausted_with_reasons(service: Service) -> None:
+    error = fails(service, ErrorCode.ALL_BUCKETS_EXHAUSTED, op="acquire", provider="keys", exclude=["a", "b"])
+    assert error.fields["reasons"] == {"a": "excluded", "b": "excluded"}
+    assert call(service, op="acquire", provider="keys", exclude=["a"])["bucket"] == "b"
+
+
+def test_report_counts_and_streaks(service: Service) -> None:
+    replies = [call(service, op="report", provider="keys", bucket="a", status=429) for _ in range(3)]
+    reply = replies[-1]
+    assert reply["streak"] == 3
+    assert reply["bucket"] == "a"
+    assert call(service, op="report", provider="keys", bucket="a", status=200)["streak"] == 0
+    call(service, op="report", provider="keys", bucket="a", status="network_error")
+    call(service, op="report", provider="keys", bucket="a", status=503)
+    call(service, op="report", provider="keys", bucket="a", status=404)
+    reports = bucket_json(service, "keys", "a")["reports"]
+    assert reports == {"1xx": 0, "2xx": 1, "3xx": 0, "4xx": 1, "429": 3, "5xx": 1, "network_error": 1}
+    assert bucket_json(service, "keys", "b")["reports"]["429"] == 0
+    error = fails(service, ErrorCode.BAD_REQUEST, op="report", provider="keys", bucket="zz", status=200)
+    assert error.message.startswith("bucket: ")
+
+
+def test_status_of_one_and_of_all(service: Service) -> None:
+    everything = call(service, op="status")["providers"]
+    assert set(everything) == {"fast", "multi", "keys"}
+    multi = bucket_json(service, "multi")
+    assert multi["limits"]["tokens"] == {
+        "rate": 100.0,
+        "baseline": 100.0,
+        "period": 1.0,
+        "burst": 100.0,
+        "shadow_rate": 100.0,
+    }
+    assert multi["state"] == "ok"
+    assert multi["paused_until"] is None
+
+
+def test_reset(service: Service) -> None:
+    call(service, op="report", provider="keys", bucket="b", status=429)
+    assert call(service, op="reset", provider="keys", bucket="b")["buckets"] == ["b"]
+    assert bucket_json(service, "keys", "b")["streak"] == 0
+    assert call(service, op="reset", provider="keys")["buckets"] == ["a", "b"]
+    fails(service, ErrorCode.BAD_REQUEST, op="reset", provider="keys", bucket="zz")
+    fails(service, ErrorCode.UNKNOWN_PROVIDER, op="reset", provider="never-seen")
+
+
+def test_shut_down_answers_waiters_and_refuses_new_work(service: Service) -> None:
+    call(service, op="acquire", provider="fast")
+    waiters = [call(service, op="acquire", provider="fast") for _ in range(3)]
+    service.shut_down()
+    for pending in waiters:
+        with pytest.raises(RatelimitdError) as info:
+            service.finish(pending)
+        assert info.value.code is ErrorCode.SHUTTING_DOWN
+    assert service.waiting() == 0
+    fails(service, ErrorCode.SHUTTING_DOWN, op="acquire", provider="multi")
+    fails(service, ErrorCode.SHUTTING_DOWN, op="report", provider="multi", status=200)
+    fails(service, ErrorCode.SHUTTING_DOWN, op="reset", provider="multi")
+    assert call(service, op="ping")["ok"] is True
+    assert call(service, op="hello")["ok"] is True
+    assert call(service, op="status")["ok"] is True
+
+
+def test_reload_changes_rates_and_keeps_waiters(
+    service: Service, loop: asyncio.AbstractEventLoop, fake_clock: FakeClock
+) -> None:
+    call(service, op="acquire", provider="fast")
+    pending = call(service, op="acquire", provider="fast")
+    assert isinstance(pending, PendingAcquire)
+    service.reload(
+        config_of(CONFIG.replace('rate = "10/second"\nburst = 1', 'rate = "100/second"\nburst = 1', 1))
+    )
+    assert bucket_json(service, "fast")["limits"]["requests"]["rate"] == 100.0
+    fake_clock.advance(0.01)  # at the new rate the next permit is 10 ms away, not 100
+    run_due(loop)
+    assert service.finish(pending)["waited"] == pytest.approx(0.01)
+
+
+def test_reload_keeps_how_full_a_bucket_is(service: Service) -> None:
+    for _ in range(10):
+        call(service, op="acquire", provider="multi")
+    service.reload(config_of(CONFIG))
+    fails(service, ErrorCode.TIMEOUT, op="acquire", provider="multi", timeout=0)
+
+
+def test_reload_that_removes_a_provider_or_bucket_answers_its_waiters(service: Service) -> None:
+    call(service, op="acquire", provider="fast")
+    on_fast = call(service, op="acquire", provider="fast")
+    call(service, op="acquire", provider="keys", exclude=["b"])
+    on_a = call(service, op="acquire", provider="keys", exclude=["b"])
+    assert isinstance(on_fast, PendingAcquire)
+    assert isinstance(on_a, PendingAcquire)
+    without = CONFIG.replace('[providers.fast]\nrate = "10/second"\nburst = 1\n', "").replace(
+        'buckets = ["a", "b"]', 'buckets = ["b"]'
+    )
+    service.reload(config_of(without))
+    for pending in (on_fast, on_a):
+        with pytest.raises(RatelimitdError) as info:
+            service.finish(pending)
+        assert info.value.code is ErrorCode.UNKNOWN_PROVIDER
+        assert "removed by a reload" in info.value.message
+    assert set(call(service, op="status")["providers"]) == {"multi", "keys"}
+    assert set(call(service, op="status", provider="keys")["providers"]["keys"]["buckets"]) == {"b"}
