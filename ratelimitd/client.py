@@ -170,6 +170,11 @@ class _Connection(asyncio.Protocol):
         if self._writable is not None:
             self._writable.set()
 
+    @property
+    def paused(self) -> bool:
+        """True while the transport's write buffer is over its high-water mark."""
+        return self._writable is not None and not self._writable.is_set()
+
     def pause_writing(self) -> None:
         if self._writable is None:
             self._writable = asyncio.Event()
@@ -312,7 +317,8 @@ class AsyncClient:
         assert connection.transport is not None
         connection.transport.write(encode_line(body))
         try:
-            await connection.drain()
+            if connection.paused:
+                await connection.drain()
             response = await future
         finally:
             # A caller that gave up (cancelled) leaves no entry; a late answer is dropped.
