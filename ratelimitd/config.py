@@ -108,6 +108,7 @@ class LearningConfig:
     max_pause: float = 300.0
     history_size: int = 50
     allow_above_configured: bool = False
+    disable_for: float = 600.0  # seconds a bucket stays out after 401/403; 0 = until `reset`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -411,6 +412,7 @@ _LEARNING = {
     "max_pause": "positive",
     "history_size": "int",
     "allow_above_configured": "bool",
+    "disable_for": "seconds",
 }
 _PERSIST = {"path": "path", "save_interval": "positive", "max_age": "positive"}
 # Environment variables that override the file: name -> (section, key).

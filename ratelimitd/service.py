@@ -90,6 +90,7 @@ class Service:
             max_pause=config.learning.max_pause,
             history_size=config.learning.history_size,
             allow_above_configured=config.learning.allow_above_configured,
+            disable_for=config.learning.disable_for,
         )
 
     def _apply(self, bucket: Bucket, decision: Decision | None, now: float) -> None:
