@@ -229,3 +229,26 @@ def test_parse_cost() -> None:
     assert parse_cost(None) == 1
     assert parse_cost(["2.5"]) == 2.5
     assert parse_cost(["requests=1", "tokens=1200"]) == {"requests": 1.0, "tokens": 1200.0}
+
+
+def test_all_buckets_exhausted_exits_75(tmp_path: Path) -> None:
+    config = """
+[http]
+enabled = false
+
+[features]
+learning = true
+
+[providers.keys]
+rate = "10/second"
+buckets = ["k1", "k2"]
+"""
+    with running_daemon(tmp_path, config) as process:
+        path = process.socket_path
+        assert ratelimitd("acquire", "keys", socket=path).code == 0
+        disabled = ratelimitd("report", "keys", "401", "--bucket", "k1", socket=path)
+        assert "action=disabled" in disabled.out
+        run = ratelimitd("acquire", "keys", "--exclude", "k2", "--timeout", "0", socket=path)
+        assert run.code == EX_TEMPFAIL
+        assert "all_buckets_exhausted" in run.err
+        assert "auth_failed" in run.err

@@ -17,6 +17,7 @@ from daemon_process import DaemonProcess, running_daemon
 
 from ratelimitd.client import (
     LOCAL_FALLBACK_BUCKET,
+    AllBucketsExhausted,
     AsyncClient,
     BadRequest,
     Client,
@@ -216,6 +217,34 @@ async def test_too_many_providers(own_daemon: DaemonProcess) -> None:
         with pytest.raises(TooManyProviders, match="max_providers"):
             await client.acquire("one-too-many")
         assert len(await client.status()) == MAX_PROVIDERS
+
+
+FAILOVER_CONFIG = """
+[http]
+enabled = false
+
+[features]
+learning = true
+
+[providers.keys]
+rate = "10/second"
+buckets = ["k1", "k2"]
+"""
+
+
+async def test_failover_with_exclude_and_all_buckets_exhausted(tmp_path: Path) -> None:
+    with running_daemon(tmp_path, FAILOVER_CONFIG) as process:
+        async with AsyncClient(process.socket_path) as client:
+            first = await client.acquire("keys")
+            assert first.bucket == "k1"
+            assert (await client.report_for(first, 401)).action == "disabled"
+            second = await client.acquire("keys")
+            assert second.bucket == "k2"
+            with pytest.raises(AllBucketsExhausted) as caught:
+                await client.acquire("keys", exclude=[second.bucket], timeout=0)
+            assert caught.value.code is ErrorCode.ALL_BUCKETS_EXHAUSTED
+            assert set(caught.value.reasons) == {"k1", "k2"}
+            assert caught.value.reasons["k1"] == "auth_failed"
 
 
 # -- AsyncClient: daemon restarts ---------------------------------------------------------------
