@@ -7,21 +7,24 @@ the endpoints have no authentication. Start and stop with `async with HttpServer
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import orjson
-from aiohttp import web
-from prometheus_client.aiohttp import make_aiohttp_handler
+from aiohttp import hdrs, web
+from prometheus_client.exposition import choose_encoder
 
 from ratelimitd.errors import ErrorCode, RatelimitdError
 from ratelimitd.protocol import StatusRequest
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from types import TracebackType
 
     from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
 
     from ratelimitd.config import HttpConfig
 
@@ -90,6 +93,16 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
 _ERROR_STATUS = {ErrorCode.UNKNOWN_PROVIDER: 404, ErrorCode.BAD_REQUEST: 400}
 
 
+class _Collected:
+    """Metric families collected earlier, replayed to an encoder on another thread."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
 class HttpServer:
     """The aiohttp app and its listening site; `port` is the bound port once entered.
 
@@ -116,8 +129,9 @@ class HttpServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/v1/status", self._v1_status)
+        self._registry = registry
         if config.metrics and registry is not None:
-            app.router.add_get("/metrics", make_aiohttp_handler(registry))
+            app.router.add_get("/metrics", self._metrics)
         # Scrapes every few seconds would flood the log: no access log.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
 
@@ -146,6 +160,22 @@ class HttpServer:
         traceback: TracebackType | None,
     ) -> None:
         await self._runner.cleanup()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """The registry in the format the scraper asks for (OpenMetrics or text 0.0.4).
+
+        Like `prometheus_client.aiohttp.make_aiohttp_handler`, except that only the
+        collection, which reads the service's live state, runs on the event loop;
+        encoding (about 3 µs a sample, 150 ms for 1,000 providers) runs on a
+        thread so acquires keep being served during a scrape.
+        """
+        assert self._registry is not None
+        families = list(self._registry.collect())
+        encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+        body = await asyncio.to_thread(encoder, _Collected(families))
+        response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
+        response.enable_compression()
+        return response
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return _json({"ok": True})
