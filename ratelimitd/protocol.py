@@ -116,9 +116,12 @@ def _number(value: Any, field: str, *, positive: bool) -> float:
     return number
 
 
+_ONE_REQUEST: dict[str, float] = {"requests": 1.0}  # shared: costs are never mutated
+
+
 def _cost(value: Any) -> dict[str, float]:
     if value is None:
-        return {"requests": 1.0}
+        return _ONE_REQUEST
     if isinstance(value, dict):
         if not value:
             raise _bad("cost: an object of units must name at least one unit")
@@ -133,9 +136,12 @@ def _cost(value: Any) -> dict[str, float]:
     return {"requests": _number(value, "cost", positive=True)}
 
 
+_NO_EXCLUDE: frozenset[str] = frozenset()
+
+
 def _exclude(value: Any) -> frozenset[str]:
     if value is None:
-        return frozenset()
+        return _NO_EXCLUDE
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise _bad("exclude: must be an array of bucket names")
     return frozenset(value)
@@ -181,9 +187,7 @@ def _permit(value: Any) -> int | None:
 def request_id(obj: dict[str, Any]) -> RequestId:
     """The request's `id` when it is a string or an integer (else it cannot be echoed)."""
     value = obj.get("id")
-    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    return None
+    return value if type(value) is int or type(value) is str else None
 
 
 def parse_request(line: bytes, *, max_timeout: float) -> Request:
@@ -194,8 +198,8 @@ def parse_request(line: bytes, *, max_timeout: float) -> Request:
         raise RatelimitdError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise RatelimitdError(ErrorCode.INVALID_JSON, f"expected a JSON object, got {type(obj).__name__}")
-    rid = request_id(obj)
-    if "id" in obj and rid is None and obj["id"] is not None:
+    rid = obj.get("id")
+    if rid is not None and type(rid) is not int and type(rid) is not str:  # bool is not an id
         raise _bad("id: must be a string or an integer")
     op = obj.get("op")
     if op is None:
@@ -247,7 +251,7 @@ def parse_request(line: bytes, *, max_timeout: float) -> Request:
 
 def encode(response: dict[str, Any]) -> bytes:
     """One response line, newline included."""
-    return orjson.dumps(response, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(response, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def encode_error(rid: RequestId, error: RatelimitdError) -> bytes:

@@ -125,7 +125,12 @@ def choose_bucket(
     if len(buckets) == 1 and not exclude:
         # Hot path: one key, nothing to choose.
         (only,) = buckets.values()
-        if only.learner is None or bucket_state(only, now) not in UNAVAILABLE_STATES:
+        learner = only.learner
+        if (
+            learner is None
+            or (learner.exhausted_until is None and learner.disabled_until is None)
+            or bucket_state(only, now) not in UNAVAILABLE_STATES
+        ):
             return only
     order = list(buckets.values())
     selection = provider.config.selection

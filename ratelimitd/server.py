@@ -79,26 +79,28 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
-        buffer += data
+        if buffer:
+            buffer += data
+            data = bytes(buffer)
+            buffer.clear()
+        # One split for the whole read: cheaper than a find() per line under pipelining.
+        lines = data.split(b"\n")
+        tail = lines.pop()  # after the last newline: an incomplete line (or b"")
         limit = self._server.max_line_bytes
         out: list[bytes] = []
         self._out = out
-        start = 0
+        handle = self._handle_line
         try:
-            while True:
-                end = buffer.find(b"\n", start)
-                if end < 0:
-                    break
-                if end - start > limit:
+            for line in lines:
+                if len(line) > limit:
                     self._too_long()
                     return
-                line = bytes(buffer[start:end])
-                start = end + 1
-                self._handle_line(line)
-            if len(buffer) - start > limit:
+                handle(line)
+            if len(tail) > limit:
                 self._too_long()
                 return
-            del buffer[:start]
+            if tail and not self._closing:
+                buffer += tail
         finally:
             self._out = None
             if out and self._transport is not None:
@@ -117,12 +119,12 @@ class Connection(asyncio.Protocol):
         self._send(encode_error(rid if isinstance(rid, str | int) else None, error))
 
     def _handle_line(self, line: bytes) -> None:
-        if not line.strip():
+        if not line or line.isspace():
             return  # blank lines are ignored (protocol.md, Limits)
         rid: object = None
         service = self._service
         try:
-            request = parse_request(line, max_timeout=service.config.server.max_timeout)
+            request = parse_request(line, max_timeout=self._server.max_timeout)
             rid = request.id
             result = service.handle(request)
         except RatelimitdError as error:
@@ -193,6 +195,7 @@ class UnixServer:
     def __init__(self, service: Service, *, max_line_bytes: int, max_connections: int) -> None:
         self.service = service
         self.max_line_bytes = max_line_bytes
+        self.max_timeout = service.config.server.max_timeout
         self.max_connections = max_connections
         self.connections: set[Connection] = set()
         self._server: asyncio.AbstractServer | None = None

@@ -126,15 +126,16 @@ class Service:
                 self._apply(bucket, decision, now)
 
     def _provider(self, name: str, now: float) -> Provider:
-        known = len(self.registry.providers)
+        provider = self.registry.providers.get(name)
+        if provider is not None:
+            return provider  # the hot path
         provider = self.registry.get(name, now, create=True)
-        if len(self.registry.providers) != known:
-            for bucket in provider.buckets.values():
-                self._attach(bucket)
-                saved = self.saved_state((name, bucket.name))
-                if saved is not None:
-                    restore_bucket(self, bucket, *saved)
-            logger.info("provider created on first use: %s", name)
+        for bucket in provider.buckets.values():
+            self._attach(bucket)
+            saved = self.saved_state((name, bucket.name))
+            if saved is not None:
+                restore_bucket(self, bucket, *saved)
+        logger.info("provider created on first use: %s", name)
         return provider
 
     # -- ops ------------------------------------------------------------------------------------
@@ -190,7 +191,7 @@ class Service:
         bucket = choose_bucket(provider, request, now, timeout)
         queue: WaitQueue = bucket.queue
         if not queue.live and bucket.limiter.try_take(cost, now) == 0.0:
-            return self._granted(request, bucket, 0.0)
+            return self._granted(request, bucket, 0.0, now)
         delay = queue.estimate(cost, now)
         if delay > timeout:
             # FIFO at a known rate: it cannot be served in time, so say so now.
@@ -225,16 +226,18 @@ class Service:
     def finish(self, pending: PendingAcquire) -> Response:
         """The response for a waiter whose future is done (raises its RatelimitdError)."""
         granted_at = pending.waiter.future.result()
-        return self._granted(pending.request, pending.bucket, granted_at - pending.waiter.enqueued_at)
+        return self._granted(
+            pending.request, pending.bucket, granted_at - pending.waiter.enqueued_at, granted_at
+        )
 
     def abandon(self, pending: PendingAcquire) -> None:
         """The client went away: the waiting request is dropped and consumes nothing."""
         pending.bucket.queue.cancel(pending.waiter)
 
-    def _granted(self, request: AcquireRequest, bucket: Bucket, waited: float) -> Response:
+    def _granted(self, request: AcquireRequest, bucket: Bucket, waited: float, now: float) -> Response:
         bucket.granted += 1
         self.metrics.on_granted(bucket, waited)
-        permit = bucket.learner.on_grant(self.clock.monotonic())
+        permit = bucket.learner.on_grant(now)
         limiter = bucket.limiter
         rate = limiter.rate("requests")
         if rate is None:
@@ -244,7 +247,7 @@ class Service:
             "ok": True,
             "provider": bucket.provider,
             "bucket": bucket.name,
-            "waited": round(waited, 6),
+            "waited": round(waited, 6) if waited else 0.0,
             "rate": rate,
             "permit": permit,
         }
