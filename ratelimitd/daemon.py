@@ -33,10 +33,10 @@ from ratelimitd import __version__
 from ratelimitd.clock import Clock, SystemClock
 from ratelimitd.config import Config, load_config
 from ratelimitd.errors import ConfigError
-from ratelimitd.http import HttpServer, Readiness
 from ratelimitd.learned_state import collect_snapshots, restore_learners
 from ratelimitd.paths import default_socket_path, default_state_path
 from ratelimitd.persist import PeriodicSaver, StateStore
+from ratelimitd.readiness import Readiness
 from ratelimitd.server import UnixServer, bind_unix_socket
 from ratelimitd.service import Service
 from ratelimitd.systemd import Notifier, listen_fds, run_watchdog
@@ -72,7 +72,7 @@ class Daemon:
         self.socket_path: Path | None = None
         self.readiness = Readiness(config="loading", state="loading", socket="not bound yet")
         self.store: StateStore | None = None
-        self.http: HttpServer | None = None
+        self.http: object | None = None  # the HttpServer, when HTTP is enabled
         self._dirty = False
         self._stop = asyncio.Event()
         self._reloads: list[asyncio.Task[None]] = []
@@ -222,6 +222,9 @@ class Daemon:
             service.metrics = metrics
         if not http.enabled:
             return
+        # aiohttp costs ~25 MB of RSS and 0.3 s at start: imported only when serving HTTP.
+        from ratelimitd.http import HttpServer
+
         self.http = await stack.enter_async_context(
             HttpServer(http, registry=registry, readiness=self.readiness, status=service)
         )

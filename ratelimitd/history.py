@@ -25,7 +25,7 @@ class HistoryEntry:
     def as_dict(self, now: float, wall: float) -> dict[str, object]:
         """JSON-able, with `at` as unix time (wall = the wall clock at monotonic `now`)."""
         return {
-            "at": wall + (self.at_monotonic - now),
+            "at": round(wall + (self.at_monotonic - now), 3),  # ms: stable across calls
             "kind": self.kind,
             "status": self.status,
             "factor_before": self.factor_before,

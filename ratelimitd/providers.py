@@ -7,7 +7,6 @@ frozen snapshots (`statistics`) that the status op, metrics and persistence read
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -121,12 +120,10 @@ class Bucket:
     __slots__ = (
         "applied_pause",
         "granted",
-        "history",
         "learner",
         "limiter",
         "metrics",
         "name",
-        "next_permit",
         "pauses",
         "periods",
         "provider",
@@ -134,13 +131,10 @@ class Bucket:
         "recoveries",
         "reductions",
         "reports",
-        "streak",
         "timeouts",
     )
 
-    def __init__(
-        self, provider: str, name: str, config: ProviderConfig, now: float, history_size: int
-    ) -> None:
+    def __init__(self, provider: str, name: str, config: ProviderConfig, now: float) -> None:
         self.provider = provider
         self.name = name
         self.limiter = BucketLimiter(
@@ -150,9 +144,6 @@ class Bucket:
         self.granted = 0
         self.timeouts = 0
         self.reports: dict[str, int] = dict.fromkeys(STATUS_CLASSES, 0)
-        self.history: deque[dict[str, Any]] = deque(maxlen=history_size)
-        self.streak = 0
-        self.next_permit = 1
         self.applied_pause: float | None = None
         self.reductions = 0
         self.recoveries = 0
@@ -180,20 +171,20 @@ class Bucket:
 class Provider:
     __slots__ = ("buckets", "config", "configured", "name", "rotation")
 
-    def __init__(self, config: ProviderConfig, *, configured: bool, now: float, history_size: int) -> None:
+    def __init__(self, config: ProviderConfig, *, configured: bool, now: float) -> None:
         self.name = config.name
         self.config = config
         self.configured = configured
-        self.buckets = {name: Bucket(config.name, name, config, now, history_size) for name in config.buckets}
+        self.buckets = {name: Bucket(config.name, name, config, now) for name in config.buckets}
         self.rotation = 0  # next index for round_robin
 
-    def reconfigure(self, config: ProviderConfig, now: float, history_size: int) -> list[Bucket]:
+    def reconfigure(self, config: ProviderConfig, now: float) -> list[Bucket]:
         """Apply a reloaded config; return the buckets that were removed."""
         self.config = config
         removed = [b for name, b in self.buckets.items() if name not in config.buckets]
         kept = {}
         for name in config.buckets:
-            bucket = self.buckets.get(name) or Bucket(self.name, name, config, now, history_size)
+            bucket = self.buckets.get(name) or Bucket(self.name, name, config, now)
             bucket.reconfigure(config, now)
             kept[name] = bucket
         self.buckets = kept
@@ -207,9 +198,7 @@ class Registry:
         self.config = config
         self.providers: dict[str, Provider] = {}
         for name, provider_config in config.providers.items():
-            self.providers[name] = Provider(
-                provider_config, configured=True, now=now, history_size=config.learning.history_size
-            )
+            self.providers[name] = Provider(provider_config, configured=True, now=now)
 
     def get(self, name: str, now: float, *, create: bool) -> Provider:
         """The provider `name`; created from the defaults when allowed, else a RatelimitdError."""
@@ -226,12 +215,7 @@ class Registry:
                 ErrorCode.TOO_MANY_PROVIDERS,
                 f"provider: creating {name!r} would pass max_providers ({self.config.server.max_providers})",
             )
-        provider = Provider(
-            self.config.provider_for(name),
-            configured=False,
-            now=now,
-            history_size=self.config.learning.history_size,
-        )
+        provider = Provider(self.config.provider_for(name), configured=False, now=now)
         self.providers[name] = provider
         return provider
 

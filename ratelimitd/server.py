@@ -151,6 +151,13 @@ class Connection(asyncio.Protocol):
         except RatelimitdError as error:
             self._error(pending.request.id, error)
             return
+        except Exception:
+            logger.exception("internal error while answering a waiting acquire")
+            self._error(
+                pending.request.id,
+                RatelimitdError(ErrorCode.INTERNAL, "internal error; the daemon logged it"),
+            )
+            return
         self._send(encode(body))
 
     def _too_long(self) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ratelimitd import __version__
 from ratelimitd.errors import ErrorCode, RatelimitdError
 from ratelimitd.headers import parse_headers
+from ratelimitd.history import HistoryEntry
 from ratelimitd.learned_state import restore_bucket
 from ratelimitd.learning import BucketLearner, Decision, LearningSettings, ReportEvent
 from ratelimitd.metrics_hooks import MetricsHooks, NoMetrics
@@ -284,6 +285,19 @@ class Service:
             ),
             now,
         )
+        if decision.action == "none" and label not in ("1xx", "2xx", "3xx"):
+            # A failure that changed nothing still belongs in the bucket's bounded history.
+            factor = learner.factor
+            learner.history.append(
+                HistoryEntry(
+                    at_monotonic=now,
+                    kind="report",
+                    status=request.status,
+                    factor_before=factor,
+                    factor_after=factor,
+                    reason=request.reason or decision.reason or label,
+                )
+            )
         self._apply(bucket, decision, now)
         self.metrics.on_report(bucket, label, decision.action)
         return {
@@ -368,17 +382,12 @@ class Service:
         for name, provider_config in config.providers.items():
             provider = registry.providers.get(name)
             if provider is None:
-                registry.providers[name] = Provider(
-                    provider_config,
-                    configured=True,
-                    now=now,
-                    history_size=config.learning.history_size,
-                )
+                registry.providers[name] = Provider(provider_config, configured=True, now=now)
                 for bucket in registry.providers[name].buckets.values():
                     self._attach(bucket)
                 continue
             provider.configured = True
-            for bucket in provider.reconfigure(provider_config, now, config.learning.history_size):
+            for bucket in provider.reconfigure(provider_config, now):
                 bucket.queue.fail_all(
                     RatelimitdError(
                         ErrorCode.UNKNOWN_PROVIDER,

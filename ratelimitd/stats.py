@@ -34,7 +34,7 @@ def bucket_statistics(bucket: Bucket, now: float, wall: float) -> BucketStats:
     }
     return BucketStats(
         limits=limits,
-        streak=bucket.streak if learner is None else int(learner.streak),
+        streak=0 if learner is None else int(learner.streak),
         state=availability.state,
         paused_until=paused_until,
         granted=bucket.granted,
@@ -47,9 +47,7 @@ def bucket_statistics(bucket: Bucket, now: float, wall: float) -> BucketStats:
         reductions=bucket.reductions,
         recoveries=bucket.recoveries,
         pauses=bucket.pauses,
-        history=list(bucket.history)
-        if learner is None
-        else [entry.as_dict(now, wall) for entry in learner.history],
+        history=[] if learner is None else [entry.as_dict(now, wall) for entry in learner.history],
         why=availability.reason,
         available_in=None if available_in is None else round(available_in, 3),
     )

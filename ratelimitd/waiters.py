@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ("WaitQueue", "Waiter")
 
+_NO_WAITERS: deque[Waiter] = deque(maxlen=0)  # shared, always empty; push() swaps in a real one
+
 
 class Waiter:
     __slots__ = ("cost", "enqueued_at", "future", "timeout_handle")
@@ -44,7 +46,8 @@ class WaitQueue:
         self._limiter_of = limiter_of
         self._clock = clock
         self._loop = loop
-        self._queue: deque[Waiter] = deque()
+        # Most buckets never queue anyone: the deque (~600 bytes) is made on first use.
+        self._queue: deque[Waiter] = _NO_WAITERS
         self._queued_cost: dict[str, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self.live = 0  # waiters not yet granted nor cancelled
@@ -63,6 +66,8 @@ class WaitQueue:
 
     def push(self, cost: dict[str, float], now: float) -> Waiter:
         waiter = Waiter(cost, self._loop.create_future(), now)
+        if self._queue is _NO_WAITERS:
+            self._queue = deque()
         self._queue.append(waiter)
         self.live += 1
         for unit, amount in cost.items():

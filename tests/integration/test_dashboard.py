@@ -124,7 +124,7 @@ def exported_metric_names() -> set[str]:
     """Every sample name a running daemon exposes (from a fresh registry with one provider)."""
     registry = CollectorRegistry()
     metrics = Metrics(registry, version="0", max_providers=1)
-    metrics.on_granted(Bucket("p", "default", Config().provider_for("p"), 0.0, 1), 0.0)
+    metrics.on_granted(Bucket("p", "default", Config().provider_for("p"), 0.0), 0.0)
     names = {sample.name for family in registry.collect() for sample in family.samples}
     # The service-dependent families, named as metrics.py defines them (checked by test_metrics).
     names |= {

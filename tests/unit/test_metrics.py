@@ -65,7 +65,7 @@ class StubSaves:
 
 
 def bucket(provider: str, name: str = "default") -> Bucket:
-    return Bucket(provider, name, Config().provider_for(provider), 0.0, 10)
+    return Bucket(provider, name, Config().provider_for(provider), 0.0)
 
 
 def make_service() -> StubService:

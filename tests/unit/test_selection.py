@@ -53,7 +53,7 @@ def make_provider(
         buckets=buckets,
         selection=selection,
     )
-    provider = Provider(config, configured=True, now=0.0, history_size=10)
+    provider = Provider(config, configured=True, now=0.0)
     for bucket in provider.buckets.values():
         bucket.learner = StandInLearner()
     return provider
@@ -274,7 +274,7 @@ def test_most_headroom_uses_the_tightest_unit() -> None:
         buckets=("x", "y"),
         selection="most_headroom",
     )
-    provider = Provider(config, configured=True, now=0.0, history_size=10)
+    provider = Provider(config, configured=True, now=0.0)
     provider.buckets["x"].limiter.try_take({"requests": 1.0, "tokens": 900.0}, 0.0)  # x: tokens 10% left
     provider.buckets["y"].limiter.try_take({"requests": 5.0, "tokens": 100.0}, 0.0)  # y: requests 50% left
     req = AcquireRequest(id=None, provider="llm", cost={"requests": 1.0}, timeout=None, exclude=frozenset())
