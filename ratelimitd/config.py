@@ -271,16 +271,27 @@ def _parse_provider(name: str, raw: Any, problems: _Problems) -> ProviderConfig 
     base: tuple[LimitConfig, ...] = ()
     if profile is not None:
         base = _profile_limits(profile, f"{path}.profile", problems)
-    limits = (
-        _parse_limits(table, path, problems) if ("limits" in table or "rate" in table or not base) else base
-    )
+    if "limits" in table or "rate" in table:
+        limits = _parse_limits(table, path, problems)
+    elif profile is not None:
+        limits = base  # an unknown profile was reported above; no second, misleading error
+    else:
+        limits = _parse_limits(table, path, problems)
     buckets = table.get("buckets", ["default"])
-    if (
-        not isinstance(buckets, list)
-        or not buckets
-        or not all(isinstance(b, str) and PROVIDER_NAME.fullmatch(b) for b in buckets)
-    ):
+    bad_names = (
+        [b for b in buckets if not (isinstance(b, str) and PROVIDER_NAME.fullmatch(b))]
+        if isinstance(buckets, list)
+        else []
+    )
+    if not isinstance(buckets, list) or not buckets:
         problems.add(f"{path}.buckets", "expected a non-empty array of bucket names (A-Z a-z 0-9 . _ - :)")
+        buckets = ["default"]
+    elif bad_names:
+        problems.add(
+            f"{path}.buckets",
+            "bucket names are 1-128 characters of A-Z a-z 0-9 . _ - :, got "
+            + ", ".join(map(repr, bad_names)),
+        )
         buckets = ["default"]
     elif len(set(buckets)) != len(buckets):
         problems.add(f"{path}.buckets", f"bucket names must be unique, got {buckets}")
