@@ -23,7 +23,6 @@ BENCHMARKS: Final[tuple[tuple[str, list[str], list[str]], ...]] = (
     ("bench.throughput", [], ["--quick"]),
     ("bench.limiter_core", [], ["--quick"]),
     ("bench.metrics_overhead", [], ["--rounds", "1", "--acquires", "20000"]),
-    ("bench.overhead", [], ["--quick"]),
     ("bench.learning", [], ["--quick"]),
 )
 
