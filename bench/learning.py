@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ("SCENARIOS", "Row", "Scenario", "main", "run", "run_scenario")
 
-PolicyName = Literal["static", "seed", "adaptive", "botocore"]
-POLICIES: tuple[PolicyName, ...] = ("static", "seed", "adaptive", "botocore")
+PolicyName = Literal["static", "seed", "seed+pauses", "adaptive", "botocore"]
+POLICIES: tuple[PolicyName, ...] = ("static", "seed", "seed+pauses", "adaptive", "botocore")
 OUT_DIR = Path(__file__).resolve().parent / "out"
 _SETTLE_WINDOW = 10  # seconds of successes averaged when judging "settled"
 
@@ -85,8 +85,13 @@ class Row:
 
 
 def settings_for(policy: PolicyName, scenario: Scenario) -> LearningSettings:
+    """`seed` is the seed as it shipped: no Retry-After pauses; `seed+pauses` honours them."""
+    base: Literal["static", "seed", "adaptive"] = "adaptive"
+    if policy in ("static", "seed", "seed+pauses"):
+        base = "seed" if policy == "seed+pauses" else policy
     return LearningSettings(
-        policy="adaptive" if policy == "botocore" else policy,
+        policy=base,
+        honour_retry_after=policy != "seed",
         learning=True,
         recovery=True,
         pacing=scenario.pacing,
@@ -100,7 +105,11 @@ def _clients(policy: PolicyName, scenario: Scenario) -> list[ClientSide]:
         clock = VirtualClock()
         return [BotoClient(clock) for _ in range(scenario.workload.processes)]
     burst = max(1.0, scenario.configured * 0.1)
-    return [DaemonClient(settings_for(policy, scenario), scenario.configured, burst)]
+    settings = settings_for(policy, scenario)
+    if policy == "seed+pauses":
+        # The seed's pause: wait out Retry-After, then send the burst stored meanwhile.
+        return [DaemonClient(settings, scenario.configured, scenario.configured, hold=False)]
+    return [DaemonClient(settings, scenario.configured, burst)]
 
 
 def settle_times(outcome: Outcome, provider: HiddenProvider) -> tuple[float | None, ...]:

@@ -75,6 +75,7 @@ class LearningSettings:
     recovery: bool = False
     pacing: bool = False
     max_pause: float = 300.0
+    honour_retry_after: bool = True  # False only to replay the seed as it shipped (benchmark)
     history_size: int = 50
     floor_fraction: float = 0.2  # never below 20% of the configured rate ...
     floor_rate: float = 1.0  # ... nor below 1 request/s
@@ -84,7 +85,9 @@ class LearningSettings:
     recovery_interval: float = 1.0  # one recovery step per interval
     recovery_gain: float = 0.3  # share of the distance to the ceiling closed per step
     recovery_min_step: float = 0.01  # smallest step, as a fraction of the configured rate
-    recovery_plateau: float = 10.0  # seconds held just below a known ceiling before probing
+    recovery_plateau: float = 10.0  # seconds held at a known-good level before probing
+    recovery_plateau_max: float = 40.0  # each failed probe doubles the plateau up to this
+    delivery_window: float = 2.0  # successes per second over this long: the delivered rate
     noise_window: float = 5.0  # seconds after a cut to check whether the 429 share fell
     noise_min_samples: int = 30
     noise_ratio: float = 0.6  # share after / share before >= this means "not load related"
@@ -234,7 +237,7 @@ class BucketLearner:
         retry_after = event.retry_after
         if retry_after is None and event.hint is not None:
             retry_after = event.hint.retry_after
-        if retry_after is not None and retry_after > 0 and kind != "success":
+        if self.settings.honour_retry_after and retry_after and retry_after > 0 and kind != "success":
             # Always on: the provider's explicit instruction (RFC 9110 §10.2.3), capped.
             deadline = now + min(retry_after, self.settings.max_pause)
             if self._retry_until is None or deadline > self._retry_until:
@@ -299,6 +302,8 @@ class BucketLearner:
                 now,
                 self.floor_factor,
                 self._next_permit - 1,
+                evidence=bool(event.retry_after) or _limit_evidence(event.hint),
+                baseline=self.baseline_rate,
             )
             if verdict is not None:
                 self._policy_factor, reason = verdict
@@ -501,6 +506,11 @@ class BucketLearner:
                     learner.history.append(HistoryEntry.from_dict(item, now, wall))
         learner._record(now, "restored", None, factor, learner._policy_factor, "restored")
         return learner
+
+
+def _limit_evidence(hint: RateLimitHint | None) -> bool:
+    """Headers that say "rate limited": a Retry-After or a unit with nothing remaining."""
+    return hint is not None and (bool(hint.retry_after) or bool(hint.exhausted_units()))
 
 
 def _number(data: dict[str, object], key: str) -> float:

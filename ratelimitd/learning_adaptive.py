@@ -1,10 +1,23 @@
-"""The `adaptive` policy's rules: one cut per round, noise tolerance, recovery toward a ceiling.
+"""The `adaptive` policy's rules: one cut per round, noise tolerance, recovery between brackets.
 
 Pure: no I/O, no clock reads. `BucketLearner` (learning.py) owns the factor and calls these.
+
+The rate is kept between two learned levels (factors of the configured rate):
+
+* `good`: the highest level held for a whole plateau without a fresh 429;
+* `ceiling`: the lowest level at which a round of 429s began.
+
+A round of 429s at a probe above `good` goes back to `good` (no blind cut); a round at or below
+`good` means the provider changed: `good` is forgotten and the rate is cut by the seed's table
+indexed by how many rounds came in a row (10, 10, 20, ... 30 %). Recovery climbs back to `good`
+(or 97 % of the ceiling), holds a plateau, then probes: halfway to the ceiling while the bracket
+is wide, else in convex steps (1, 2, 4, 8 ... % of configured) that forget a ceiling they pass.
+A failed probe doubles the plateau (up to `recovery_plateau_max`); a held one resets it.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -13,8 +26,12 @@ if TYPE_CHECKING:
 __all__ = ("AdaptiveRules", "seed_points")
 
 _EWMA_ALPHA = 0.02  # ~ the last 50 fresh reports
-_KNEE = 0.97  # climb fast to 97% of the ceiling, then hold, then probe
+_KNEE = 0.97  # without a known-good level, climb to 97% of the ceiling
 _FORGET_ABOVE = 1.1  # a probe 10% past the ceiling without 429s forgets the ceiling
+_ROUND_GAP = 10.0  # rounds of 429s closer than this are "in a row" (deeper cuts)
+_MAX_DROP = 0.5  # the delivered rate never cuts more than half at once
+_MIN_DELIVERED = 10  # successes in the window before the delivered rate is trusted
+_PROBE_HOLD = 3.0  # recovery intervals each probe step is held
 
 
 def seed_points(streak: int) -> int:
@@ -38,6 +55,7 @@ class AdaptiveRules:
         self.recent_share = 0.0  # EWMA of the 429 share of fresh reports
         self.last_cut_at: float | None = None
         self.last_cut_permit = 0
+        self.rounds = 0  # rounds of 429s in a row (each less than _ROUND_GAP after the last)
         self._last_bad_at: float | None = None
         self._last_eval_at = now
         self._epoch_ok = self._epoch_429 = 0
@@ -49,7 +67,10 @@ class AdaptiveRules:
         self._factor_before_cut = 1.0
         self._ceiling_before_cut: float | None = None
         self._plateau_since: float | None = None
+        self._plateau = settings.recovery_plateau
         self._probe_steps = 0
+        self._probing = False
+        self._success_times: deque[float] = deque()
 
     def is_fresh(self, permit: int | None, now: float) -> bool:
         """Evidence about the current rate? Permits granted before the last cut are late answers."""
@@ -58,6 +79,7 @@ class AdaptiveRules:
         return self.last_cut_at is None or now - self.last_cut_at >= self.settings.late_window
 
     def on_success(self, permit: int | None, now: float) -> None:
+        self._success_times.append(now)
         if self.is_fresh(permit, now):
             self._epoch_ok += 1
             self._last_fresh_limited = False
@@ -65,9 +87,14 @@ class AdaptiveRules:
 
     def on_rate_limit(
         self, factor: float, streak: int, permit: int | None, now: float, floor: float,
-        last_granted: int,
+        last_granted: int, *, evidence: bool = False, baseline: float = 0.0,
     ) -> tuple[float, str] | None:  # fmt: skip
-        """A 429: returns (new factor, reason) for a cut, or None (late, noise or below 3)."""
+        """A 429: returns (new factor, reason) for a cut, or None (late, noise, too few).
+
+        A round starts at a streak of 3 (the seed's threshold), or at once with `evidence`
+        (Retry-After or rate-limit headers: the provider said it is a rate limit).
+        `baseline` (requests/s at factor 1) turns the delivered success rate into a factor.
+        """
         if not self.is_fresh(permit, now):
             return None
         self._epoch_429 += 1
@@ -75,31 +102,58 @@ class AdaptiveRules:
         self._last_fresh_limited = True
         self.recent_share = self.recent_share * (1.0 - _EWMA_ALPHA) + _EWMA_ALPHA
         noise = self.noise_share
-        if noise is not None and self.recent_share <= noise * 1.5 + 0.02:
+        if not evidence and noise is not None and self.recent_share <= noise * 1.5 + 0.02:
             return None  # the share a noisy provider always shows: not about our rate
         self._last_bad_at = now
-        if streak < 3:
+        if streak < 3 and not evidence:
             return None
-        new = max(floor, factor * (1.0 - seed_points(streak) / 100.0))
-        if new >= factor - 1e-9:
-            return None
-        if noise is None and self._looks_like_noise(factor):
+        if not evidence and noise is None and self._looks_like_noise(factor):
             self._learn_noise()
             return max(factor, self._factor_before_cut), "429 share did not fall with the rate: noise"
+        in_a_row = self.last_cut_at is not None and now - self.last_cut_at < _ROUND_GAP
+        self.rounds = self.rounds + 1 if in_a_row else 1
+        ceiling = factor if self.ceiling is None else min(self.ceiling, factor)
+        near_ceiling = self.ceiling is not None and self.rounds == 1
+        if (self._probing or near_ceiling) and ceiling * _KNEE < factor:
+            new = max(floor, ceiling * _KNEE)
+            reason = f"429s at {factor:.3g}: back under the ceiling, to {new:.3g}"
+            self._plateau = min(self.settings.recovery_plateau_max, self._plateau * 2.0)
+        else:
+            points = seed_points(self.rounds + 2)
+            new = factor * (1.0 - points / 100.0)
+            reason = f"round {self.rounds} of 429s: cut {points}% of the current rate"
+            rate = self._delivered(now)
+            delivered = rate / baseline if rate is not None and baseline > 0 else None
+            if delivered is not None and factor * _MAX_DROP < delivered < new:
+                new = delivered
+                reason = f"round {self.rounds} of 429s: down to the delivered rate"
+            new = max(floor, new)
+            self._plateau = self.settings.recovery_plateau
+        if new >= factor - 1e-9:
+            return None
         n = self._epoch_ok + self._epoch_429
         self._prev_share = self._epoch_429 / n if n else 0.0
         self._prev_n = n
         self._epoch_ok = self._epoch_429 = self._epoch_pairs = 0
-        if noise is None:
+        if noise is None and not evidence:
             self._noise_check_at = now + self.settings.noise_window
         self._factor_before_cut = factor
         self._ceiling_before_cut = self.ceiling
-        self.ceiling = factor
+        self.ceiling = ceiling
         self.last_cut_at = now
         self.last_cut_permit = last_granted
         self._plateau_since = None
         self._probe_steps = 0
-        return new, f"streak {streak}: cut {seed_points(streak)}% of the current rate"
+        self._probing = False
+        return new, reason
+
+    def _delivered(self, now: float) -> float | None:
+        """Fresh successes per second over the last `delivery_window` (None: too few)."""
+        window = self.settings.delivery_window
+        times = self._success_times
+        while times and times[0] < now - window:
+            times.popleft()
+        return len(times) / window if len(times) >= _MIN_DELIVERED else None
 
     def tick(self, factor: float, top: float, now: float) -> tuple[str, float, str] | None:
         """(kind, new factor, reason) for a noise verdict or a recovery step, else None."""
@@ -116,24 +170,26 @@ class AdaptiveRules:
             return None
         if factor >= top - 1e-9:
             self.ceiling = None
+            self._probing = False
             return None
-        ceiling = self.ceiling
-        if ceiling is None or ceiling >= top:
-            new = min(top, factor + max(s.recovery_min_step, s.recovery_gain * (top - factor)))
-            return "recovered", new, f"climb toward {top:.3g}"
-        knee = ceiling * _KNEE
-        if factor < knee - 1e-9:
-            new = min(knee, factor + max(s.recovery_min_step, s.recovery_gain * (knee - factor)))
-            return "recovered", new, f"climb toward ceiling {ceiling:.3g}"
+        ceiling = self.ceiling if self.ceiling is not None and self.ceiling < top else None
+        target = min(top, top if ceiling is None else ceiling * _KNEE)
+        if factor < target - 1e-9 and not self._probing:
+            new = min(target, factor + max(s.recovery_min_step, s.recovery_gain * (target - factor)))
+            return "recovered", new, f"climb toward {target:.3g}"
         if self._plateau_since is None:
             self._plateau_since = now
-        if now - self._plateau_since < s.recovery_plateau:
+        hold = s.recovery_interval * _PROBE_HOLD if self._probing else self._plateau
+        if now - self._plateau_since < hold:
             return None
+        self._plateau_since = now
+        self._probing = True
         new = min(top, factor + s.recovery_min_step * 2.0**self._probe_steps)
         self._probe_steps += 1
-        if new >= ceiling * _FORGET_ABOVE:
-            self.ceiling = None
-        return "recovered", new, f"probe above ceiling {ceiling:.3g}"
+        if ceiling is not None and new >= ceiling * _FORGET_ABOVE:
+            self.ceiling = None  # the provider allows more now
+            self._plateau = s.recovery_plateau
+        return "recovered", new, "probe above the known ceiling" if ceiling else "probe"
 
     def _noise_verdict(self, factor: float, now: float) -> tuple[str, float, str] | None:
         """After a cut: did the 429 share stay where it was? Then it is noise: undo the cut."""
@@ -165,6 +221,7 @@ class AdaptiveRules:
         share = self._epoch_429 / n
         self.noise_share = share
         self.ceiling = self._ceiling_before_cut
+        self.rounds = 0
         self._noise_check_at = None
         self._last_bad_at = None
         self.last_cut_at = None

@@ -41,14 +41,20 @@ class VirtualClock:
 class DaemonClient:
     """What the daemon does per bucket: the real `BucketLimiter` steered by a `BucketLearner`."""
 
-    def __init__(self, settings: LearningSettings, configured: float, burst: float) -> None:
+    def __init__(
+        self, settings: LearningSettings, configured: float, burst: float, *, hold: bool = True
+    ) -> None:
         self.configured = configured
+        self.hold = hold  # False: a pause blocks sends but the limiter keeps filling (seed)
         self.limiter = BucketLimiter({"requests": LimitSpec(configured, burst)}, 0.0)
         self.learner = BucketLearner(settings, configured, 0.0)
         self._applied_factor = 1.0
         self._applied_pause: float | None = None
 
     def delay(self, now: float) -> float:
+        pause = self.learner.pause_until
+        if not self.hold and pause is not None and pause > now:
+            return pause - now
         return self.limiter.try_take(_COST, now)
 
     def granted(self, now: float) -> int | None:
@@ -75,7 +81,7 @@ class DaemonClient:
             self._applied_factor = factor
             self._applied_pause = None  # set_scale rescales the hold: set it again
         pause = self.learner.pause_until
-        if pause is not None and pause > now and pause != self._applied_pause:
+        if self.hold and pause is not None and pause > now and pause != self._applied_pause:
             self.limiter.hold_until(pause)
             self._applied_pause = pause
 

@@ -29,9 +29,11 @@ class Answer:
 class HiddenProvider:
     """Capacity `steps` [(from_time, rate)], bucket of `burst_seconds` × rate.
 
-    Every attempt counts against the limit, rejected ones too (as OpenAI documents:
-    "unsuccessful requests contribute to your per-minute limit"), so a client that keeps
-    sending faster than the limit is locked out until it slows down or pauses.
+    By default a 429 costs nothing: only admitted requests take a token (the issue's model;
+    most token-bucket gateways work this way). With `charge_rejected` every attempt takes a
+    token, rejected ones too (as OpenAI documents: "unsuccessful requests contribute to your
+    per-minute limit"), so a client that keeps sending faster than the limit is locked out
+    until it slows down or pauses.
     """
 
     def __init__(
@@ -39,12 +41,12 @@ class HiddenProvider:
         steps: Sequence[tuple[float, float]],
         rng: random.Random,
         *,
-        burst_seconds: float = 1.0,
+        burst_seconds: float = 0.25,
         noise: float = 0.0,
         headers: bool = False,
         success_latency: float = 0.3,
         limited_latency: float = 0.05,
-        charge_rejected: bool = True,
+        charge_rejected: bool = False,
     ) -> None:
         self.charge_rejected = charge_rejected
         self.steps = list(steps)

@@ -162,7 +162,9 @@ def test_retry_after_pauses_capped(retry_after: float | None, pause: float | Non
         decision = bucket.on_report(ReportEvent(status=429, retry_after=retry_after), 10.0)
         expected = None if pause is None else 10.0 + pause
         assert bucket.pause_until == expected
-        assert decision.action == ("none" if pause is None else "paused")
+        # adaptive: a 429 with Retry-After is the provider's evidence: one round, one cut.
+        cut = policy == "adaptive" and pause is not None
+        assert decision.action == ("reduced" if cut else "none" if pause is None else "paused")
         if pause is not None:
             assert bucket.state(10.0) == "paused"
             assert bucket.tick(10.0 + pause) is not None
@@ -315,3 +317,28 @@ def test_pacing_off_ignores_headers() -> None:
     hint = RateLimitHint(limit=50.0, window=1.0, remaining=0.0, reset_after=5.0)
     bucket.on_report(ReportEvent(status=200, hint=hint), 0.0)
     assert (bucket.factor, bucket.pause_until) == (1.0, None)
+
+
+def test_adaptive_retry_after_is_evidence_without_a_streak() -> None:
+    bucket = learner()
+    bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(0.0)), 0.0)
+    assert bucket.factor == 1.0  # a lone 429 without evidence: streak 1, nothing
+    bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(0.0), retry_after=1.0), 0.1)
+    assert bucket.factor == pytest.approx(0.9)
+    assert bucket.ceiling == pytest.approx(1.0)
+
+
+def test_adaptive_429_near_the_ceiling_goes_back_under_it() -> None:
+    bucket = learner(recovery_quiet=1.0, recovery_plateau=100.0)
+    for t in (0.0, 0.1):  # two rounds in a row: 1.0 -> 0.9 -> 0.81, ceiling 0.9
+        bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(t), retry_after=1.0), t)
+    assert bucket.factor == pytest.approx(0.81)
+    assert bucket.ceiling == pytest.approx(0.9)
+    for t in range(2, 30):
+        bucket.tick(float(t))
+    knee = 0.9 * 0.97
+    assert bucket.factor == pytest.approx(knee)  # climbed to 97% of the ceiling, held there
+    # Later (not in a row with the first rounds), 429s at the knee: the ceiling is lower.
+    bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(30.0), retry_after=1.0), 30.0)
+    assert bucket.ceiling == pytest.approx(knee)
+    assert bucket.factor == pytest.approx(knee * 0.97)
