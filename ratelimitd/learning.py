@@ -22,11 +22,21 @@ service should skip such a bucket (`state(now)`) rather than make its callers wa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from ratelimitd.history import HistoryEntry, new_history
 from ratelimitd.learning_adaptive import AdaptiveRules, seed_points
+from ratelimitd.learning_kinds import classify_report, quota_wait
+from ratelimitd.learning_persist import restore_into, snapshot
+from ratelimitd.learning_types import (
+    QUOTA_REASONS,
+    Action,
+    Decision,
+    LearningSettings,
+    Policy,
+    ReportEvent,
+    State,
+)
 
 if TYPE_CHECKING:
     from collections import deque
@@ -38,79 +48,12 @@ __all__ = (
     "BucketLearner",
     "Decision",
     "LearningSettings",
+    "Policy",
     "ReportEvent",
     "State",
 )
 
-Policy = Literal["static", "seed", "adaptive"]
-Action = Literal["none", "reduced", "paused", "recovered", "disabled"]
-State = Literal["ok", "paused", "cooling_down", "exhausted", "disabled"]
-
-# Body error codes that mean "quota or billing spent", not "too fast" (OpenAI, Anthropic).
-QUOTA_REASONS = frozenset(
-    {"insufficient_quota", "billing_hard_limit_reached", "quota_exceeded", "billing_not_active"}
-)
-_SNAPSHOT_VERSION = 1
 _EPS = 1e-9
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReportEvent:
-    """One `report` op, already validated and merged by the service."""
-
-    status: int | None  # HTTP status; None for a network error
-    network_error: bool = False
-    permit: int | None = None
-    reason: str | None = None
-    retry_after: float | None = None  # relative seconds (report field or parsed headers)
-    hint: RateLimitHint | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LearningSettings:
-    """Policy choice, feature gates and tunables (defaults are the documented ones)."""
-
-    policy: Policy = "adaptive"
-    learning: bool = False
-    recovery: bool = False
-    pacing: bool = False
-    max_pause: float = 300.0
-    honour_retry_after: bool = True  # False only to replay the seed as it shipped (benchmark)
-    history_size: int = 50
-    floor_fraction: float = 0.2  # never below 20% of the configured rate ...
-    floor_rate: float = 1.0  # ... nor below 1 request/s
-    allow_above_configured: bool = False
-    late_window: float = 1.0  # permit-less 429s this soon after a cut are late answers
-    recovery_quiet: float = 5.0  # no cut and no unexplained 429 for this long before climbing
-    recovery_interval: float = 1.0  # one recovery step per interval
-    recovery_gain: float = 0.3  # share of the distance to the ceiling closed per step
-    recovery_min_step: float = 0.01  # smallest step, as a fraction of the configured rate
-    recovery_plateau: float = 10.0  # seconds held at a known-good level before probing
-    recovery_plateau_max: float = 40.0  # each failed probe doubles the plateau up to this
-    delivery_window: float = 2.0  # successes per second over this long: the delivered rate
-    noise_window: float = 5.0  # seconds after a cut to check whether the 429 share fell
-    noise_min_samples: int = 30
-    noise_ratio: float = 0.6  # share after / share before >= this means "not load related"
-    noise_max_share: float = 0.5
-    overload_pause: float = 2.0  # 503/529 without Retry-After
-    quota_reset_min: float = 600.0  # remaining 0 with a reset this far away is a spent quota
-    quota_default_pause: float = 3600.0  # quota reason without any reset time
-    disable_for: float = 600.0  # 401/403: out of rotation this long (or until reset)
-    pace_low_fraction: float = 0.1  # remaining below this share of the limit spreads it out
-    decay_half_life: float = 900.0  # persisted cuts halve their distance to 1.0 per this stale time
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What a report or tick changed; `factor` and `pause_until` are the limiter's new settings."""
-
-    action: Action
-    factor: float
-    pause_until: float | None
-    state: State
-    reason: str
-    hold_until: float | None = None  # PACING: nothing before this (remaining 0 until reset)
-    pace_factor: float | None = None  # PACING: temporary cap already included in `factor`
 
 
 class BucketLearner:
@@ -231,9 +174,9 @@ class BucketLearner:
     def on_report(self, event: ReportEvent, now: float) -> Decision:
         """Learn from one report; returns what changed."""
         before = self.factor
-        kind = self._classify(event)
+        kind = classify_report(event, self.settings)
         action: Action = "none"
-        reason = kind
+        reason: str = kind
         retry_after = event.retry_after
         if retry_after is None and event.hint is not None:
             retry_after = event.hint.retry_after
@@ -255,7 +198,7 @@ class BucketLearner:
         elif kind == "rate_limit":
             action, reason = self._on_rate_limit(event, now, action, reason)
         elif kind == "quota":
-            self._exhausted_until = now + self._quota_wait(event)
+            self._exhausted_until = now + quota_wait(event, self.settings)
             reason = event.reason or "remaining 0 until a distant reset"
             self._record(now, "exhausted", event.status, before, before, reason)
         elif kind == "overload":
@@ -352,37 +295,6 @@ class BucketLearner:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _classify(self, event: ReportEvent) -> str:
-        status = event.status
-        hint = event.hint
-        if event.network_error or status is None:
-            return "network"
-        if event.reason is not None and event.reason in QUOTA_REASONS:
-            return "quota"
-        limited = hint is not None and hint.remaining is not None and hint.remaining <= 0
-        if limited and status in (403, 429) and hint is not None:
-            reset = hint.reset_after
-            if reset is not None and reset >= self.settings.quota_reset_min:
-                return "quota"
-            return "rate_limit"  # GitHub answers a rate limit with 403 + remaining 0
-        if status == 429:
-            return "rate_limit"
-        if status in (401, 403):
-            return "auth"
-        if status in (503, 529):
-            return "overload"
-        if 200 <= status < 400:
-            return "success"
-        return "other"
-
-    def _quota_wait(self, event: ReportEvent) -> float:
-        hint = event.hint
-        if hint is not None and hint.reset_after is not None and hint.reset_after > 0:
-            return hint.reset_after
-        if event.retry_after is not None and event.retry_after > 0:
-            return event.retry_after
-        return self.settings.quota_default_pause
-
     def _apply_hint(self, hint: RateLimitHint | None, now: float) -> tuple[Action, str] | None:
         """PACING: announced limits, remaining 0 holds, low remaining spreads out."""
         if hint is None or hint.unit != "requests":
@@ -434,28 +346,11 @@ class BucketLearner:
         hold = self._hold_until if self.settings.pacing else None
         return Decision(action, self.factor, self.pause_until, self.state(now), reason, hold, pace)
 
-    # -- persistence -------------------------------------------------------------------------
+    # -- persistence (ratelimitd.learning_persist) ------------------------------------------
 
     def snapshot(self, now: float, wall: float) -> dict[str, object]:
         """JSON-able learned state; deadlines as unix times (`wall` is the wall clock at `now`)."""
-
-        def to_wall(deadline: float | None) -> float | None:
-            return None if deadline is None or deadline <= now else wall + (deadline - now)
-
-        return {
-            "version": _SNAPSHOT_VERSION,
-            "policy": self.settings.policy,
-            "factor": self._policy_factor,
-            "top": self._top,
-            "seed_points": self._seed_points,
-            "streak": self.streak,
-            "next_permit": self._next_permit,
-            "paused_until": to_wall(self._retry_until),
-            "exhausted_until": to_wall(self._exhausted_until),
-            "disabled_until": to_wall(self._disabled_until),
-            "rules": self.rules.snapshot(),
-            "history": [entry.as_dict(now, wall) for entry in self.history],
-        }
+        return snapshot(self, now, wall)
 
     @classmethod
     def restore(
@@ -471,53 +366,14 @@ class BucketLearner:
 
         Raises ValueError/TypeError/KeyError on malformed data (the caller drops it).
         """
-        if data.get("version") != _SNAPSHOT_VERSION:
-            raise ValueError(f"learner snapshot: unknown version {data.get('version')!r}")
         learner = cls(settings, baseline_rate, now)
-        decay = 0.5 ** (max(0.0, stale_for) / settings.decay_half_life)
-        factor = _number(data, "factor")
-        learner._policy_factor = min(1.0, max(learner.floor_factor, 1.0 - (1.0 - factor) * decay))
-        if factor > 1.0:
-            learner._policy_factor = factor  # an announced limit above configured: keep it
-        learner._top = _number(data, "top")
-        learner._seed_points = round(_number(data, "seed_points") * decay)
-        learner.streak = int(_number(data, "streak"))
-        learner._next_permit = max(1, int(_number(data, "next_permit")))
-
-        def to_mono(key: str) -> float | None:
-            value = data.get(key)
-            if value is None:
-                return None
-            if not isinstance(value, int | float):
-                raise TypeError(f"learner snapshot: {key} must be a number or null")
-            deadline = now + (float(value) - wall)
-            return deadline if deadline > now else None
-
-        learner._retry_until = to_mono("paused_until")
-        learner._exhausted_until = to_mono("exhausted_until")
-        learner._disabled_until = to_mono("disabled_until")
-        rules = data.get("rules")
-        if isinstance(rules, dict):
-            learner.rules.restore(rules, decay, now)
-        history = data.get("history")
-        if isinstance(history, list):
-            for item in history:
-                if isinstance(item, dict):
-                    learner.history.append(HistoryEntry.from_dict(item, now, wall))
-        learner._record(now, "restored", None, factor, learner._policy_factor, "restored")
+        restore_into(learner, data, now, wall, stale_for)
         return learner
 
 
 def _limit_evidence(hint: RateLimitHint | None) -> bool:
     """Headers that say "rate limited": a Retry-After or a unit with nothing remaining."""
     return hint is not None and (bool(hint.retry_after) or bool(hint.exhausted_units()))
-
-
-def _number(data: dict[str, object], key: str) -> float:
-    value = data[key]
-    if not isinstance(value, int | float) or not math.isfinite(value):
-        raise TypeError(f"learner snapshot: {key} must be a finite number")
-    return float(value)
 
 
 def _after(deadline: float | None, now: float) -> bool:
