@@ -128,7 +128,8 @@ def report_body(
     if retry_after is not None:
         body["retry_after"] = retry_after
     if headers:
-        body["headers"] = dict(headers)
+        # aiohttp's header names are a str subclass (istr) that orjson refuses as keys.
+        body["headers"] = {str(name): str(value) for name, value in headers.items()}
     return body
 
 

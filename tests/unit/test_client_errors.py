@@ -270,3 +270,17 @@ class TestLocalBucket:
         assert (fast.max_rate, fast.time_period) == (5.0, 1.0)
         slow = local_limiter(0.25)
         assert (slow.max_rate, slow.time_period) == (1.0, 4.0)
+
+
+def test_report_body_accepts_aiohttp_header_mappings() -> None:
+    """`report(..., headers=response.headers)` must encode: aiohttp names are istr, not str."""
+    from multidict import CIMultiDict, istr
+
+    from ratelimitd.client_types import encode_line, report_body
+
+    headers = CIMultiDict({istr("Retry-After"): "7", istr("X-RateLimit-Remaining"): "0"})
+    body = report_body(
+        "openai", 429, bucket="default", permit=None, reason=None, retry_after=None, headers=headers
+    )
+    line = encode_line(body)
+    assert b'"Retry-After":"7"' in line
