@@ -2,17 +2,12 @@
 
 Pure: no I/O, no clock reads. `BucketLearner` (learning.py) owns the factor and calls these.
 
-The rate is kept between two learned levels (factors of the configured rate):
-
-* `good`: the highest level held for a whole plateau without a fresh 429;
-* `ceiling`: the lowest level at which a round of 429s began.
-
-A round of 429s at a probe above `good` goes back to `good` (no blind cut); a round at or below
-`good` means the provider changed: `good` is forgotten and the rate is cut by the seed's table
-indexed by how many rounds came in a row (10, 10, 20, ... 30 %). Recovery climbs back to `good`
-(or 97 % of the ceiling), holds a plateau, then probes: halfway to the ceiling while the bracket
-is wide, else in convex steps (1, 2, 4, 8 ... % of configured) that forget a ceiling they pass.
-A failed probe doubles the plateau (up to `recovery_plateau_max`); a held one resets it.
+A round of 429s starts at a streak of 3 or at once with the provider's evidence (Retry-After,
+a unit at 0). Rounds in a row cut by the seed's table (10, 10, 20 ... 30 % of the current rate)
+or down to the delivered success rate; a first round near a known ceiling only goes back under
+it. The `ceiling` is the lowest rate at which a round began. Recovery climbs to 97 % of it,
+holds a plateau, then probes in convex steps; a failed probe doubles the plateau (up to
+`recovery_plateau_max`), a probe 10 % past the ceiling forgets it. Schedule: docs/learning.md.
 """
 
 from __future__ import annotations
