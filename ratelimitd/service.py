@@ -98,10 +98,18 @@ class Service:
         """Carry a learner's decision into the limiter and the wait queue."""
         learner: BucketLearner = bucket.learner
         factor = learner.factor
+        pause = learner.pause_until
+        new_pause = pause is not None and pause > now and pause != bucket.applied_pause
         if factor != bucket.limiter.scale:
             bucket.limiter.set_scale(factor, now)
-        pause = learner.pause_until
-        if pause is not None and pause > now and pause != bucket.applied_pause:
+            if pause is not None and pause > now:
+                # A rescale stretches or shrinks a hold in progress: put it back at its deadline.
+                bucket.limiter.release_hold(now)
+                bucket.limiter.hold_until(pause)
+        if new_pause and pause is not None:
+            # Counted here, not by action: a 429 can both cut the rate and pause the bucket.
+            if decision is not None:
+                bucket.pauses += 1
             bucket.applied_pause = pause
             bucket.limiter.hold_until(pause)  # no stored burst released when it ends
         if decision is not None:
@@ -109,8 +117,6 @@ class Service:
                 bucket.reductions += 1
             elif decision.action == "recovered":
                 bucket.recoveries += 1
-            elif decision.action == "paused":
-                bucket.pauses += 1
             self.on_change()
         bucket.queue.reschedule()
 

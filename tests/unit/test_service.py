@@ -323,3 +323,27 @@ def test_reload_that_removes_a_provider_or_bucket_answers_its_waiters(service: S
         assert "removed by a reload" in info.value.message
     assert set(call(service, op="status")["providers"]) == {"multi", "keys"}
     assert set(call(service, op="status", provider="keys")["providers"]["keys"]["buckets"]) == {"b"}
+
+
+def test_a_rate_cut_during_a_pause_keeps_the_pause_deadline(
+    make_service: Callable[..., Service], fake_clock: FakeClock
+) -> None:
+    """Retry-After holds the bucket until its deadline; a cut meanwhile neither stretches nor ends it."""
+    # The seed policy pauses on the first 429 and cuts only from the third: a cut mid-pause.
+    service = make_service(CONFIG, {"RATELIMITD_FEATURE_LEARNING": "1", "RATELIMITD_POLICY": "seed"})
+    assert call(service, op="acquire", provider="fast", timeout=0)["ok"]
+    paused = call(service, op="report", provider="fast", status=429, retry_after=2)
+    bucket = service.registry.providers["fast"].buckets["default"]
+    assert bucket.pauses == 1
+    assert bucket.limiter.scale == 1.0
+    deadline = bucket.learner.pause_until
+    assert deadline == pytest.approx(fake_clock.monotonic() + 2)
+    for _ in range(4):  # a streak of 429s cuts the rate while the pause lasts
+        call(service, op="report", provider="fast", status=429)
+    assert bucket.limiter.scale < 1.0, paused
+    assert bucket.reductions >= 1
+    # Nothing before the deadline; at the deadline, one emission interval at the new rate.
+    rate = bucket.limiter.rate("requests")
+    assert rate is not None
+    expected = deadline - fake_clock.monotonic() + 1 / rate
+    assert bucket.limiter.delay_for({"requests": 1.0}, fake_clock.monotonic()) == pytest.approx(expected)
