@@ -169,7 +169,7 @@ class Bucket:
 
 
 class Provider:
-    __slots__ = ("buckets", "config", "configured", "name", "rotation")
+    __slots__ = ("buckets", "config", "configured", "name", "one_request_fits", "rotation", "sole")
 
     def __init__(self, config: ProviderConfig, *, configured: bool, now: float) -> None:
         self.name = config.name
@@ -177,6 +177,14 @@ class Provider:
         self.configured = configured
         self.buckets = {name: Bucket(config.name, name, config, now) for name in config.buckets}
         self.rotation = 0  # next index for round_robin
+        self._derive()
+
+    def _derive(self) -> None:
+        """Facts the acquire hot path reads instead of recomputing them per request."""
+        buckets = list(self.buckets.values())
+        self.sole: Bucket | None = buckets[0] if len(buckets) == 1 else None
+        requests = buckets[0].limiter.units.get("requests")
+        self.one_request_fits = requests is None or requests.burst >= 1.0
 
     def reconfigure(self, config: ProviderConfig, now: float) -> list[Bucket]:
         """Apply a reloaded config; return the buckets that were removed."""
@@ -188,6 +196,7 @@ class Provider:
             bucket.reconfigure(config, now)
             kept[name] = bucket
         self.buckets = kept
+        self._derive()
         return removed
 
 

@@ -20,6 +20,7 @@ from ratelimitd.learned_state import restore_bucket
 from ratelimitd.learning import BucketLearner, Decision, LearningSettings, ReportEvent
 from ratelimitd.metrics_hooks import MetricsHooks, NoMetrics
 from ratelimitd.protocol import (
+    ONE_REQUEST,
     PROTOCOL_VERSION,
     AcquireRequest,
     HelloRequest,
@@ -61,6 +62,9 @@ class Service:
         self.config = config
         self.clock = clock
         self.loop = loop
+        self.default_timeout = config.server.default_timeout
+        # Only an enforcing learner can make a bucket exhausted or disabled (learning.py).
+        self.learning_enforced = config.features.learning and config.learning.policy != "static"
         self.registry = Registry(config, clock.monotonic())
         self.protocol_errors: Counter[str] = Counter()
         self.connected_clients = 0
@@ -183,19 +187,14 @@ class Service:
         now = self.clock.monotonic()
         provider = self._provider(request.provider, now)
         cost = request.cost
-        # Every bucket of a provider has the same bursts: check the cost before choosing one.
-        limiter = next(iter(provider.buckets.values())).limiter
-        too_big = limiter.never_fits(cost)
-        if too_big is not None:
-            burst = limiter.units[too_big].burst
-            raise RatelimitdError(
-                ErrorCode.COST_TOO_LARGE,
-                f"cost: {cost[too_big]:g} {too_big} can never be granted by {provider.name!r}, "
-                f"whose burst is {burst:g} {too_big}",
-            )
-        timeout = self.config.server.default_timeout if request.timeout is None else request.timeout
-        # Issue 7: a multi-bucket provider answers all_buckets_exhausted when none serves in time.
-        bucket = choose_bucket(provider, request, now, timeout)
+        if cost is not ONE_REQUEST or not provider.one_request_fits:
+            self._check_fits(provider, cost)
+        timeout = self.default_timeout if request.timeout is None else request.timeout
+        bucket = provider.sole
+        if bucket is None or request.exclude or self.learning_enforced:
+            # Issue 7: a multi-bucket provider answers all_buckets_exhausted when none serves
+            # in time; with learning on, even a single bucket may be exhausted or disabled.
+            bucket = choose_bucket(provider, request, now, timeout)
         queue: WaitQueue = bucket.queue
         if not queue.live and bucket.limiter.try_take(cost, now) == 0.0:
             return self._granted(request, bucket, 0.0, now)
@@ -210,6 +209,20 @@ class Service:
         waiter = queue.push(cost, now)
         waiter.timeout_handle = self.loop.call_later(timeout, self._expire, bucket, waiter)
         return PendingAcquire(request, bucket, waiter)
+
+    @staticmethod
+    def _check_fits(provider: Provider, cost: dict[str, float]) -> None:
+        """`cost_too_large` when a unit's cost exceeds its burst: it could never be granted."""
+        # Every bucket of a provider has the same bursts, so the first one answers for all.
+        limiter = next(iter(provider.buckets.values())).limiter
+        too_big = limiter.never_fits(cost)
+        if too_big is not None:
+            burst = limiter.units[too_big].burst
+            raise RatelimitdError(
+                ErrorCode.COST_TOO_LARGE,
+                f"cost: {cost[too_big]:g} {too_big} can never be granted by {provider.name!r}, "
+                f"whose burst is {burst:g} {too_big}",
+            )
 
     def _expire(self, bucket: Bucket, waiter: Waiter) -> None:
         now = self.clock.monotonic()
@@ -385,6 +398,7 @@ class Service:
         registry = self.registry
         registry.config = config
         self.config = config
+        self.default_timeout = config.server.default_timeout
         for name, provider_config in config.providers.items():
             provider = registry.providers.get(name)
             if provider is None:
