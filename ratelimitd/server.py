@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ("Connection", "SocketInUseError", "UnixServer", "bind_unix_socket")
 
 logger = logging.getLogger(__name__)
+_OPEN_BRACE = ord("{")
 
 
 class SocketInUseError(Exception):
@@ -40,6 +41,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: UnixServer) -> None:
         self._server = server
         self._service = server.service
+        self._max_timeout = server.max_timeout
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._pending: set[PendingAcquire] = set()
@@ -119,12 +121,12 @@ class Connection(asyncio.Protocol):
         self._send(encode_error(rid if isinstance(rid, str | int) else None, error))
 
     def _handle_line(self, line: bytes) -> None:
-        if not line or line.isspace():
+        if not line or (line[0] != _OPEN_BRACE and line.isspace()):
             return  # blank lines are ignored (protocol.md, Limits)
         rid: object = None
         service = self._service
         try:
-            request = parse_request(line, max_timeout=self._server.max_timeout)
+            request = parse_request(line, max_timeout=self._max_timeout)
             rid = request.id
             result = service.handle(request)
         except RatelimitdError as error:
@@ -136,11 +138,16 @@ class Connection(asyncio.Protocol):
             logger.exception("internal error while handling a request")
             self._error(rid, RatelimitdError(ErrorCode.INTERNAL, "internal error; the daemon logged it"))
             return
-        if isinstance(result, PendingAcquire):
+        if type(result) is dict:
+            out = self._out
+            if out is not None:  # inside data_received: batched into one write
+                out.append(encode(result))
+            else:
+                self._send(encode(result))
+        else:
+            assert isinstance(result, PendingAcquire)
             self._pending.add(result)
             result.waiter.future.add_done_callback(partial(self._finish, result))
-        else:
-            self._send(encode(result))
 
     def _finish(self, pending: PendingAcquire, future: asyncio.Future[float]) -> None:
         self._pending.discard(pending)
