@@ -66,7 +66,7 @@ class ServiceView(Protocol):
     @property
     def connected_clients(self) -> int: ...
 
-    def statistics(self) -> Mapping[str, ProviderStats]: ...
+    def statistics(self, *, history: bool = True) -> Mapping[str, ProviderStats]: ...
 
     def waiting(self) -> int: ...
 
@@ -193,7 +193,7 @@ class Metrics:
 
     def collect(self) -> Iterator[Metric]:
         """Every ratelimitd metric family, built now (the process collector is separate)."""
-        stats = self._service.statistics() if self._service is not None else {}
+        stats = self._service.statistics(history=False) if self._service is not None else {}
         # Series start at 0: every provider the service knows has its acquire series.
         for name in stats:
             self._counters(name)

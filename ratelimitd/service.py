@@ -337,7 +337,9 @@ class Service:
             "providers": {name: s.as_json() for name, s in stats.items()},
         }
 
-    def statistics(self, provider: str | None = None) -> dict[str, ProviderStats]:
+    def statistics(self, provider: str | None = None, *, history: bool = True) -> dict[str, ProviderStats]:
+        """Snapshots of every provider (or one); `history=False` skips the per-bucket history
+        (metrics never read it, and building it is most of a scrape's cost)."""
         now, wall = self.clock.monotonic(), self.clock.wall()
         providers = self.registry.providers
         if provider is not None:
@@ -348,7 +350,9 @@ class Service:
             chosen = providers
         return {
             name: ProviderStats(
-                buckets={b.name: bucket_statistics(b, now, wall) for b in p.buckets.values()},
+                buckets={
+                    b.name: bucket_statistics(b, now, wall, history=history) for b in p.buckets.values()
+                },
                 configured=p.configured,
                 selection=p.config.selection,
             )

@@ -11,7 +11,7 @@ from ratelimitd.selection import bucket_availability
 __all__ = ("bucket_statistics",)
 
 
-def bucket_statistics(bucket: Bucket, now: float, wall: float) -> BucketStats:
+def bucket_statistics(bucket: Bucket, now: float, wall: float, *, history: bool = True) -> BucketStats:
     learner = bucket.learner
     factor = bucket.limiter.scale
     shadow = factor if learner is None else float(learner.shadow_factor)
@@ -47,7 +47,7 @@ def bucket_statistics(bucket: Bucket, now: float, wall: float) -> BucketStats:
         reductions=bucket.reductions,
         recoveries=bucket.recoveries,
         pauses=bucket.pauses,
-        history=[] if learner is None else [entry.as_dict(now, wall) for entry in learner.history],
+        history=[entry.as_dict(now, wall) for entry in learner.history] if history and learner else [],
         why=availability.reason,
         available_in=None if available_in is None else round(available_in, 3),
     )

@@ -50,7 +50,7 @@ class StubService:
     connected_clients: int = 3
     waiting_count: int = 4
 
-    def statistics(self) -> dict[str, ProviderStats]:
+    def statistics(self, *, history: bool = True) -> dict[str, ProviderStats]:
         return self.providers
 
     def waiting(self) -> int:
