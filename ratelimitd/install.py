@@ -22,8 +22,12 @@ __all__ = (
     "run_install_command",
 )
 
-#: The repository's `systemd/` directory, where the unit templates live.
-SOURCE_DIR = Path(__file__).resolve().parent.parent / "systemd"
+#: Where the unit templates live: the repository's `systemd/` in a source checkout, else
+#: `<prefix>/share/ratelimitd/systemd`, where a wheel install puts them (pyproject data-files).
+_CHECKOUT_DIR = Path(__file__).resolve().parent.parent / "systemd"
+SOURCE_DIR = (
+    _CHECKOUT_DIR if _CHECKOUT_DIR.is_dir() else Path(sys.prefix) / "share" / "ratelimitd" / "systemd"
+)
 
 _BIN_PLACEHOLDER = "@BIN_PATH@"
 # Paths that ProtectHome=yes hides from the service: a binary there cannot start.
