@@ -98,31 +98,45 @@ class Service:
             disable_for=config.learning.disable_for,
         )
 
-    def _apply(self, bucket: Bucket, decision: Decision | None, now: float) -> None:
-        """Carry a learner's decision into the limiter and the wait queue."""
+    def _apply(self, bucket: Bucket, decision: Decision | None, now: float) -> str:
+        """Carry a learner's decision into the limiter and the wait queue.
+
+        Returns what the daemon really did (the report's `action`): in shadow mode the
+        learner may decide a cut that is not applied, so this reads the limiter, not the
+        decision: `reduced`/`recovered` when the rate moved, else `paused` for a new pause,
+        `disabled`, or `none`.
+        """
         learner: BucketLearner = bucket.learner
         factor = learner.factor
+        before = bucket.limiter.scale
         pause = learner.pause_until
         new_pause = pause is not None and pause > now and pause != bucket.applied_pause
-        if factor != bucket.limiter.scale:
+        if factor != before:
             bucket.limiter.set_scale(factor, now)
             if pause is not None and pause > now:
                 # A rescale stretches or shrinks a hold in progress: put it back at its deadline.
                 bucket.limiter.release_hold(now)
                 bucket.limiter.hold_until(pause)
         if new_pause and pause is not None:
-            # Counted here, not by action: a 429 can both cut the rate and pause the bucket.
-            if decision is not None:
-                bucket.pauses += 1
             bucket.applied_pause = pause
             bucket.limiter.hold_until(pause)  # no stored burst released when it ends
-        if decision is not None:
-            if decision.action == "reduced":
-                bucket.reductions += 1
-            elif decision.action == "recovered":
-                bucket.recoveries += 1
-            self.on_change()
         bucket.queue.reschedule()
+        if decision is None:
+            return "none"
+        self.on_change()
+        if factor < before:
+            bucket.reductions += 1
+            action = "reduced"
+        elif factor > before:
+            bucket.recoveries += 1
+            action = "recovered"
+        elif new_pause:
+            action = "paused"
+        else:
+            action = "disabled" if decision.action == "disabled" else "none"
+        if new_pause:
+            bucket.pauses += 1  # also when the same 429 cut the rate
+        return action
 
     def apply_learner(self, bucket: Bucket) -> None:
         """Make the limiter follow a learner that was replaced (restored from state)."""
@@ -317,8 +331,8 @@ class Service:
                     reason=request.reason or decision.reason or label,
                 )
             )
-        self._apply(bucket, decision, now)
-        self.metrics.on_report(bucket, label, decision.action)
+        action = self._apply(bucket, decision, now)
+        self.metrics.on_report(bucket, label, action)
         return {
             "id": request.id,
             "ok": True,
@@ -326,7 +340,7 @@ class Service:
             "bucket": bucket.name,
             "rate": bucket.limiter.rate("requests") or next(iter(bucket.limiter.units.values())).rate,
             "streak": learner.streak,
-            "action": decision.action,
+            "action": action,
         }
 
     def status(self, request: StatusRequest) -> Response:

@@ -347,3 +347,19 @@ def test_a_rate_cut_during_a_pause_keeps_the_pause_deadline(
     assert rate is not None
     expected = deadline - fake_clock.monotonic() + 1 / rate
     assert bucket.limiter.delay_for({"requests": 1.0}, fake_clock.monotonic()) == pytest.approx(expected)
+
+
+def test_shadow_mode_reports_what_was_done_not_what_the_policy_would_do(service: Service) -> None:
+    """Learning off: a 429 with Retry-After pauses (always on) but never cuts the rate."""
+    assert call(service, op="acquire", provider="fast", timeout=0)["ok"]
+    answers = [call(service, op="report", provider="fast", status=429, retry_after=3) for _ in range(12)]
+    assert answers[0]["action"] == "paused"
+    assert {answer["action"] for answer in answers[1:]} <= {"none", "paused"}
+    assert {answer["rate"] for answer in answers} == {10.0}
+    bucket = service.registry.providers["fast"].buckets["default"]
+    assert bucket.reductions == 0
+    assert bucket.limiter.scale == 1.0
+    assert bucket.learner.shadow_factor < 1.0  # what turning learning on would have done
+    status = bucket_json(service, "fast")
+    assert status["state"] == "paused"
+    assert status["limits"]["requests"]["shadow_rate"] < status["limits"]["requests"]["rate"]
