@@ -187,6 +187,7 @@ class BucketLearner:
                 if self._retry_until is None or self._retry_until <= now:
                     action = "paused"  # a new pause (extensions are not news)
                 self._retry_until = deadline
+                self.rules.on_pause(now, deadline)
                 reason = f"retry_after {min(retry_after, self.settings.max_pause):g}s"
         if kind == "success":
             # adaptive: a success granted before the last 429's permit is older news (429s

@@ -66,12 +66,20 @@ class AdaptiveRules:
         self._probe_steps = 0
         self._probing = False
         self._success_times: deque[float] = deque()
+        self._pauses: deque[tuple[float, float]] = deque()  # Retry-After pauses (start, end)
 
     def is_fresh(self, permit: int | None, now: float) -> bool:
         """Evidence about the current rate? Permits granted before the last cut are late answers."""
         if permit is not None:
             return permit > self.last_cut_permit
         return self.last_cut_at is None or now - self.last_cut_at >= self.settings.late_window
+
+    def on_pause(self, start: float, end: float) -> None:
+        """A Retry-After pause: the delivered rate does not count paused time."""
+        if self._pauses and self._pauses[-1][1] >= start:
+            start = min(start, self._pauses[-1][0])
+            self._pauses.pop()
+        self._pauses.append((start, end))
 
     def on_success(self, permit: int | None, now: float) -> None:
         self._success_times.append(now)
@@ -143,12 +151,23 @@ class AdaptiveRules:
         return new, reason
 
     def _delivered(self, now: float) -> float | None:
-        """Fresh successes per second over the last `delivery_window` (None: too few)."""
+        """Successes per second over the last `delivery_window`, not counting Retry-After pauses.
+
+        A window that was mostly paused says nothing about the provider (None), nor do too
+        few successes.
+        """
         window = self.settings.delivery_window
         times = self._success_times
         while times and times[0] < now - window:
             times.popleft()
-        return len(times) / window if len(times) >= _MIN_DELIVERED else None
+        pauses = self._pauses
+        while pauses and pauses[0][1] < now - window:
+            pauses.popleft()
+        paused = sum(max(0.0, min(end, now) - max(start, now - window)) for start, end in pauses)
+        active = window - paused
+        if len(times) < _MIN_DELIVERED or active < window * 0.25:
+            return None
+        return len(times) / active
 
     def tick(self, factor: float, top: float, now: float) -> tuple[str, float, str] | None:
         """(kind, new factor, reason) for a noise verdict or a recovery step, else None."""

@@ -342,3 +342,17 @@ def test_adaptive_429_near_the_ceiling_goes_back_under_it() -> None:
     bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(30.0), retry_after=1.0), 30.0)
     assert bucket.ceiling == pytest.approx(knee)
     assert bucket.factor == pytest.approx(knee * 0.97)
+
+
+@pytest.mark.parametrize(("successes", "factor"), [(60, 0.6), (30, 0.81)])
+def test_delivered_rate_does_not_count_the_pause(successes: int, factor: float) -> None:
+    """Rounds in a row cut to the delivered rate, measured over the time not paused."""
+    bucket = learner(rate=100.0)
+    bucket.on_report(ReportEvent(status=429, retry_after=1.0), 0.0)  # round 1: 0.9, paused to 1
+    assert bucket.factor == pytest.approx(0.9)
+    for i in range(successes):  # all within the one second after the pause
+        bucket.on_report(OK, 1.0 + i / successes)
+    bucket.on_report(ReportEvent(status=429, retry_after=1.0), 2.0)
+    # 60 in 1 active second is 60/s (0.6, not 60/2 s = 0.3); 30/s is under half the
+    # current rate, too low to trust: the seed's table cuts 10% instead.
+    assert bucket.factor == pytest.approx(factor)
