@@ -22,8 +22,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from contextlib import ExitStack
     from types import TracebackType
 
 __all__ = (
@@ -31,9 +34,12 @@ __all__ = (
     "ConnectionClosed",
     "NdjsonClient",
     "Response",
+    "assert_refuses_writes",
     "clean_env",
+    "make_readonly_dir",
     "rss_kib",
     "run_cli",
+    "run_ok",
     "wait_for",
 )
 
@@ -246,3 +252,41 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def run_ok(*argv: str) -> bool:
+    """Run a system tool quietly; whether it exited 0."""
+    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+
+def make_readonly_dir(directory: Path, files: Mapping[str, bytes], cleanup: ExitStack) -> str:
+    """Create `directory` holding `files`, then make it really read-only; return how.
+
+    Not root: chmod 0500. Root ignores modes, so: a tmpfs remounted read-only (EROFS),
+    else chattr +i (EPERM). The caller's probe write (`assert_refuses_writes`) proves the
+    directory refuses writes. `cleanup` undoes it.
+    """
+    directory.mkdir()
+    if os.geteuid() != 0:
+        for name, data in files.items():
+            (directory / name).write_bytes(data)
+        directory.chmod(0o500)
+        cleanup.callback(directory.chmod, 0o700)
+        return "chmod 0500"
+    if run_ok("mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(directory)):
+        cleanup.callback(run_ok, "umount", "-l", str(directory))
+        for name, data in files.items():
+            (directory / name).write_bytes(data)
+        if run_ok("mount", "-o", "remount,ro", str(directory)):
+            return "read-only tmpfs"
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    if run_ok("chattr", "+i", str(directory)):
+        cleanup.callback(run_ok, "chattr", "-i", str(directory))
+        return "chattr +i"
+    pytest.skip("running as root without mount or chattr: cannot make a read-only directory")
+
+
+def assert_refuses_writes(directory: Path) -> None:
+    with pytest.raises(OSError):  # noqa: PT011 - EROFS, EACCES or EPERM depending on mechanism
+        (directory / "probe").write_bytes(b"x")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from support import ConnectionClosed, NdjsonClient, wait_for
 
 if TYPE_CHECKING:
-    from conftest import DaemonFactory, RunningDaemon
+    from daemons import DaemonFactory, RunningDaemon
 
 CONFIG = """
 [server]

@@ -28,7 +28,7 @@ from ratelimitd.retry_calls import urlopen
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from conftest import DaemonFactory, RunningDaemon
+    from daemons import DaemonFactory, RunningDaemon
 
 KEYS = ("k429", "k401", "k200")
 RETRY_AFTER = 30

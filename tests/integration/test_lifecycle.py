@@ -20,7 +20,7 @@ from ratelimitd import __version__
 from ratelimitd.paths import default_socket_path
 
 if TYPE_CHECKING:
-    from conftest import DaemonFactory
+    from daemons import DaemonFactory
 
 SLOW = """
 [server]

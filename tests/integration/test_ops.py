@@ -13,7 +13,7 @@ import pytest
 from ratelimitd import __version__
 
 if TYPE_CHECKING:
-    from conftest import DaemonFactory
+    from daemons import DaemonFactory
 
 CONFIG = """
 [server]

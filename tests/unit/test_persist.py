@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 import pytest
+from support import assert_refuses_writes, make_readonly_dir, run_ok
 
 from ratelimitd.clock import FakeClock
 from ratelimitd.persist import (
@@ -156,46 +157,10 @@ def test_encode_rejects_unserialisable_snapshot_and_bad_times() -> None:
 # --- real-filesystem helpers ----------------------------------------------------------------
 
 
-def _run(*argv: str) -> bool:
-    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
-
-
 @pytest.fixture
 def cleanup() -> Iterator[ExitStack]:
     with ExitStack() as stack:
         yield stack
-
-
-def make_readonly_dir(directory: Path, files: Mapping[str, bytes], cleanup: ExitStack) -> str:
-    """Create `directory` holding `files`, then make it really read-only; return how.
-
-    Not root: chmod 0500. Root ignores modes, so: a tmpfs remounted read-only (EROFS),
-    else chattr +i (EPERM). The caller's probe write proves the directory refuses writes.
-    """
-    directory.mkdir()
-    if not IS_ROOT:
-        for name, data in files.items():
-            (directory / name).write_bytes(data)
-        directory.chmod(0o500)
-        cleanup.callback(directory.chmod, 0o700)
-        return "chmod 0500"
-    if _run("mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(directory)):
-        cleanup.callback(_run, "umount", "-l", str(directory))
-        for name, data in files.items():
-            (directory / name).write_bytes(data)
-        if _run("mount", "-o", "remount,ro", str(directory)):
-            return "read-only tmpfs"
-    for name, data in files.items():
-        (directory / name).write_bytes(data)
-    if _run("chattr", "+i", str(directory)):
-        cleanup.callback(_run, "chattr", "-i", str(directory))
-        return "chattr +i"
-    pytest.skip("running as root without mount or chattr: cannot make a read-only directory")
-
-
-def assert_refuses_writes(directory: Path) -> None:
-    with pytest.raises(OSError):  # noqa: PT011 - EROFS, EACCES or EPERM depending on mechanism
-        (directory / "probe").write_bytes(b"x")
 
 
 def state_files(directory: Path) -> list[str]:
@@ -403,9 +368,9 @@ def test_disk_full_keeps_the_old_file(tmp_path: Path, cleanup: ExitStack) -> Non
         pytest.skip("needs root to mount a small tmpfs for a real ENOSPC")
     directory = tmp_path / "small"
     directory.mkdir()
-    if not _run("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(directory)):
+    if not run_ok("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(directory)):
         pytest.skip("mount is not permitted here")
-    cleanup.callback(_run, "umount", "-l", str(directory))
+    cleanup.callback(run_ok, "umount", "-l", str(directory))
     store = StateStore(directory / "state.json")
     store.acquire_lock()
     assert store.save({("p", "b"): SNAP_A}, T0)
