@@ -23,6 +23,8 @@ def test_adaptive_meets_the_issue_targets(rows: dict[tuple[str, str], Row]) -> N
     assert a.goodput >= 0.95
     assert a.limited_share <= 0.01
     assert b.goodput >= 0.95
+    # b.settle[1] (<= 20 s after the drop) is not met: each whole-second Retry-After pause
+    # costs >= 10% of the 10 s window; see docs/learning.md, "(b): why ...".
     after_return = b.settle[2]
     assert after_return is not None
     assert after_return <= 60
