@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
-from daemon_process import DaemonProcess, running_daemon
+from support import run_cli
 
 from ratelimitd.cli_client import EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, format_status, parse_cost
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
+
+    from daemons import DaemonFactory, RunningDaemon
 
 CONFIG = """
 [http]
@@ -45,30 +44,23 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    with running_daemon(tmp_path_factory.mktemp("cli"), CONFIG) as process:
-        yield process
+def daemon(module_daemon_factory: DaemonFactory) -> RunningDaemon:
+    return module_daemon_factory(CONFIG)
 
 
 def ratelimitd(*args: str, socket: Path | str) -> Run:
-    done = subprocess.run(
-        [sys.executable, "-m", "ratelimitd", *args, "--socket", str(socket)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = run_cli([*args, "--socket", str(socket)], timeout=30)
     return Run(done.returncode, done.stdout, done.stderr)
 
 
-def status_json(daemon: DaemonProcess, provider: str) -> dict[str, object]:
+def status_json(daemon: RunningDaemon, provider: str) -> dict[str, object]:
     run = ratelimitd("status", provider, "--json", socket=daemon.socket_path)
     assert run.code == 0, run.err
     bucket: dict[str, object] = json.loads(run.out)["providers"][provider]["buckets"]["default"]
     return bucket
 
 
-def test_acquire_grants_silently_then_times_out_with_75(daemon: DaemonProcess) -> None:
+def test_acquire_grants_silently_then_times_out_with_75(daemon: RunningDaemon) -> None:
     granted = ratelimitd("acquire", "cli-acq", socket=daemon.socket_path)
     assert (granted.code, granted.out, granted.err) == (0, "", "")
     refused = ratelimitd("acquire", "cli-acq", "--timeout", "0", socket=daemon.socket_path)
@@ -80,7 +72,7 @@ def test_acquire_grants_silently_then_times_out_with_75(daemon: DaemonProcess) -
     assert (bucket["granted"], bucket["timeouts"]) == (1, 1)
 
 
-def test_acquire_json_and_multi_unit_cost(daemon: DaemonProcess) -> None:
+def test_acquire_json_and_multi_unit_cost(daemon: RunningDaemon) -> None:
     run = ratelimitd(
         "acquire",
         "multi",
@@ -102,7 +94,7 @@ def test_acquire_json_and_multi_unit_cost(daemon: DaemonProcess) -> None:
     assert again.code == EX_TEMPFAIL
 
 
-def test_acquire_bad_usage_exits_2(daemon: DaemonProcess) -> None:
+def test_acquire_bad_usage_exits_2(daemon: RunningDaemon) -> None:
     for args in (
         ("acquire", "fast", "--cost", "abc"),
         ("acquire", "fast", "--cost", "3", "--cost", "tokens=2"),
@@ -122,7 +114,7 @@ def test_no_daemon_exits_69(tmp_path: Path) -> None:
         assert "not reachable" in run.err
 
 
-def test_report_then_status_then_reset(daemon: DaemonProcess) -> None:
+def test_report_then_status_then_reset(daemon: RunningDaemon) -> None:
     assert ratelimitd("acquire", "cli-rep", socket=daemon.socket_path).code == 0
     run = ratelimitd(
         "report",
@@ -154,7 +146,7 @@ def test_report_then_status_then_reset(daemon: DaemonProcess) -> None:
     assert status_json(daemon, "cli-rep")["streak"] == 0
 
 
-def test_report_bad_status_and_unknown_bucket(daemon: DaemonProcess) -> None:
+def test_report_bad_status_and_unknown_bucket(daemon: RunningDaemon) -> None:
     assert ratelimitd("report", "fast", "teapot", socket=daemon.socket_path).code == EX_USAGE
     assert ratelimitd("report", "fast", "99", socket=daemon.socket_path).code == EX_USAGE
     run = ratelimitd("report", "fast", "200", "--bucket", "nope", socket=daemon.socket_path)
@@ -162,7 +154,7 @@ def test_report_bad_status_and_unknown_bucket(daemon: DaemonProcess) -> None:
     assert "bucket" in run.err
 
 
-def test_status_table(daemon: DaemonProcess) -> None:
+def test_status_table(daemon: RunningDaemon) -> None:
     assert ratelimitd("acquire", "cli-table", socket=daemon.socket_path).code == 0
     run = ratelimitd("status", socket=daemon.socket_path)
     assert run.code == 0, run.err
@@ -186,7 +178,7 @@ def test_status_table(daemon: DaemonProcess) -> None:
     assert [line.split()[0] for line in one.out.splitlines()] == ["PROVIDER", "fast"]
 
 
-def test_status_of_an_unknown_provider_exits_1(daemon: DaemonProcess) -> None:
+def test_status_of_an_unknown_provider_exits_1(daemon: RunningDaemon) -> None:
     run = ratelimitd("status", "never-used", socket=daemon.socket_path)
     assert run.code == 1
     assert "unknown_provider" in run.err
@@ -231,7 +223,7 @@ def test_parse_cost() -> None:
     assert parse_cost(["requests=1", "tokens=1200"]) == {"requests": 1.0, "tokens": 1200.0}
 
 
-def test_all_buckets_exhausted_exits_75(tmp_path: Path) -> None:
+def test_all_buckets_exhausted_exits_75(daemon_factory: DaemonFactory) -> None:
     config = """
 [http]
 enabled = false
@@ -243,12 +235,11 @@ learning = true
 rate = "10/second"
 buckets = ["k1", "k2"]
 """
-    with running_daemon(tmp_path, config) as process:
-        path = process.socket_path
-        assert ratelimitd("acquire", "keys", socket=path).code == 0
-        disabled = ratelimitd("report", "keys", "401", "--bucket", "k1", socket=path)
-        assert "action=disabled" in disabled.out
-        run = ratelimitd("acquire", "keys", "--exclude", "k2", "--timeout", "0", socket=path)
-        assert run.code == EX_TEMPFAIL
-        assert "all_buckets_exhausted" in run.err
-        assert "auth_failed" in run.err
+    path = daemon_factory(config).socket_path
+    assert ratelimitd("acquire", "keys", socket=path).code == 0
+    disabled = ratelimitd("report", "keys", "401", "--bucket", "k1", socket=path)
+    assert "action=disabled" in disabled.out
+    run = ratelimitd("acquire", "keys", "--exclude", "k2", "--timeout", "0", socket=path)
+    assert run.code == EX_TEMPFAIL
+    assert "all_buckets_exhausted" in run.err
+    assert "auth_failed" in run.err

@@ -13,7 +13,6 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from daemon_process import DaemonProcess, running_daemon
 
 from ratelimitd.client import (
     LOCAL_FALLBACK_BUCKET,
@@ -34,8 +33,10 @@ from ratelimitd.client import (
 from ratelimitd.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
     from pathlib import Path
+
+    from daemons import DaemonFactory, RunningDaemon
 
 MAX_PROVIDERS = 40
 CONFIG = f"""
@@ -62,23 +63,18 @@ limits = [
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    with running_daemon(tmp_path_factory.mktemp("client"), CONFIG) as process:
-        yield process
+def daemon(module_daemon_factory: DaemonFactory) -> RunningDaemon:
+    return module_daemon_factory(CONFIG)
 
 
 @pytest.fixture
-def own_daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+def own_daemon(daemon_factory: DaemonFactory) -> RunningDaemon:
     """A daemon this test may stop, kill and restart."""
-    process = DaemonProcess(tmp_path, CONFIG)
-    process.start()
-    yield process
-    process.stop()
-    process.cleanup()
+    return daemon_factory(CONFIG)
 
 
 @pytest.fixture
-async def client(daemon: DaemonProcess) -> AsyncIterator[AsyncClient]:
+async def client(daemon: RunningDaemon) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(daemon.socket_path) as connected:
         yield connected
 
@@ -176,7 +172,7 @@ async def test_timeout_raises_permit_timeout_with_retry_after(client: AsyncClien
     assert _bucket(await client.status("tmo"), "tmo")["timeouts"] == 2
 
 
-async def test_default_timeout_is_sent_with_acquires(daemon: DaemonProcess) -> None:
+async def test_default_timeout_is_sent_with_acquires(daemon: RunningDaemon) -> None:
     async with AsyncClient(daemon.socket_path, default_timeout=0) as client:
         await client.acquire("dflt")
         with pytest.raises(PermitTimeout):
@@ -209,7 +205,7 @@ async def test_line_too_long_closes_then_the_client_reconnects(client: AsyncClie
     assert client.connections_made == 2
 
 
-async def test_too_many_providers(own_daemon: DaemonProcess) -> None:
+async def test_too_many_providers(own_daemon: RunningDaemon) -> None:
     async with AsyncClient(own_daemon.socket_path) as client:
         configured = len(await client.status())
         for i in range(MAX_PROVIDERS - configured):
@@ -232,36 +228,36 @@ buckets = ["k1", "k2"]
 """
 
 
-async def test_failover_with_exclude_and_all_buckets_exhausted(tmp_path: Path) -> None:
-    with running_daemon(tmp_path, FAILOVER_CONFIG) as process:
-        async with AsyncClient(process.socket_path) as client:
-            first = await client.acquire("keys")
-            assert first.bucket == "k1"
-            assert (await client.report_for(first, 401)).action == "disabled"
-            second = await client.acquire("keys")
-            assert second.bucket == "k2"
-            with pytest.raises(AllBucketsExhausted) as caught:
-                await client.acquire("keys", exclude=[second.bucket], timeout=0)
-            assert caught.value.code is ErrorCode.ALL_BUCKETS_EXHAUSTED
-            assert set(caught.value.reasons) == {"k1", "k2"}
-            assert caught.value.reasons["k1"] == "auth_failed"
+async def test_failover_with_exclude_and_all_buckets_exhausted(daemon_factory: DaemonFactory) -> None:
+    process = daemon_factory(FAILOVER_CONFIG)
+    async with AsyncClient(process.socket_path) as client:
+        first = await client.acquire("keys")
+        assert first.bucket == "k1"
+        assert (await client.report_for(first, 401)).action == "disabled"
+        second = await client.acquire("keys")
+        assert second.bucket == "k2"
+        with pytest.raises(AllBucketsExhausted) as caught:
+            await client.acquire("keys", exclude=[second.bucket], timeout=0)
+        assert caught.value.code is ErrorCode.ALL_BUCKETS_EXHAUSTED
+        assert set(caught.value.reasons) == {"k1", "k2"}
+        assert caught.value.reasons["k1"] == "auth_failed"
 
 
 # -- AsyncClient: daemon restarts ---------------------------------------------------------------
 
 
-async def test_reconnects_after_the_daemon_restarts(own_daemon: DaemonProcess) -> None:
+async def test_reconnects_after_the_daemon_restarts(own_daemon: RunningDaemon) -> None:
     async with AsyncClient(own_daemon.socket_path) as client:
         assert (await client.acquire("fast")).permit == 1
         assert await asyncio.to_thread(own_daemon.stop) == 0
-        await asyncio.to_thread(own_daemon.start)
+        await asyncio.to_thread(own_daemon.restart)
         # A new daemon: permit ids start again, over a second connection.
         assert (await client.acquire("fast")).permit == 1
         assert client.connections_made == 2
 
 
 async def test_killed_daemon_fails_in_flight_requests_with_connection_lost(
-    own_daemon: DaemonProcess,
+    own_daemon: RunningDaemon,
 ) -> None:
     async with AsyncClient(own_daemon.socket_path) as client:
         await client.acquire("lost")
@@ -272,12 +268,12 @@ async def test_killed_daemon_fails_in_flight_requests_with_connection_lost(
             await waiting
         with pytest.raises(DaemonUnavailable):
             await client.ping()  # nothing listens on the stale socket file
-        await asyncio.to_thread(own_daemon.start)
+        await asyncio.to_thread(own_daemon.restart)
         assert await client.ping() > 0
         assert client.connections_made == 2
 
 
-async def test_waiting_acquire_gets_shutting_down_on_sigterm(own_daemon: DaemonProcess) -> None:
+async def test_waiting_acquire_gets_shutting_down_on_sigterm(own_daemon: RunningDaemon) -> None:
     async with AsyncClient(own_daemon.socket_path) as client:
         await client.acquire("bye")
         waiting = asyncio.create_task(client.acquire("bye", timeout=600))
@@ -333,27 +329,23 @@ async def test_fallback_local_limits_at_the_fallback_rate(
 
 
 async def test_fallback_local_goes_back_to_the_daemon(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    daemon_factory: DaemonFactory, short_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="ratelimitd.client")
-    process = DaemonProcess(tmp_path, CONFIG)
-    try:
-        async with AsyncClient(process.socket_path, fallback="local", fallback_probe_interval=0) as client:
-            assert (await client.acquire("fast")).local
-            await asyncio.to_thread(process.start)
-            permit = await client.acquire("fast")
-            assert not permit.local
-            assert permit.bucket == "default"
-    finally:
-        process.stop()
-        process.cleanup()
+    socket_path = short_dir / "later.sock"  # nothing serves it yet
+    async with AsyncClient(socket_path, fallback="local", fallback_probe_interval=0) as client:
+        assert (await client.acquire("fast")).local
+        await asyncio.to_thread(daemon_factory, CONFIG, socket_path=socket_path)
+        permit = await client.acquire("fast")
+        assert not permit.local
+        assert permit.bucket == "default"
     assert any("reachable again" in r.getMessage() for r in caplog.records)
 
 
 # -- Client (blocking) --------------------------------------------------------------------------
 
 
-def test_sync_client_ops(daemon: DaemonProcess) -> None:
+def test_sync_client_ops(daemon: RunningDaemon) -> None:
     with Client(daemon.socket_path) as client:
         assert client.hello()["protocol"] == 1
         assert client.ping() > 0
@@ -378,7 +370,7 @@ def test_sync_client_ops(daemon: DaemonProcess) -> None:
         assert client.connections_made == 1
 
 
-def test_sync_client_is_thread_safe(daemon: DaemonProcess) -> None:
+def test_sync_client_is_thread_safe(daemon: RunningDaemon) -> None:
     permits: list[int | None] = []
     errors: list[BaseException] = []
     with Client(daemon.socket_path) as client:
@@ -399,11 +391,11 @@ def test_sync_client_is_thread_safe(daemon: DaemonProcess) -> None:
         assert client.connections_made == 1
 
 
-def test_sync_client_reconnects_after_restart(own_daemon: DaemonProcess) -> None:
+def test_sync_client_reconnects_after_restart(own_daemon: RunningDaemon) -> None:
     with Client(own_daemon.socket_path) as client:
         assert client.acquire("fast").permit == 1
         assert own_daemon.stop() == 0
-        own_daemon.start()
+        own_daemon.restart()
         assert client.acquire("fast").permit == 1
         assert client.connections_made == 2
 
