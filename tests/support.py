@@ -209,16 +209,19 @@ def wait_for(
     timeout: float = DEFAULT_TIMEOUT,
     interval: float = 0.005,
     what: str = "",
+    diagnostics: Callable[[], str] = lambda: "",
 ) -> None:
-    """Poll `predicate` until it is true; fail after `timeout` seconds.
+    """Poll `predicate` until it is true; fail after `timeout` seconds, saying `diagnostics()`.
 
-    For observing the daemon's state (waiter counts, RSS, log lines), never for waiting
-    out a rate: await the response itself for that.
+    For observing the daemon's (or another process's) state: waiter counts, RSS, log lines,
+    scrapes; never for waiting out a rate: await the response itself for that.
     """
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what or predicate}\n{diagnostics()}"
+            )
         time.sleep(interval)
 
 

@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
-import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -31,9 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import support
+from support import NdjsonClient
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from daemons import DaemonFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "dashboards"
@@ -89,11 +89,7 @@ def free_port() -> int:
 
 def wait_for(what: str, check: Callable[[], bool], diagnostics: Callable[[], str] = lambda: "") -> None:
     """Poll `check` (an external process's state) until true, at most BOUND seconds."""
-    deadline = time.monotonic() + BOUND
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{diagnostics()}")
-        time.sleep(0.1)
+    support.wait_for(check, timeout=BOUND, interval=0.1, what=what, diagnostics=diagnostics)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -104,28 +100,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-class Ndjson:
-    """A blocking protocol v1 client: one request, one response line."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(str(path))
-        self.reader = self.sock.makefile("rb")
-
-    def send_line(self, line: bytes) -> dict[str, Any]:
-        self.sock.sendall(line + b"\n")
-        answer: dict[str, Any] = json.loads(self.reader.readline())
-        return answer
-
-    def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        return self.send_line(json.dumps({"op": op, **fields}).encode())
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
 
 
 def get_json(url: str) -> Any:
@@ -163,7 +137,7 @@ class Stack:
         return int(float(result[0]["value"][1])) if result else 0
 
 
-def drive_traffic(client: Ndjson) -> None:
+def drive_traffic(client: NdjsonClient) -> None:
     """Every kind of event the dashboard and the alerts look at (no waits but one short one)."""
     # More than both buckets' bursts: grants on key1 and key2, then all_buckets_exhausted.
     answers = [client.request("acquire", provider="openai", timeout=0) for _ in range(10)]
@@ -184,48 +158,26 @@ def drive_traffic(client: Ndjson) -> None:
         )
         assert report["ok"] is True
     assert client.request("report", provider="github", status=200)["ok"] is True
-    assert client.send_line(b"{not json")["error"] == "invalid_json"
+    client.send_raw(b"{not json\n")
+    assert client.read_response()["error"] == "invalid_json"
     assert client.request("frobnicate")["error"] == "unknown_op"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(module_daemon_factory: DaemonFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     prometheus = tool("prometheus")
     tmp = tmp_path_factory.mktemp("prometheus")
-    # AF_UNIX paths are limited to 107 bytes: a short directory of its own.
-    socket_dir = Path(tempfile.mkdtemp(prefix="rl-prom-"))
-    socket_path = socket_dir / "ratelimitd.sock"
-    config = tmp / "ratelimitd.toml"
-    config.write_text(CONFIG.format(socket=socket_path, state=tmp / "state.json"))
-    log = tmp / "daemon.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RATELIMITD_")}
+    # The socket comes from the config file (no --socket flag), in the launcher's short directory.
+    socket_path = module_daemon_factory.socket_dir / "ratelimitd.sock"
+    config = CONFIG.format(socket=socket_path, state=tmp / "state.json")
+    daemon = module_daemon_factory(config, socket_path=socket_path, socket_flag=False, http=True)
+    daemon_port = daemon.http_port
+    log = daemon.log_path
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        with log.open("wb") as out:
-            daemon = subprocess.Popen(
-                [sys.executable, "-m", "ratelimitd", "serve", "--config", str(config), "--http-port", "0"],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                env=env,
-            )
-        processes.append(daemon)
-        port: list[int] = []
+        wait_for("/readyz", lambda: get_json(f"http://127.0.0.1:{daemon_port}/readyz")["ready"], daemon.log)
 
-        def http_bound() -> bool:
-            assert daemon.poll() is None, f"daemon exited:\n{log.read_text()}"
-            found = re.search(r"http: serving .* on 127\.0\.0\.1:(\d+)", log.read_text())
-            if found:
-                port.append(int(found.group(1)))
-            return bool(found) and socket_path.exists()
-
-        wait_for("the daemon to serve", http_bound, log.read_text)
-        daemon_port = port[0]
-        wait_for(
-            "/readyz", lambda: get_json(f"http://127.0.0.1:{daemon_port}/readyz")["ready"], log.read_text
-        )
-
-        client = Ndjson(socket_path)
+        client = NdjsonClient.connect(socket_path, timeout=10)
         drive_traffic(client)
 
         prometheus_port = free_port()
@@ -276,7 +228,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         for process in reversed(processes):
             stop(process)
-        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 # -- expressions ------------------------------------------------------------------------------
