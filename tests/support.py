@@ -108,6 +108,11 @@ class NdjsonClient:
         self.send({"op": op, "id": rid, **fields})
         return rid
 
+    def ask(self, request: Mapping[str, Any]) -> Response:
+        """Send `request` exactly as given (no id added) and return the next response."""
+        self.send(request)
+        return self.read_response()
+
     def request(self, op: str, *, read_timeout: float | None = None, **fields: Any) -> Response:
         """Send one request and wait (up to `read_timeout` s) for the response with its id.
 

@@ -8,20 +8,14 @@ on SIGHUP (good and bad config), STOPPING on SIGTERM, and exit code 0.
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import queue
-import shutil
 import signal
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -29,7 +23,9 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-RATELIMITD = str(Path(sys.executable).parent / "ratelimitd")
+    from daemons import DaemonFactory
+    from support import NdjsonClient
+
 WATCHDOG_USEC = 200_000  # the daemon should ping about every 0.1 s
 WAIT = 20.0  # generous bound for anything to happen; never reached when things work
 
@@ -93,35 +89,7 @@ def _has(key: str) -> Callable[[Notification], bool]:
     return lambda notification: key in notification.keys
 
 
-class Client:
-    """A plain blocking NDJSON client on the daemon's Unix socket."""
-
-    def __init__(self, path: Path) -> None:
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._socket.settimeout(WAIT)
-        self._socket.connect(str(path))
-        self._file = self._socket.makefile("rwb")
-
-    def send(self, request: dict[str, object]) -> None:
-        self._file.write(json.dumps(request).encode() + b"\n")
-        self._file.flush()
-
-    def receive(self) -> dict[str, object]:
-        line = self._file.readline()
-        assert line, "the daemon closed the connection"
-        answer: dict[str, object] = json.loads(line)
-        return answer
-
-    def ask(self, request: dict[str, object]) -> dict[str, object]:
-        self.send(request)
-        return self.receive()
-
-    def close(self) -> None:
-        self._file.close()
-        self._socket.close()
-
-
-def _bucket(client: Client, provider: str) -> dict[str, object]:
+def _bucket(client: NdjsonClient, provider: str) -> dict[str, object]:
     answer = client.ask({"op": "status", "provider": provider})
     assert answer["ok"] is True, answer
     providers = answer["providers"]
@@ -156,108 +124,79 @@ burst = 5
 
 
 @pytest.fixture
-def workdir() -> Iterator[Path]:
-    # A short path: AF_UNIX socket paths are limited to 107 bytes.
-    path = Path("/tmp") / f"rlns-{uuid.uuid4().hex[:12]}"
-    path.mkdir(mode=0o700)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 def listener() -> Iterator[NotifyListener]:
     notify = NotifyListener()
     yield notify
     notify.close()
 
 
-def test_notify_sequence_across_reloads_and_stop(workdir: Path, listener: NotifyListener) -> None:
-    config = workdir / "config.toml"
-    config.write_text(FIRST_CONFIG)
-    socket_path = workdir / "ratelimitd.sock"
-    # Nothing from the caller's environment that the daemon would read.
-    skipped = ("LISTEN_", "WATCHDOG_", "NOTIFY_SOCKET", "RATELIMITD_")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(skipped)}
-    environ |= {
+def test_notify_sequence_across_reloads_and_stop(
+    daemon_factory: DaemonFactory, listener: NotifyListener
+) -> None:
+    # The console script, as the systemd unit runs it; a clean environment plus systemd's variables.
+    environ = {
         "NOTIFY_SOCKET": listener.address,
         "WATCHDOG_USEC": str(WATCHDOG_USEC),
         "RATELIMITD_FEATURE_LEARNING": "1",
     }
-    log = workdir / "daemon.log"
-    with log.open("wb") as log_file:
-        daemon = subprocess.Popen(
-            [RATELIMITD, "serve", "--no-http", "--socket", str(socket_path), "--config", str(config)],
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    waiter: Client | None = None
-    observer: Client | None = None
-    try:
-        ready = listener.wait_for(_has("READY"), "READY=1")
-        assert f"STATUS=serving on {socket_path}" in ready.assignments
-        # READY=1 means served: a connection works at once, no retry needed.
-        observer = Client(socket_path)
-        assert observer.ask({"op": "ping"}) == {"id": None, "ok": True}
+    daemon = daemon_factory(FIRST_CONFIG, env=environ, script=True, ready=False)
+    socket_path = daemon.socket_path
+    ready = listener.wait_for(_has("READY"), "READY=1")
+    assert f"STATUS=serving on {socket_path}" in ready.assignments
+    # READY=1 means served: a connection works at once, no retry needed.
+    observer = daemon.client(timeout=WAIT)
+    assert observer.ask({"op": "ping"}) == {"id": None, "ok": True}
 
-        # Watchdog pings come from the event loop at about half of WATCHDOG_USEC.
-        pings = [listener.wait_for(_has("WATCHDOG"), "WATCHDOG=1") for _ in range(6)]
-        gaps = [b.received - a.received for a, b in itertools.pairwise(pings)]
-        half_interval = WATCHDOG_USEC / 1_000_000 / 2
-        assert 0.5 * half_interval <= statistics.median(gaps) <= 1.9 * half_interval, gaps
+    # Watchdog pings come from the event loop at about half of WATCHDOG_USEC.
+    pings = [listener.wait_for(_has("WATCHDOG"), "WATCHDOG=1") for _ in range(6)]
+    gaps = [b.received - a.received for a, b in itertools.pairwise(pings)]
+    half_interval = WATCHDOG_USEC / 1_000_000 / 2
+    assert 0.5 * half_interval <= statistics.median(gaps) <= 1.9 * half_interval, gaps
 
-        # Learned state: a 429 report counts in the streak.
-        assert observer.ask({"op": "acquire", "provider": "learned", "timeout": 0})["ok"] is True
-        report = observer.ask({"op": "report", "provider": "learned", "status": 429})
-        assert report["streak"] == 1, report
-        learned_before = _bucket(observer, "learned")
+    # Learned state: a 429 report counts in the streak.
+    assert observer.ask({"op": "acquire", "provider": "learned", "timeout": 0})["ok"] is True
+    report = observer.ask({"op": "report", "provider": "learned", "status": 429})
+    assert report["streak"] == 1, report
+    learned_before = _bucket(observer, "learned")
 
-        # A waiting acquire: "slow" allows one call a minute and the first is taken. The
-        # timeout is longer than that minute, else the daemon fails the acquire at once.
-        waiter = Client(socket_path)
-        assert waiter.ask({"op": "acquire", "provider": "slow", "timeout": 0})["ok"] is True
-        waiter.send({"op": "acquire", "provider": "slow", "timeout": 3600, "id": "waiting"})
-        deadline = time.monotonic() + WAIT
-        while _bucket(observer, "slow")["waiters"] != 1:  # in flight on another connection
-            assert time.monotonic() < deadline, "the acquire never started waiting"
+    # A waiting acquire: "slow" allows one call a minute and the first is taken. The
+    # timeout is longer than that minute, else the daemon fails the acquire at once.
+    waiter = daemon.client(timeout=WAIT)
+    assert waiter.ask({"op": "acquire", "provider": "slow", "timeout": 0})["ok"] is True
+    waiter.send({"op": "acquire", "provider": "slow", "timeout": 3600, "id": "waiting"})
+    deadline = time.monotonic() + WAIT
+    while _bucket(observer, "slow")["waiters"] != 1:  # in flight on another connection
+        assert time.monotonic() < deadline, "the acquire never started waiting"
 
-        # Reload with a faster "slow" and a new provider: RELOADING=1 ... READY=1.
-        config.write_text(SECOND_CONFIG)
-        daemon.send_signal(signal.SIGHUP)
-        reloading = listener.wait_for(_has("RELOADING"), "RELOADING=1")
-        assert "MONOTONIC_USEC" in reloading.keys
-        listener.wait_for(_has("READY"), "READY=1 after the reload")
-        granted = waiter.receive()  # the kept waiter is granted under the new rate
-        assert granted["id"] == "waiting"
-        assert granted["ok"] is True, granted
-        assert _bucket(observer, "slow")["limits"]["requests"]["baseline"] == 100.0  # type: ignore[index]
-        assert observer.ask({"op": "acquire", "provider": "added", "timeout": 0})["ok"] is True
-        learned_after = _bucket(observer, "learned")
-        for kept in ("streak", "reports", "history"):
-            assert learned_after[kept] == learned_before[kept], kept
-        assert learned_after["limits"] == learned_before["limits"]
+    # Reload with a faster "slow" and a new provider: RELOADING=1 ... READY=1.
+    daemon.write_config(SECOND_CONFIG)
+    daemon.send_signal(signal.SIGHUP)
+    reloading = listener.wait_for(_has("RELOADING"), "RELOADING=1")
+    assert "MONOTONIC_USEC" in reloading.keys
+    listener.wait_for(_has("READY"), "READY=1 after the reload")
+    granted = waiter.read_response()  # the kept waiter is granted under the new rate
+    assert granted["id"] == "waiting"
+    assert granted["ok"] is True, granted
+    assert _bucket(observer, "slow")["limits"]["requests"]["baseline"] == 100.0  # type: ignore[index]
+    assert observer.ask({"op": "acquire", "provider": "added", "timeout": 0})["ok"] is True
+    learned_after = _bucket(observer, "learned")
+    for kept in ("streak", "reports", "history"):
+        assert learned_after[kept] == learned_before[kept], kept
+    assert learned_after["limits"] == learned_before["limits"]
 
-        # A config that does not load: logged, the running one stays, READY=1 again.
-        config.write_text("[providers.slow\nrate = nonsense\n")
-        daemon.send_signal(signal.SIGHUP)
-        listener.wait_for(_has("RELOADING"), "RELOADING=1 for the bad config")
-        failed = listener.wait_for(_has("READY"), "READY=1 after the failed reload")
-        status_line = next(a for a in failed.assignments if a.startswith("STATUS="))
-        assert "fail" in status_line, failed.assignments
-        assert _bucket(observer, "slow")["limits"]["requests"]["baseline"] == 100.0  # type: ignore[index]
-        assert observer.ask({"op": "acquire", "provider": "added", "timeout": 0})["ok"] is True
+    # A config that does not load: logged, the running one stays, READY=1 again.
+    daemon.write_config("[providers.slow\nrate = nonsense\n")
+    daemon.send_signal(signal.SIGHUP)
+    listener.wait_for(_has("RELOADING"), "RELOADING=1 for the bad config")
+    failed = listener.wait_for(_has("READY"), "READY=1 after the failed reload")
+    status_line = next(a for a in failed.assignments if a.startswith("STATUS="))
+    assert "fail" in status_line, failed.assignments
+    assert _bucket(observer, "slow")["limits"]["requests"]["baseline"] == 100.0  # type: ignore[index]
+    assert observer.ask({"op": "acquire", "provider": "added", "timeout": 0})["ok"] is True
 
-        daemon.send_signal(signal.SIGTERM)
-        listener.wait_for(_has("STOPPING"), "STOPPING=1")
-        assert daemon.wait(timeout=WAIT) == 0
-    finally:
-        for client in (waiter, observer):
-            if client is not None:
-                client.close()
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(timeout=10)
+    daemon.send_signal(signal.SIGTERM)
+    listener.wait_for(_has("STOPPING"), "STOPPING=1")
+    assert daemon.wait_exit(timeout=WAIT) == 0
 
     lifecycle = [
         key
@@ -269,6 +208,6 @@ def test_notify_sequence_across_reloads_and_stop(workdir: Path, listener: Notify
     first_ready = next(i for i, n in enumerate(listener.received) if "READY" in n.keys)
     assert any("STATUS" in n.keys for n in listener.received[:first_ready])
     # The failed reload was logged with its error, naming the file.
-    logged = log.read_text()
-    assert any("ERROR" in line and str(config) in line for line in logged.splitlines()), logged
+    logged = daemon.log()
+    assert any("ERROR" in line and str(daemon.config_path) in line for line in logged.splitlines()), logged
     assert "not valid TOML" in logged, logged
