@@ -7,7 +7,6 @@ The activator binds the socket and waits; the first client connection makes it e
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -18,9 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from support import NdjsonClient
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from daemons import DaemonFactory
 
 RATELIMITD = str(Path(sys.executable).parent / "ratelimitd")
 
@@ -157,31 +159,17 @@ def test_first_connection_starts_the_daemon_and_is_served(
 
 
 def test_without_activation_the_daemon_binds_and_removes_its_own_socket(
-    short_dir: Path, notify_socket: tuple[str, socket.socket]
+    daemon_factory: DaemonFactory, short_dir: Path, notify_socket: tuple[str, socket.socket]
 ) -> None:
     socket_path = short_dir / "own.sock"
     notify_address, notify_server = notify_socket
-    skipped = ("LISTEN_", "WATCHDOG_", "NOTIFY_SOCKET", "RATELIMITD_")
-    environ = {key: value for key, value in os.environ.items() if not key.startswith(skipped)}
-    environ["NOTIFY_SOCKET"] = notify_address
-    daemon = subprocess.Popen(
-        [RATELIMITD, "serve", "--no-http", "--socket", str(socket_path)],
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    daemon = daemon_factory(
+        None, env={"NOTIFY_SOCKET": notify_address}, socket_path=socket_path, script=True, ready=False
     )
-    try:
-        _wait_for_ready(notify_server)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-            client.settimeout(20)
-            client.connect(str(socket_path))
-            assert _request(client, {"op": "ping"}) == {"id": None, "ok": True}
-        assert (socket_path.stat().st_mode & 0o777) == 0o660
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=20) == 0
-        assert not socket_path.exists()
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(timeout=10)
+    _wait_for_ready(notify_server)
+    with NdjsonClient.connect(socket_path, timeout=20) as client:
+        assert client.ask({"op": "ping"}) == {"id": None, "ok": True}
+    assert (socket_path.stat().st_mode & 0o777) == 0o660
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait_exit(timeout=20) == 0
+    assert not socket_path.exists()
