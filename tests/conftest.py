@@ -1,5 +1,5 @@
 """Shared fixtures: real daemon processes (`daemon_factory`, `module_daemon_factory`), short
-socket dirs, a fake clock.
+socket dirs, a fake clock and an event loop whose timers run on it (`loop`).
 
 Both daemon fixtures are a `daemons.DaemonLauncher` (see its docstring): the one way tests
 start a real `ratelimitd serve`. At teardown every daemon still running gets SIGTERM and
@@ -9,6 +9,7 @@ must exit 0 within STOP_TIMEOUT seconds, and none may have died unexpectedly, el
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from pathlib import Path
@@ -61,3 +62,15 @@ def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def loop(fake_clock: FakeClock) -> Iterator[asyncio.AbstractEventLoop]:
+    """A new event loop whose `time()` is `fake_clock`: timers fire when the test advances it.
+
+    Run what is due with `support.run_due(loop)`.
+    """
+    loop = asyncio.new_event_loop()
+    loop.time = fake_clock.monotonic  # type: ignore[method-assign]  # timers run on fake time
+    yield loop
+    loop.close()

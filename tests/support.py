@@ -13,6 +13,7 @@ test never hangs and never sleeps to wait for a rate. Reuse it from any test:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -38,6 +39,7 @@ __all__ = (
     "clean_env",
     "make_readonly_dir",
     "rss_kib",
+    "run_due",
     "run_cli",
     "run_ok",
     "wait_for",
@@ -298,3 +300,8 @@ def make_readonly_dir(directory: Path, files: Mapping[str, bytes], cleanup: Exit
 def assert_refuses_writes(directory: Path) -> None:
     with pytest.raises(OSError):  # noqa: PT011 - EROFS, EACCES or EPERM depending on mechanism
         (directory / "probe").write_bytes(b"x")
+
+
+def run_due(loop: asyncio.AbstractEventLoop) -> None:
+    """Run the callbacks that are ready or due at the loop's (fake) time; never waits."""
+    loop.run_until_complete(asyncio.sleep(0))

@@ -7,11 +7,11 @@ fake clock passes it (`run_due`).
 
 from __future__ import annotations
 
-import asyncio
 import tomllib
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from support import run_due
 
 from ratelimitd import __version__
 from ratelimitd.config import Config, parse_config
@@ -20,7 +20,8 @@ from ratelimitd.protocol import parse_request
 from ratelimitd.service import PendingAcquire, Service
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    import asyncio
+    from collections.abc import Callable
 
     from ratelimitd.clock import FakeClock
 
@@ -48,19 +49,6 @@ buckets = ["a", "b"]
 
 def config_of(text: str, environ: dict[str, str] | None = None) -> Config:
     return parse_config(tomllib.loads(text), environ or {}, "test.toml")
-
-
-def run_due(loop: asyncio.AbstractEventLoop) -> None:
-    """Run what is ready or due at the fake time; never waits."""
-    loop.run_until_complete(asyncio.sleep(0))
-
-
-@pytest.fixture
-def loop(fake_clock: FakeClock) -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    loop.time = fake_clock.monotonic  # type: ignore[method-assign]  # timers run on fake time
-    yield loop
-    loop.close()
 
 
 @pytest.fixture

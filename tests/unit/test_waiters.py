@@ -7,17 +7,17 @@ what is due at the fake time (the queue's timers and deferred reschedules).
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
+from support import run_due
 
 from ratelimitd.errors import ErrorCode, RatelimitdError
 from ratelimitd.limiter import BucketLimiter, LimitSpec
 from ratelimitd.waiters import Waiter, WaitQueue
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    import asyncio
 
     from ratelimitd.clock import FakeClock
 
@@ -56,19 +56,6 @@ class Harness:
 
     def available(self) -> float:
         return self.limiter.units["requests"].available(self.now)
-
-
-def run_due(loop: asyncio.AbstractEventLoop) -> None:
-    """Run callbacks that are ready or due at the fake time; never waits."""
-    loop.run_until_complete(asyncio.sleep(0))
-
-
-@pytest.fixture
-def loop(fake_clock: FakeClock) -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    loop.time = fake_clock.monotonic  # type: ignore[method-assign]  # timers run on fake time
-    yield loop
-    loop.close()
 
 
 def _harness(
