@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ratelimitd.history import HistoryEntry, new_history
+from ratelimitd.history import History, HistoryEntry, new_history
 from ratelimitd.learning_adaptive import AdaptiveRules, seed_points
 from ratelimitd.learning_kinds import classify_report, quota_wait
 from ratelimitd.learning_persist import restore_into, snapshot
@@ -39,8 +39,6 @@ from ratelimitd.learning_types import (
 )
 
 if TYPE_CHECKING:
-    from collections import deque
-
     from ratelimitd.headers import RateLimitHint
 
 __all__ = (
@@ -64,7 +62,7 @@ class BucketLearner:
             raise ValueError(f"baseline_rate: must be a finite number > 0, got {baseline_rate!r}")
         self.settings = settings
         self.baseline_rate = baseline_rate
-        self.history: deque[HistoryEntry] = new_history(settings.history_size)
+        self.history: History = new_history(settings.history_size)
         self._next_permit = 1
         self._init_state(now)
 

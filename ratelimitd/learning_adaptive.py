@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 __all__ = ("AdaptiveRules", "seed_points")
 
+# Shared, always empty: stand-ins until a bucket records its first success or pause.
+_NO_TIMES: deque[float] = deque(maxlen=0)
+_NO_PAUSES: deque[tuple[float, float]] = deque(maxlen=0)
+
 _EWMA_ALPHA = 0.02  # ~ the last 50 fresh reports
 _KNEE = 0.97  # without a known-good level, climb to 97% of the ceiling
 _FORGET_ABOVE = 1.1  # a probe 10% past the ceiling without 429s forgets the ceiling
@@ -65,8 +69,9 @@ class AdaptiveRules:
         self._plateau = settings.recovery_plateau
         self._probe_steps = 0
         self._probing = False
-        self._success_times: deque[float] = deque()
-        self._pauses: deque[tuple[float, float]] = deque()  # Retry-After pauses (start, end)
+        # Most buckets never see a 429: the deques (~600 bytes each) are made on first use.
+        self._success_times: deque[float] = _NO_TIMES
+        self._pauses: deque[tuple[float, float]] = _NO_PAUSES  # Retry-After pauses (start, end)
 
     def is_fresh(self, permit: int | None, now: float) -> bool:
         """Evidence about the current rate? Permits granted before the last cut are late answers."""
@@ -76,13 +81,22 @@ class AdaptiveRules:
 
     def on_pause(self, start: float, end: float) -> None:
         """A Retry-After pause: the delivered rate does not count paused time."""
+        if self._pauses is _NO_PAUSES:
+            self._pauses = deque()
         if self._pauses and self._pauses[-1][1] >= start:
             start = min(start, self._pauses[-1][0])
             self._pauses.pop()
         self._pauses.append((start, end))
 
     def on_success(self, permit: int | None, now: float) -> None:
-        self._success_times.append(now)
+        times = self._success_times
+        if times is _NO_TIMES:
+            times = self._success_times = deque()
+        times.append(now)
+        # Bounded by the delivery window even if no 429 ever comes to read it.
+        horizon = now - self.settings.delivery_window
+        while times[0] < horizon:
+            times.popleft()
         if self.is_fresh(permit, now):
             self._epoch_ok += 1
             self._last_fresh_limited = False

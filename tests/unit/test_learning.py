@@ -356,3 +356,14 @@ def test_delivered_rate_does_not_count_the_pause(successes: int, factor: float) 
     # 60 in 1 active second is 60/s (0.6, not 60/2 s = 0.3); 30/s is under half the
     # current rate, too low to trust: the seed's table cuts 10% instead.
     assert bucket.factor == pytest.approx(factor)
+
+
+def test_success_times_stay_bounded_without_any_429() -> None:
+    """Hours of successes and no 429: the delivered-rate window must not keep them all."""
+    bucket = learner()
+    window = bucket.settings.delivery_window
+    for i in range(100_000):  # 100 s at 1,000 successes per second
+        bucket.on_report(OK, i / 1000.0)
+    kept = len(bucket.rules._success_times)
+    assert kept <= window * 1000 + 1
+    assert kept >= window * 1000 - 1  # the window itself is still there to be read
