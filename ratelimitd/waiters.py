@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ("WaitQueue", "Waiter")
 
+_COMPACT_SLACK = 1024  # dead entries tolerated beyond twice the live ones
 _NO_WAITERS: deque[Waiter] = deque(maxlen=0)  # shared, always empty; push() swaps in a real one
 
 
@@ -101,6 +102,10 @@ class WaitQueue:
             # ends: a client that drops many waiters at once must not be granted its own
             # next waiters (consuming permits) while the rest are being cancelled.
             self._loop.call_soon(self.reschedule)
+        elif len(self._queue) > 2 * self.live + _COMPACT_SLACK:
+            # Cancelled waiters behind a slow head are removed lazily; when they pile up
+            # (a rate cut after many queued, then mass timeouts), drop them all at once.
+            self._queue = deque(w for w in self._queue if not w.future.done())
 
     def pending_cost(self) -> dict[str, float]:
         return dict(self._queued_cost)

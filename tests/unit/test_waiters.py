@@ -247,3 +247,26 @@ def test_the_timer_firing_early_rearms_without_granting(
     h.queue.reschedule()
     assert not waiter.future.done()
     assert h.wake_at() == pytest.approx(start + 0.1)
+
+
+def test_cancelled_waiters_behind_a_blocked_head_do_not_pile_up(
+    loop: asyncio.AbstractEventLoop, fake_clock: FakeClock
+) -> None:
+    # Cancelled waiters leave the deque lazily, at the head; behind a head that blocks for
+    # long, mass timeouts must not grow it without bound.
+    h = _harness(loop, fake_clock, rate=1.0, burst=100.0)
+    h.drain(100)
+    head = h.push(100)  # waits 100 s
+    survivors = []
+    for i in range(20_000):
+        waiter = h.push(1)
+        if i % 1000 == 0:
+            survivors.append(waiter)
+        else:
+            h.queue.cancel(waiter)
+    assert len(h.queue) == 1 + len(survivors)
+    assert len(h.queue._queue) <= 2 * len(h.queue) + 1024 + 1
+    # Order is kept: the head first, then the survivors in arrival order.
+    h.advance_to_wake()
+    assert head.future.done()
+    assert [w.future.done() for w in survivors] == [False] * len(survivors)
