@@ -83,10 +83,14 @@ class AdaptiveRules:
         """A Retry-After pause: the delivered rate does not count paused time."""
         if self._pauses is _NO_PAUSES:
             self._pauses = deque()
-        if self._pauses and self._pauses[-1][1] >= start:
-            start = min(start, self._pauses[-1][0])
-            self._pauses.pop()
-        self._pauses.append((start, end))
+        pauses = self._pauses
+        if pauses and pauses[-1][1] >= start:
+            start = min(start, pauses[-1][0])
+            pauses.pop()
+        pauses.append((start, end))
+        horizon = start - self.settings.delivery_window
+        while pauses[0][1] < horizon:  # bounded, like the success times
+            pauses.popleft()
 
     def on_success(self, permit: int | None, now: float) -> None:
         times = self._success_times
