@@ -4,7 +4,8 @@ Starts `ratelimitd serve` twice per round, once with HTTP and metrics (`--http-p
 and once with `--no-http` (the service keeps its no-op hooks), alternating so
 machine noise hits both alike. Each run pipelines acquires of a provider with a
 rate too high to ever wait, over one connection, in batches; a scrape of /metrics
-every 100 ms during the metrics-on runs keeps the collector honest. Reports the
+every 100 ms during the metrics-on runs (from a separate process) keeps the
+collector honest. Reports the
 best and median throughput of each mode and the drop.
 
     python -m bench.metrics_overhead [--rounds 5] [--acquires 100000]
@@ -20,9 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,10 +51,22 @@ def _wait(what: str, check: Callable[[], bool], bound: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def _scrape_forever(port: int, stop: threading.Event) -> None:
-    while not stop.wait(0.1):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            response.read()
+# The scraper runs in its own process: a thread in this process would take the GIL from
+# the client's read loop and charge the client's slowdown to the daemon's metrics.
+_SCRAPER = """
+import sys, time, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/metrics"
+while True:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        response.read()
+    time.sleep(0.1)
+"""
+
+
+def _start_scraper(port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _SCRAPER, str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
 
 
 def run_once(metrics: bool, acquires: int) -> float:
@@ -68,8 +79,7 @@ def run_once(metrics: bool, acquires: int) -> float:
     args += ["--http-port", "0"] if metrics else ["--no-http"]
     with log.open("wb") as out:
         daemon = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    stop = threading.Event()
-    scraper: threading.Thread | None = None
+    scraper: subprocess.Popen[bytes] | None = None
     try:
         _wait("the socket", sock_path.exists)
         if metrics:
@@ -82,8 +92,7 @@ def run_once(metrics: bool, acquires: int) -> float:
                 return bool(match)
 
             _wait("the HTTP port", bound)
-            scraper = threading.Thread(target=_scrape_forever, args=(found[0], stop), daemon=True)
-            scraper.start()
+            scraper = _start_scraper(found[0])
         client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         client.connect(str(sock_path))
         reader = client.makefile("rb")
@@ -102,9 +111,9 @@ def run_once(metrics: bool, acquires: int) -> float:
         client.close()
         return (acquires // BATCH * BATCH) / elapsed
     finally:
-        stop.set()
         if scraper is not None:
-            scraper.join()
+            scraper.kill()
+            scraper.wait(timeout=10)
         daemon.terminate()
         daemon.wait(timeout=10)
         shutil.rmtree(directory, ignore_errors=True)
