@@ -299,6 +299,11 @@ def _bucket_families(stats: Mapping[str, ProviderStats], wall: float) -> Iterato
         "Pauses of the whole bucket (Retry-After, quota reset, overload).",
         labels=pb,
     )
+    malformed = CounterMetricFamily(
+        "ratelimitd_malformed_headers",
+        "Rate-limit headers in reports that did not parse and were ignored.",
+        labels=pb,
+    )
     rate = GaugeMetricFamily(
         "ratelimitd_bucket_rate_per_second",
         "Current rate (after learning), units per second.",
@@ -334,6 +339,7 @@ def _bucket_families(stats: Mapping[str, ProviderStats], wall: float) -> Iterato
             reductions.add_metric(key, b.reductions)
             recoveries.add_metric(key, b.recoveries)
             pauses.add_metric(key, b.pauses)
+            malformed.add_metric(key, b.malformed_headers)
             for unit, limit in b.limits.items():
                 unit_key = (*key, unit)
                 rate.add_metric(unit_key, limit.rate)
@@ -346,7 +352,7 @@ def _bucket_families(stats: Mapping[str, ProviderStats], wall: float) -> Iterato
                 state.add_metric((*key, name), 1.0 if b.state == name else 0.0)
             remaining = 0.0 if b.paused_until is None else max(0.0, b.paused_until - wall)
             pause_left.add_metric(key, remaining)
-    yield from (granted, reports, reductions, recoveries, pauses)
+    yield from (granted, reports, reductions, recoveries, pauses, malformed)
     yield from (rate, baseline, ratio, shadow, streak, waiters, state, pause_left)
 
 

@@ -65,6 +65,7 @@ class BucketStats:
     recoveries: int
     pauses: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    malformed_headers: int = 0
     # Why the bucket cannot serve now (a selection reason code, issue 7) and when it can, in seconds.
     why: str | None = None
     available_in: float | None = None
@@ -96,6 +97,7 @@ class BucketStats:
             "reductions": self.reductions,
             "recoveries": self.recoveries,
             "pauses": self.pauses,
+            "malformed_headers": self.malformed_headers,
             "history": self.history,
         }
 
@@ -122,6 +124,7 @@ class Bucket:
         "granted",
         "learner",
         "limiter",
+        "malformed_headers",
         "metrics",
         "name",
         "pauses",
@@ -146,6 +149,7 @@ class Bucket:
         self.reports: dict[str, int] = dict.fromkeys(STATUS_CLASSES, 0)
         self.applied_pause: float | None = None
         self.reductions = 0
+        self.malformed_headers = 0  # report headers ignored because they did not parse
         self.recoveries = 0
         self.pauses = 0
         # Attached by the service: the wait queue, the learner and the metric children.

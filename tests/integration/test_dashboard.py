@@ -133,6 +133,7 @@ def exported_metric_names() -> set[str]:
         "ratelimitd_rate_reductions_total",
         "ratelimitd_rate_recoveries_total",
         "ratelimitd_pauses_total",
+        "ratelimitd_malformed_headers_total",
         "ratelimitd_bucket_rate_per_second",
         "ratelimitd_bucket_baseline_per_second",
         "ratelimitd_bucket_rate_ratio",

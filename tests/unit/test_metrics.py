@@ -36,6 +36,7 @@ def bucket_stats(**overrides: object) -> BucketStats:
         "reductions": 2,
         "recoveries": 1,
         "pauses": 1,
+        "malformed_headers": 5,
     }
     values.update(overrides)
     return BucketStats(**values)  # type: ignore[arg-type]
@@ -163,6 +164,7 @@ def test_gauges_and_bucket_counters_from_statistics(registry: CollectorRegistry)
     assert sample("ratelimitd_rate_reductions_total", **key1) == 2
     assert sample("ratelimitd_rate_recoveries_total", **key1) == 1
     assert sample("ratelimitd_pauses_total", **key1) == 1
+    assert sample("ratelimitd_malformed_headers_total", **key1) == 5
     assert sample("ratelimitd_bucket_rate_per_second", **key1, unit="tokens") == 500.0
     assert sample("ratelimitd_bucket_baseline_per_second", **key1, unit="tokens") == 1000.0
     assert sample("ratelimitd_bucket_rate_ratio", **key1, unit="requests") == 0.5
@@ -247,6 +249,7 @@ def test_exposition_follows_naming_rules(registry: CollectorRegistry) -> None:
         "ratelimitd_rate_reductions",
         "ratelimitd_rate_recoveries",
         "ratelimitd_pauses",
+        "ratelimitd_malformed_headers",
         "ratelimitd_protocol_errors",
         "ratelimitd_state_saves",
         "ratelimitd_bucket_rate_per_second",

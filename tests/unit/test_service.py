@@ -351,3 +351,17 @@ def test_shadow_mode_reports_what_was_done_not_what_the_policy_would_do(service:
     status = bucket_json(service, "fast")
     assert status["state"] == "paused"
     assert status["limits"]["requests"]["shadow_rate"] < status["limits"]["requests"]["rate"]
+
+
+def test_malformed_headers_never_fail_a_report_and_are_counted(service: Service) -> None:
+    answer = call(
+        service,
+        op="report",
+        provider="fast",
+        status=429,
+        headers={"Retry-After": "soon-ish", "x-ratelimit-remaining-requests": "-3"},
+    )
+    assert answer["ok"] is True
+    status = bucket_json(service, "fast")
+    assert status["malformed_headers"] == 2
+    assert status["state"] == "ok"  # an unparsable Retry-After pauses nothing
