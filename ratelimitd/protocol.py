@@ -26,7 +26,9 @@ __all__ = (
     "ResetRequest",
     "StatusRequest",
     "encode",
+    "decode",
     "encode_error",
+    "parse_object",
     "parse_request",
     "request_id",
 )
@@ -186,12 +188,21 @@ def request_id(obj: dict[str, Any]) -> RequestId:
     return value if type(value) is int or type(value) is str else None
 
 
-def parse_request(line: bytes, *, max_timeout: float) -> Request:
-    """Decode one line (without its newline) into a typed request, or raise RatelimitdError."""
+def decode(line: bytes) -> Any:
+    """The JSON value of one line, or `invalid_json`."""
     try:
-        obj = orjson.loads(line)
+        return orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise RatelimitdError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from exc
+
+
+def parse_request(line: bytes, *, max_timeout: float) -> Request:
+    """Decode one line (without its newline) into a typed request, or raise RatelimitdError."""
+    return parse_object(decode(line), max_timeout=max_timeout)
+
+
+def parse_object(obj: Any, *, max_timeout: float) -> Request:
+    """A decoded line -> a typed request, or RatelimitdError naming the bad field."""
     if not isinstance(obj, dict):
         raise RatelimitdError(ErrorCode.INVALID_JSON, f"expected a JSON object, got {type(obj).__name__}")
     rid = obj.get("id")

@@ -27,6 +27,7 @@ from ratelimitd.protocol import (
     PingRequest,
     ReportRequest,
     Request,
+    RequestId,
     ResetRequest,
     StatusRequest,
 )
@@ -211,7 +212,7 @@ class Service:
             bucket = choose_bucket(provider, request, now, timeout)
         queue: WaitQueue = bucket.queue
         if not queue.live and bucket.limiter.try_take(cost, now) == 0.0:
-            return self._granted(request, bucket, 0.0, now)
+            return self._granted(request.id, bucket, 0.0, now)
         delay = queue.estimate(cost, now)
         if delay > timeout:
             # FIFO at a known rate: it cannot be served in time, so say so now.
@@ -261,14 +262,43 @@ class Service:
         """The response for a waiter whose future is done (raises its RatelimitdError)."""
         granted_at = pending.waiter.future.result()
         return self._granted(
-            pending.request, pending.bucket, granted_at - pending.waiter.enqueued_at, granted_at
+            pending.request.id, pending.bucket, granted_at - pending.waiter.enqueued_at, granted_at
         )
 
     def abandon(self, pending: PendingAcquire) -> None:
         """The client went away: the waiting request is dropped and consumes nothing."""
         pending.bucket.queue.cancel(pending.waiter)
 
-    def _granted(self, request: AcquireRequest, bucket: Bucket, waited: float, now: float) -> Response:
+    def acquire_now(self, obj: dict[str, Any]) -> Response | None:
+        """The common acquire answered straight from the decoded line, or None.
+
+        Only `{"op":"acquire","provider":P[,"id":I]}` for an existing single-bucket
+        provider, with nobody waiting and a permit free now, while learning cannot make a
+        bucket unavailable: the answer is then exactly what `acquire` would give, without
+        building a typed request. Anything else returns None and takes the full path
+        (which re-checks everything; nothing is consumed here unless granted).
+        """
+        # Exactly op, provider and maybe id: any other field (cost, timeout, exclude, or
+        # an unknown one) takes the full path.
+        size = len(obj)
+        if (size != 2 and (size != 3 or "id" not in obj)) or self.stopping or self.learning_enforced:
+            return None
+        rid = obj.get("id")
+        name = obj.get("provider")
+        if (rid is not None and type(rid) is not int and type(rid) is not str) or type(name) is not str:
+            return None
+        provider = self.registry.providers.get(name)
+        if provider is None or not provider.one_request_fits:
+            return None
+        bucket = provider.sole
+        if bucket is None or bucket.queue.live:
+            return None
+        now = self.clock.monotonic()
+        if bucket.limiter.try_take(ONE_REQUEST, now) != 0.0:
+            return None
+        return self._granted(rid, bucket, 0.0, now)
+
+    def _granted(self, rid: RequestId, bucket: Bucket, waited: float, now: float) -> Response:
         bucket.granted += 1
         self.metrics.on_granted(bucket, waited)
         permit = bucket.learner.on_grant(now)
@@ -277,7 +307,7 @@ class Service:
         if rate is None:
             rate = next(iter(limiter.units.values())).rate
         return {
-            "id": request.id,
+            "id": rid,
             "ok": True,
             "provider": bucket.provider,
             "bucket": bucket.name,

@@ -16,7 +16,7 @@ from support import run_due
 from ratelimitd import __version__
 from ratelimitd.config import Config, parse_config
 from ratelimitd.errors import ErrorCode, RatelimitdError
-from ratelimitd.protocol import parse_request
+from ratelimitd.protocol import parse_object, parse_request
 from ratelimitd.service import PendingAcquire, Service
 
 if TYPE_CHECKING:
@@ -365,3 +365,63 @@ def test_malformed_headers_never_fail_a_report_and_are_counted(service: Service)
     status = bucket_json(service, "fast")
     assert status["malformed_headers"] == 2
     assert status["state"] == "ok"  # an unparsable Retry-After pauses nothing
+
+
+@pytest.mark.parametrize(
+    "request_obj",
+    [
+        {"op": "acquire", "provider": "fast"},
+        {"op": "acquire", "provider": "fast", "id": 7},
+        {"op": "acquire", "provider": "fast", "id": "seven"},
+    ],
+)
+def test_the_acquire_fast_path_answers_exactly_as_the_full_path(
+    make_service: Callable[..., Service], request_obj: dict[str, Any]
+) -> None:
+    fast, full = make_service(), make_service()  # same FakeClock: the same `now` for both
+    for service in (fast, full):  # both know the provider and have granted once already
+        assert call(service, op="acquire", provider="multi", timeout=0)["ok"]
+    request_obj = {**request_obj, "provider": "multi"}
+    answer = fast.acquire_now(dict(request_obj))
+    expected = full.handle(parse_object(dict(request_obj), max_timeout=3600.0))
+    assert answer is not None
+    assert answer == expected
+    for service in (fast, full):
+        assert service.registry.providers["multi"].buckets["default"].granted == 2
+
+
+@pytest.mark.parametrize(
+    ("request_obj", "why"),
+    [
+        ({"op": "acquire", "provider": "fast", "cost": 1}, "a cost"),
+        ({"op": "acquire", "provider": "fast", "timeout": 5}, "a timeout"),
+        ({"op": "acquire", "provider": "fast", "exclude": []}, "an exclude"),
+        ({"op": "acquire", "provider": "fast", "colour": "red"}, "an unknown field"),
+        ({"op": "acquire", "provider": "fast", "id": True}, "a bool id"),
+        ({"op": "acquire", "provider": "fast", "id": 1.5}, "a float id"),
+        ({"op": "acquire", "provider": ["fast"]}, "a provider that is not a string"),
+        ({"op": "acquire", "provider": "never-seen"}, "a provider not created yet"),
+        ({"op": "acquire", "provider": "keys"}, "several buckets"),
+    ],
+)
+def test_the_acquire_fast_path_declines_what_it_does_not_check(
+    service: Service, request_obj: dict[str, Any], why: str
+) -> None:
+    call(service, op="acquire", provider="keys", timeout=0)  # created, two buckets
+    assert service.acquire_now(request_obj) is None, why
+
+
+def test_the_acquire_fast_path_declines_when_it_would_not_grant_at_once(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service()
+    assert call(service, op="acquire", provider="fast", timeout=0)["ok"]  # burst 1: now empty
+    bucket = service.registry.providers["fast"].buckets["default"]
+    granted = bucket.granted
+    assert service.acquire_now({"op": "acquire", "provider": "fast"}) is None  # must wait
+    assert bucket.granted == granted  # and nothing was consumed
+    learning = make_service(CONFIG, {"RATELIMITD_FEATURE_LEARNING": "1"})
+    call(learning, op="acquire", provider="multi", timeout=0)
+    assert learning.acquire_now({"op": "acquire", "provider": "multi"}) is None  # may be disabled
+    learning.shut_down()
+    assert learning.acquire_now({"op": "acquire", "provider": "multi"}) is None  # stopping
