@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ratelimitd import __version__
+from ratelimitd.decisions import apply_decision, baseline_rate, learning_settings
 from ratelimitd.errors import ErrorCode, RatelimitdError
 from ratelimitd.headers import parse_headers
 from ratelimitd.history import HistoryEntry
@@ -83,60 +84,17 @@ class Service:
 
     def _attach(self, bucket: Bucket) -> None:
         bucket.queue = WaitQueue(lambda: bucket.limiter, self.clock.monotonic, self.loop)
-        bucket.learner = BucketLearner(self.learning_settings, _baseline_rate(bucket), self.clock.monotonic())
+        bucket.learner = BucketLearner(self.learning_settings, baseline_rate(bucket), self.clock.monotonic())
 
     @property
     def learning_settings(self) -> LearningSettings:
-        config = self.config
-        return LearningSettings(
-            policy=config.learning.policy,
-            learning=config.features.learning,
-            recovery=config.features.recovery,
-            pacing=config.features.pacing,
-            max_pause=config.learning.max_pause,
-            history_size=config.learning.history_size,
-            allow_above_configured=config.learning.allow_above_configured,
-            disable_for=config.learning.disable_for,
-        )
+        return learning_settings(self.config)
 
     def _apply(self, bucket: Bucket, decision: Decision | None, now: float) -> str:
-        """Carry a learner's decision into the limiter and the wait queue.
-
-        Returns what the daemon really did (the report's `action`): in shadow mode the
-        learner may decide a cut that is not applied, so this reads the limiter, not the
-        decision: `reduced`/`recovered` when the rate moved, else `paused` for a new pause,
-        `disabled`, or `none`.
-        """
-        learner: BucketLearner = bucket.learner
-        factor = learner.factor
-        before = bucket.limiter.scale
-        pause = learner.pause_until
-        new_pause = pause is not None and pause > now and pause != bucket.applied_pause
-        if factor != before:
-            bucket.limiter.set_scale(factor, now)
-            if pause is not None and pause > now:
-                # A rescale stretches or shrinks a hold in progress: put it back at its deadline.
-                bucket.limiter.release_hold(now)
-                bucket.limiter.hold_until(pause)
-        if new_pause and pause is not None:
-            bucket.applied_pause = pause
-            bucket.limiter.hold_until(pause)  # no stored burst released when it ends
-        bucket.queue.reschedule()
-        if decision is None:
-            return "none"
-        self.on_change()
-        if factor < before:
-            bucket.reductions += 1
-            action = "reduced"
-        elif factor > before:
-            bucket.recoveries += 1
-            action = "recovered"
-        elif new_pause:
-            action = "paused"
-        else:
-            action = "disabled" if decision.action == "disabled" else "none"
-        if new_pause:
-            bucket.pauses += 1  # also when the same 429 cut the rate
+        """Apply a learner's decision to `bucket` (see `apply_decision`); persistence notes changes."""
+        action = apply_decision(bucket, decision, now)
+        if decision is not None:
+            self.on_change()
         return action
 
     def apply_learner(self, bucket: Bucket) -> None:
@@ -469,7 +427,7 @@ class Service:
                     self._attach(bucket)
                     continue
                 # The limiter was rebuilt with the new limits: re-apply what was learned.
-                bucket.learner.baseline_rate = _baseline_rate(bucket)
+                bucket.learner.baseline_rate = baseline_rate(bucket)
                 bucket.applied_pause = None
                 self._apply(bucket, None, now)
         for name in [n for n, p in registry.providers.items() if p.configured and n not in config.providers]:
@@ -478,10 +436,3 @@ class Service:
                 bucket.queue.fail_all(
                     RatelimitdError(ErrorCode.UNKNOWN_PROVIDER, f"provider {name!r} was removed by a reload")
                 )
-
-
-def _baseline_rate(bucket: Bucket) -> float:
-    """The configured `requests` rate (else the first unit's): what the learner scales."""
-    limiter = bucket.limiter
-    unit = limiter.units.get("requests") or next(iter(limiter.units.values()))
-    return unit.baseline
