@@ -15,7 +15,10 @@ import pytest
 import ratelimitd
 
 PACKAGE = Path(ratelimitd.__file__).parent
-PURE = ("limiter", "rates", "protocol", "errors", "providers", "selection", "stats", "headers")
+PURE = (
+    "limiter", "rates", "protocol", "errors", "providers", "selection", "stats", "headers",
+    "header_values", "structured_fields", "profiles", "history", "statefile", "readiness",
+)  # fmt: skip
 PURE_GLOBS = ("learning*.py",)
 FORBIDDEN_STDLIB = {
     "asyncio",
