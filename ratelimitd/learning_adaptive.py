@@ -6,8 +6,10 @@ A round of 429s starts at a streak of 3 or at once with the provider's evidence 
 a unit at 0). Rounds in a row cut by the seed's table (10, 10, 20 ... 30 % of the current rate)
 or down to the delivered success rate; a first round near a known ceiling only goes back under
 it. The `ceiling` is the lowest rate at which a round began. Recovery climbs to 97 % of it,
-holds a plateau, then probes in convex steps; a failed probe doubles the plateau (up to
-`recovery_plateau_max`), a probe 10 % past the ceiling forgets it. Schedule: docs/learning.md.
+holds a plateau, then probes in convex steps; a failed probe goes back to the level held
+before it and doubles the plateau (up to `recovery_plateau_max`); a level that held a whole
+plateau and then meets 429s steps down only half a step; a probe step held 10 % past the
+ceiling forgets it. Schedule: docs/learning.md.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ _ROUND_GAP = 10.0  # rounds of 429s closer than this are "in a row" (deeper cuts
 _MAX_DROP = 0.5  # the delivered rate never cuts more than half at once
 _MIN_DELIVERED = 10  # successes in the window before the delivered rate is trusted
 _PROBE_HOLD = 3.0  # recovery intervals each probe step is held
+_HELD_STEP = 0.5  # a level held a whole plateau steps down by half a recovery step
 
 
 def seed_points(streak: int) -> int:
@@ -69,6 +72,7 @@ class AdaptiveRules:
         self._plateau = settings.recovery_plateau
         self._probe_steps = 0
         self._probing = False
+        self._good: float | None = None  # the level held before the current probe
         # Most buckets never see a 429: the deques (~600 bytes each) are made on first use.
         self._success_times: deque[float] = _NO_TIMES
         self._pauses: deque[tuple[float, float]] = _NO_PAUSES  # Retry-After pauses (start, end)
@@ -135,8 +139,20 @@ class AdaptiveRules:
         self.rounds = self.rounds + 1 if in_a_row else 1
         ceiling = factor if self.ceiling is None else min(self.ceiling, factor)
         near_ceiling = self.ceiling is not None and self.rounds == 1
-        if (self._probing or near_ceiling) and ceiling * _KNEE < factor:
+        held = (
+            not self._probing
+            and self._plateau_since is not None
+            and now - self._plateau_since >= self.settings.recovery_plateau
+        )
+        if near_ceiling and held:
+            # The level held a whole plateau: it is only just above the provider's rate.
+            new = max(floor, factor - self.settings.recovery_min_step * _HELD_STEP)
+            reason = f"429s after holding {factor:.3g}: one step down, to {new:.3g}"
+            self._plateau = min(self.settings.recovery_plateau_max, self._plateau * 2.0)
+        elif (self._probing or near_ceiling) and ceiling * _KNEE < factor:
             new = max(floor, ceiling * _KNEE)
+            if self._probing and self._good is not None and new < self._good < ceiling:
+                new = self._good  # the level held before this probe: still good
             reason = f"429s at {factor:.3g}: back under the ceiling, to {new:.3g}"
             self._plateau = min(self.settings.recovery_plateau_max, self._plateau * 2.0)
         else:
@@ -215,12 +231,16 @@ class AdaptiveRules:
         if now - self._plateau_since < hold:
             return None
         self._plateau_since = now
+        if self._probing and ceiling is not None and factor >= ceiling * _FORGET_ABOVE - 1e-9:
+            # Held a probe step 10% past the ceiling without a 429: the provider allows more.
+            # (Not when the step is taken: a bucket's burst hides an overshoot for seconds.)
+            self.ceiling = ceiling = None
+            self._plateau = s.recovery_plateau
+        if not self._probing:
+            self._good = factor  # held a whole plateau without a 429
         self._probing = True
         new = min(top, factor + s.recovery_min_step * 2.0**self._probe_steps)
         self._probe_steps += 1
-        if ceiling is not None and new >= ceiling * _FORGET_ABOVE:
-            self.ceiling = None  # the provider allows more now
-            self._plateau = s.recovery_plateau
         return "recovered", new, "probe above the known ceiling" if ceiling else "probe"
 
     def _noise_verdict(self, factor: float, now: float) -> tuple[str, float, str] | None:

@@ -20,8 +20,9 @@ def rows() -> dict[tuple[str, str], Row]:
 
 def test_adaptive_meets_the_issue_targets(rows: dict[tuple[str, str], Row]) -> None:
     a, b, c = rows["a", "adaptive"], rows["b", "adaptive"], rows["c", "adaptive"]
-    assert a.goodput >= 0.95
+    assert a.goodput >= 0.98  # issue: 0.95; botocore reaches 0.97 here
     assert a.limited_share <= 0.01
+    assert rows["a+r", "adaptive"].goodput >= 0.97  # rejections charged: botocore 0.48
     assert b.goodput >= 0.95
     # b.settle[1] (<= 20 s after the drop) is not met: each whole-second Retry-After pause
     # costs >= 10% of the 10 s window; see docs/learning.md, "(b): why ...".
@@ -32,6 +33,7 @@ def test_adaptive_meets_the_issue_targets(rows: dict[tuple[str, str], Row]) -> N
     assert rows["d", "adaptive"].goodput == pytest.approx(30 / 50, abs=0.01)  # the configured rate
     assert rows["d+h", "adaptive"].goodput >= 0.95
     assert rows["e", "adaptive"].limited_share <= 0.01
+    assert rows["e", "adaptive"].goodput >= 0.97
     assert rows["f", "adaptive"].backlog <= 40  # only what is in flight or queued a moment
 
 
