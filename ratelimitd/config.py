@@ -17,6 +17,13 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ratelimitd.config_fields import (
+    Problems,
+    apply_fields,
+    check_keys,
+    check_number,
+    check_table,
+)
 from ratelimitd.errors import ConfigError
 from ratelimitd.rates import parse_period, parse_rate
 
@@ -136,63 +143,9 @@ class Config:
         return self.providers.get(name) or ProviderConfig(name=name, limits=self.default_limits)
 
 
-class _Problems:
-    """Collects every error with its key path instead of stopping at the first."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{path}: {message}")
-
-
-def _number(
-    raw: Any,
-    path: str,
-    problems: _Problems,
-    *,
-    minimum: float = 0.0,
-    strict: bool = False,
-    integer: bool = False,
-) -> float | None:
-    kind = int if integer else (int, float)
-    if isinstance(raw, bool) or not isinstance(raw, kind):
-        problems.add(path, f"expected {'an integer' if integer else 'a number'}, got {raw!r}")
-        return None
-    value = float(raw)
-    bad = value <= minimum if strict else value < minimum
-    if not math.isfinite(value) or bad:
-        problems.add(path, f"must be {'>' if strict else '>='} {minimum:g}, got {raw!r}")
-        return None
-    return value
-
-
-def _check_keys(table: Mapping[str, Any], allowed: set[str], path: str, problems: _Problems) -> None:
-    for key in table:
-        if key not in allowed:
-            where = f"{path}.{key}" if path else key
-            problems.add(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-
-
-def _table(raw: Any, path: str, problems: _Problems) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        problems.add(path, f"expected a table, got {type(raw).__name__}")
-        return {}
-    return raw
-
-
-def _bool(raw: Any, path: str, problems: _Problems) -> bool | None:
-    if not isinstance(raw, bool):
-        problems.add(path, f"expected true or false, got {raw!r}")
-        return None
-    return raw
-
-
-def _parse_limit(raw: Any, path: str, problems: _Problems) -> LimitConfig | None:
-    table = _table(raw, path, problems)
-    _check_keys(table, {"unit", "rate", "count", "period", "burst"}, path, problems)
+def _parse_limit(raw: Any, path: str, problems: Problems) -> LimitConfig | None:
+    table = check_table(raw, path, problems)
+    check_keys(table, {"unit", "rate", "count", "period", "burst"}, path, problems)
     unit = table.get("unit", "requests")
     if not isinstance(unit, str) or not PROVIDER_NAME.fullmatch(unit):
         problems.add(f"{path}.unit", f"expected a unit name like 'requests' or 'tokens', got {unit!r}")
@@ -212,7 +165,7 @@ def _parse_limit(raw: Any, path: str, problems: _Problems) -> LimitConfig | None
             problems.add(f"{path}.rate", str(exc))
             return None
     elif "count" in table:
-        count = _number(table["count"], f"{path}.count", problems, strict=True)
+        count = check_number(table["count"], f"{path}.count", problems, strict=True)
         try:
             period = parse_period(table.get("period", 1.0))
         except ValueError as exc:
@@ -230,14 +183,14 @@ def _parse_limit(raw: Any, path: str, problems: _Problems) -> LimitConfig | None
         return None
     burst = max(1.0, math.ceil(rate))
     if "burst" in table:
-        given = _number(table["burst"], f"{path}.burst", problems, strict=True)
+        given = check_number(table["burst"], f"{path}.burst", problems, strict=True)
         if given is None:
             return None
         burst = given
     return LimitConfig(unit=unit, count=count, period=period, burst=burst)
 
 
-def _parse_limits(table: Mapping[str, Any], path: str, problems: _Problems) -> tuple[LimitConfig, ...]:
+def _parse_limits(table: Mapping[str, Any], path: str, problems: Problems) -> tuple[LimitConfig, ...]:
     """`limits = [{...}, ...]`, or the shorthand `rate`/`burst` for one `requests` limit."""
     if "limits" in table:
         if "rate" in table or "burst" in table:
@@ -259,14 +212,14 @@ def _parse_limits(table: Mapping[str, Any], path: str, problems: _Problems) -> t
     return limits
 
 
-def _parse_provider(name: str, raw: Any, problems: _Problems) -> ProviderConfig | None:
+def _parse_provider(name: str, raw: Any, problems: Problems) -> ProviderConfig | None:
     path = f"providers.{name}"
     if not PROVIDER_NAME.fullmatch(name):
         problems.add(path, "provider names are 1-128 characters of A-Z a-z 0-9 . _ - :")
         return None
-    table = _table(raw, path, problems)
+    table = check_table(raw, path, problems)
     allowed = {"limits", "rate", "burst", "buckets", "selection", "profile", "trust_headers"}
-    _check_keys(table, allowed, path, problems)
+    check_keys(table, allowed, path, problems)
     profile = table.get("profile")
     base: tuple[LimitConfig, ...] = ()
     if profile is not None:
@@ -336,7 +289,7 @@ def _profile_trust(profile: str) -> list[str] | None:
     return None if found is None else sorted(found.trust_headers)
 
 
-def _profile_limits(profile: Any, path: str, problems: _Problems) -> tuple[LimitConfig, ...]:
+def _profile_limits(profile: Any, path: str, problems: Problems) -> tuple[LimitConfig, ...]:
     from ratelimitd.profiles import PROFILES
 
     if not isinstance(profile, str) or profile not in PROFILES:
@@ -346,61 +299,6 @@ def _profile_limits(profile: Any, path: str, problems: _Problems) -> tuple[Limit
         LimitConfig(unit=lim.unit, count=lim.rate, period=lim.period_seconds, burst=lim.burst)
         for lim in PROFILES[profile].limits
     )
-
-
-def _apply(
-    target: dict[str, Any],
-    table: Mapping[str, Any],
-    spec: Mapping[str, str],
-    section: str,
-    problems: _Problems,
-) -> None:
-    """Copy typed scalars from `table` into `target`; `spec` maps key -> kind."""
-    _check_keys(table, set(spec), section, problems)
-    for key, kind in spec.items():
-        if key not in table:
-            continue
-        raw, path = table[key], f"{section}.{key}"
-        value: Any
-        if kind == "bool":
-            value = _bool(raw, path, problems)
-        elif kind == "int":
-            value = _number(raw, path, problems, strict=True, integer=True)
-            value = None if value is None else int(value)
-        elif kind == "port":
-            value = _number(raw, path, problems, integer=True)
-            if value is not None and value > 65535:
-                problems.add(path, f"must be <= 65535, got {raw!r}")
-                value = None
-            value = None if value is None else int(value)
-        elif kind == "seconds":
-            value = _number(raw, path, problems)
-        elif kind == "positive":
-            value = _number(raw, path, problems, strict=True)
-        elif kind == "path":
-            value = Path(raw) if isinstance(raw, str) and raw else None
-            if value is None:
-                problems.add(path, f"expected a path string, got {raw!r}")
-        elif kind == "mode":
-            value = _mode(raw, path, problems)
-        elif kind.startswith("choice:"):
-            choices = kind.removeprefix("choice:").split("|")
-            value = raw if raw in choices else None
-            if value is None:
-                problems.add(path, f"expected one of {', '.join(choices)}, got {raw!r}")
-        else:
-            value = raw if isinstance(raw, str) else None
-            if value is None:
-                problems.add(path, f"expected a string, got {raw!r}")
-        if value is not None:
-            target[key] = value
-
-
-def _mode(raw: Any, path: str, problems: _Problems) -> int | None:
-    if isinstance(raw, str) and re.fullmatch(r"0?[0-7]{3}", raw):
-        return int(raw, 8)
-    problems.add(path, f"expected an octal mode string like '0660', got {raw!r}")
-    return None
 
 
 _SERVER = {
@@ -443,7 +341,7 @@ _ENV = {
 def _env_value(raw: str, kind: str) -> Any:
     """Environment strings -> the TOML type the section parser expects."""
     if kind == "bool":
-        return _env_bool(raw)
+        return _envcheck_bool(raw)
     if kind in ("int", "port"):
         return int(raw) if re.fullmatch(r"-?[0-9]+", raw.strip()) else raw
     if kind in ("seconds", "positive"):
@@ -454,7 +352,7 @@ def _env_value(raw: str, kind: str) -> Any:
     return raw
 
 
-def _env_bool(raw: str) -> bool | str:
+def _envcheck_bool(raw: str) -> bool | str:
     lowered = raw.strip().lower()
     if lowered in _TRUE:
         return True
@@ -465,8 +363,8 @@ def _env_bool(raw: str) -> bool | str:
 
 def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], source: str) -> Config:
     """Build a Config from a parsed TOML document and the environment; raise ConfigError."""
-    problems = _Problems()
-    _check_keys(
+    problems = Problems()
+    check_keys(
         document,
         {"server", "http", "features", "learning", "persist", "defaults", "providers"},
         "",
@@ -482,29 +380,29 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], source
     }
     for name, spec in specs.items():
         sections[name] = {}
-        _apply(sections[name], _table(document.get(name), name, problems), spec, name, problems)
+        apply_fields(sections[name], check_table(document.get(name), name, problems), spec, name, problems)
     for var, (section, key) in _ENV.items():
         if var in environ:
             kind = specs[section][key]
             before = len(problems.items)
-            _apply(sections[section], {key: _env_value(environ[var], kind)}, {key: kind}, var, problems)
+            apply_fields(sections[section], {key: _env_value(environ[var], kind)}, {key: kind}, var, problems)
             if len(problems.items) > before:  # name the variable, not a dotted key
                 problems.items[-1] = problems.items[-1].replace(f"{var}.{key}", var)
     for feature in FEATURE_NAMES:
         var = f"RATELIMITD_FEATURE_{feature.upper()}"
         if var in environ:
-            value = _env_bool(environ[var])
+            value = _envcheck_bool(environ[var])
             if isinstance(value, bool):
                 sections["features"][feature] = value
             else:
                 problems.add(var, f"expected 1/true/yes/on or 0/false/no/off, got {environ[var]!r}")
 
-    defaults = _table(document.get("defaults"), "defaults", problems)
-    _check_keys(defaults, {"rate", "burst", "limits"}, "defaults", problems)
+    defaults = check_table(document.get("defaults"), "defaults", problems)
+    check_keys(defaults, {"rate", "burst", "limits"}, "defaults", problems)
     default_limits = _parse_limits(defaults, "defaults", problems) if defaults else Config().default_limits
 
     providers: dict[str, ProviderConfig] = {}
-    for name, raw in _table(document.get("providers"), "providers", problems).items():
+    for name, raw in check_table(document.get("providers"), "providers", problems).items():
         provider = _parse_provider(name, raw, problems)
         if provider is not None:
             providers[name] = provider
