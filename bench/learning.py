@@ -82,7 +82,8 @@ class Row:
     policy: str
     goodput: float  # successes / integral of the hidden capacity
     limited_share: float  # attempts answered 429 / attempts
-    settle: tuple[float | None, ...]  # seconds after each capacity change (None: never)
+    settle: tuple[float | None, ...]  # goodput measure: s after each capacity change (None: never)
+    settle_rate: tuple[float | None, ...]  # learned-rate measure, same changes (None: never)
     wait_p50: float
     wait_p99: float
     backlog: int
@@ -118,7 +119,10 @@ def _clients(policy: PolicyName, scenario: Scenario) -> list[ClientSide]:
 
 
 def settle_times(outcome: Outcome, provider: HiddenProvider) -> tuple[float | None, ...]:
-    """Seconds from each capacity change until goodput stays within 10% of capacity."""
+    """Seconds from each capacity change until goodput stays within 10% of capacity.
+
+    The goodput measure: the 10 s mean of successes per second, judged every second.
+    """
     bins = outcome.success_bins
     changes = [*provider.change_times(), outcome.duration]
     result: list[float | None] = []
@@ -133,6 +137,28 @@ def settle_times(outcome: Outcome, provider: HiddenProvider) -> tuple[float | No
                 break
             settled_at = second
         result.append(None if settled_at is None else float(settled_at + 1 - first))
+    return tuple(result)
+
+
+def settle_rate_times(outcome: Outcome, provider: HiddenProvider) -> tuple[float | None, ...]:
+    """Seconds from each capacity change until the learned rate stays within 10% of capacity.
+
+    Measured on the controlled variable: the rate the limiter enforces (the learner's factor ×
+    configured; botocore's current send rate), sampled every 0.5 s as for the PNG. Samples taken
+    while a Retry-After pause holds the bucket are skipped: a pause is not a rate change. Settled
+    at the first sample from which every later one up to the next change is within the band.
+    """
+    changes = [*provider.change_times(), outcome.duration]
+    result: list[float | None] = []
+    for start, stop in itertools.pairwise(changes):
+        samples = [(t, r) for t, r in outcome.rate_trace if start <= t < stop and r is not None]
+        settled_at: float | None = None
+        for t, rate in reversed(samples):
+            capacity = provider.capacity(t)
+            if not abs(rate - capacity) <= 0.1 * capacity:  # also catches inf (unlimited)
+                break
+            settled_at = t
+        result.append(None if settled_at is None else settled_at - start)
     return tuple(result)
 
 
@@ -156,6 +182,7 @@ def run_scenario(
         goodput=outcome.successes / outcome.capacity_total,
         limited_share=outcome.limited / max(1, outcome.attempts),
         settle=settle_times(outcome, provider),
+        settle_rate=settle_rate_times(outcome, provider),
         wait_p50=statistics.median(waits),
         wait_p99=waits[min(len(waits) - 1, math.ceil(0.99 * len(waits)) - 1)],
         backlog=outcome.backlog,
@@ -175,15 +202,17 @@ def run(
 
 def format_table(rows: Sequence[Row]) -> str:
     header = (
-        "| scenario | policy | goodput | 429 share | settle (s) | wait p50 (s) | wait p99 (s) "
-        "| backlog |\n| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"
+        "| scenario | policy | goodput | 429 share | settle goodput (s) | settle rate (s) "
+        "| wait p50 (s) | wait p99 (s) | backlog |\n"
+        "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: |"
     )
     lines = [header]
     for r in rows:
         settle = " / ".join("never" if s is None else f"{s:.0f}" for s in r.settle)
+        rate = " / ".join("never" if s is None else f"{s:.1f}" for s in r.settle_rate)
         lines.append(
             f"| {r.scenario} | {r.policy} | {r.goodput:.2f} | {r.limited_share:.2%} | {settle} "
-            f"| {r.wait_p50:.2f} | {r.wait_p99:.2f} | {r.backlog} |"
+            f"| {rate} | {r.wait_p50:.2f} | {r.wait_p99:.2f} | {r.backlog} |"
         )
     return "\n".join(lines)
 

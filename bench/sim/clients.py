@@ -91,6 +91,13 @@ class DaemonClient:
             return 0.0
         return self.configured * self.learner.factor
 
+    def learned_rate(self, now: float) -> float | None:
+        """The rate the learner enforces (factor × configured); None while a pause holds."""
+        pause = self.learner.pause_until
+        if pause is not None and pause > now:
+            return None
+        return self.configured * self.learner.factor
+
 
 class _Detector:
     def is_throttling_error(self, **kwargs: Any) -> bool:
@@ -136,3 +143,7 @@ class BotoClient:
         if not self.limiter._enabled:
             return math.inf
         return float(self.bucket.max_rate)
+
+    def learned_rate(self, now: float) -> float | None:
+        """`ClientRateLimiter`'s current send rate (it never pauses; unlimited before a 429)."""
+        return self.allowed_rate(now)

@@ -29,6 +29,7 @@ class ClientSide(Protocol):
     def report(self, answer: Answer, permit: int | None, now: float) -> None: ...
     def tick(self, now: float) -> None: ...
     def allowed_rate(self, now: float) -> float: ...
+    def learned_rate(self, now: float) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +54,8 @@ class Outcome:
     extra_waits: list[float] = field(default_factory=list)
     success_bins: list[int] = field(default_factory=list)
     trace: list[tuple[float, float, float]] = field(default_factory=list)  # t, allowed, capacity
+    # t, learned rate (None while a pause holds the bucket: a pause is not a rate change)
+    rate_trace: list[tuple[float, float | None]] = field(default_factory=list)
     backlog: int = 0
 
 
@@ -173,6 +176,9 @@ class _Run:
         if round(t / _TICK) % round(_SAMPLE / _TICK) == 0:
             allowed = sum(c.allowed_rate(t) for c in self.clients)
             self.out.trace.append((t, allowed, self.provider.capacity(t)))
+            learned = [c.learned_rate(t) for c in self.clients]
+            rates = [r for r in learned if r is not None]
+            self.out.rate_trace.append((t, sum(rates) if len(rates) == len(learned) else None))
         self.push(t + _TICK, 3, None)
 
 
