@@ -1,6 +1,6 @@
 """Learning benchmark (issue 6): the real policy code against a provider with a hidden limit.
 
-`python -m bench.learning [--quick] [--seed N] [--no-plots]`: prints one row per scenario and
+`python -m bench.learning [--quick] [--seed N] [--no-plots] [--seeds 1-12]`: prints one row per scenario and
 policy and writes bench/out/learning_<scenario>.png (allowed rate against hidden capacity).
 Virtual time, deterministic per seed; the whole table takes well under two minutes.
 """
@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import os
 import random
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -27,7 +29,9 @@ if TYPE_CHECKING:
 
     from bench.sim.engine import ClientSide
 
-__all__ = ("SCENARIOS", "Row", "Scenario", "main", "run", "run_scenario")
+__all__ = (
+    "SCENARIOS", "Row", "Scenario", "issue_targets", "main", "rows_by_seed", "run", "run_scenario",
+)  # fmt: skip
 
 PolicyName = Literal["static", "seed", "seed+pauses", "adaptive", "botocore"]
 POLICIES: tuple[PolicyName, ...] = ("static", "seed", "seed+pauses", "adaptive", "botocore")
@@ -257,13 +261,112 @@ def quick(seed: int = 1) -> list[Row]:
     return rows + run(rest, ("adaptive",), seed=seed)
 
 
+def _quick_rows(seed: int) -> list[Row]:
+    return [replace(r, outcome=Outcome(0.0, 0.0)) for r in quick(seed)]  # lighter to pickle
+
+
+def _compare_rows(seed: int) -> list[Row]:
+    rows = run(SCENARIOS, ("adaptive", "botocore"), seed=seed)
+    rows += run([SCENARIOS[0]], ("seed",), seed=seed)
+    return [replace(r, outcome=Outcome(0.0, 0.0)) for r in rows]
+
+
+def rows_by_seed(
+    seeds: Sequence[int], *, botocore_everywhere: bool = False, processes: int | None = None
+) -> dict[int, dict[tuple[str, str], Row]]:
+    """`quick` rows (or adaptive and botocore in every scenario) for each seed, in parallel."""
+    job = _compare_rows if botocore_everywhere else _quick_rows
+    workers = max(1, min(len(seeds), processes or os.cpu_count() or 1))
+    with ProcessPoolExecutor(workers) as pool:
+        results = list(pool.map(job, seeds))
+    return {
+        seed: {(r.scenario, r.policy): r for r in rows} for seed, rows in zip(seeds, results, strict=True)
+    }
+
+
+def issue_targets(rows: dict[tuple[str, str], Row]) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for `adaptive` against issue 6's targets, one seed's rows.
+
+    (b) "settled <= 20 s after the drop" is listed as measured but is not met (docs/learning.md).
+    """
+
+    def ad(name: str) -> Row:
+        return rows[name, "adaptive"]
+
+    a, b, c, d, dh, e, f = (ad(n) for n in ("a", "b", "c", "d", "d+h", "e", "f"))
+    back = (b.settle[2], b.settle_rate[2])
+    drop = (b.settle[1], b.settle_rate[1])
+
+    def secs(pair: tuple[float | None, float | None]) -> str:
+        return "/".join("never" if x is None else f"{x:.0f}" for x in pair)
+
+    return [
+        ("a >= 0.95, <= 1% 429s", f"{a.goodput:.3f} {a.limited_share:.2%}",
+         a.goodput >= 0.95 and a.limited_share <= 0.01),
+        ("b >= 0.95", f"{b.goodput:.3f}", b.goodput >= 0.95),
+        ("b <= 60 s after the return", secs(back),
+         all(x is not None and x <= 60 for x in back)),
+        ("c >= 0.85", f"{c.goodput:.3f}", c.goodput >= 0.85),
+        ("d = configured", f"{d.goodput:.3f}", abs(d.goodput - 30 / 50) <= 0.01),
+        ("d+h >= 0.95", f"{dh.goodput:.3f}", dh.goodput >= 0.95),
+        ("e <= 1% 429s", f"{e.limited_share:.2%}", e.limited_share <= 0.01),
+        ("f no backlog (<= 40)", f"{f.backlog}", f.backlog <= 40),
+        ("(b <= 20 s after the drop)", secs(drop), all(x is not None and x <= 20 for x in drop)),
+    ]  # fmt: skip
+
+
+def format_seeds(by_seed: dict[int, dict[tuple[str, str], Row]]) -> str:
+    """One line per seed: every target's measured value, `!` marking a missed one."""
+    names = [t for t, _, _ in issue_targets(next(iter(by_seed.values())))]
+    lines = [
+        "| seed | " + " | ".join(names) + " | missed |",
+        "| ---: |" + " --- |" * (len(names) + 1),
+    ]
+    for seed, rows in by_seed.items():
+        checks = issue_targets(rows)
+        cells = [value + ("" if met else " !") for _, value, met in checks]
+        missed = [t.split(" ")[0] for t, _, met in checks[:-1] if not met]
+        lines.append(f"| {seed} | " + " | ".join(cells) + f" | {', '.join(missed) or '-'} |")
+    if any(("c", "botocore") in rows for rows in by_seed.values()):
+        lines += [
+            "",
+            "| seed | scenario | adaptive goodput | botocore goodput | adaptive 429s | botocore 429s |",
+            "| ---: | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for seed, rows in by_seed.items():
+            for scenario in SCENARIOS:
+                ad, bo = rows[scenario.name, "adaptive"], rows[scenario.name, "botocore"]
+                lines.append(
+                    f"| {seed} | {scenario.name} | {ad.goodput:.3f} | {bo.goodput:.3f} "
+                    f"| {ad.limited_share:.2%} | {bo.limited_share:.2%} |"
+                )
+    return "\n".join(lines)
+
+
+def _parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        seeds += range(int(lo), int(hi or lo) + 1)
+    return seeds
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.learning", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="only the rows the test suite checks")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument(
+        "--seeds", type=_parse_seeds, metavar="LIST",
+        help="e.g. 1-12 or 1,3,5: per-seed summary of adaptive against the issue's targets "
+        "(and adaptive vs botocore in every scenario) instead of the table",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    if args.seeds:
+        print(format_seeds(rows_by_seed(args.seeds, botocore_everywhere=True)))
+        print(f"({time.perf_counter() - started:.1f} s of real time)")
+        return 0
     rows = quick(args.seed) if args.quick else run(seed=args.seed)
     print(format_table(rows))
     if not args.no_plots and not args.quick:

@@ -6,10 +6,11 @@ A round of 429s starts at a streak of 3 or at once with the provider's evidence 
 a unit at 0). Rounds in a row cut by the seed's table (10, 10, 20 ... 30 % of the current rate)
 or down to the delivered success rate; a first round near a known ceiling only goes back under
 it. The `ceiling` is the lowest rate at which a round began. Recovery climbs to 97 % of it,
-holds a plateau, then probes in convex steps; a failed probe goes back to the level held
-before it and doubles the plateau (up to `recovery_plateau_max`); a level that held a whole
-plateau and then meets 429s steps down only half a step; a probe step held 10 % past the
-ceiling forgets it. Schedule: docs/learning.md.
+holds a plateau, then probes: the first step straight to 110 % of the ceiling, held 4 s;
+held without a 429 it forgets the ceiling and climbs in doubling steps, one per second; a
+failed probe goes back to the level held before it and doubles the plateau (up to
+`recovery_plateau_max`, 20 s); a level that held a whole plateau and then meets 429s steps
+down only half a step. Schedule: docs/learning.md.
 """
 
 from __future__ import annotations
@@ -67,11 +68,13 @@ class AdaptiveRules:
         self._prev_n = 0
         self._noise_check_at: float | None = None
         self._factor_before_cut = 1.0
+        self._factor_after_cut = 1.0
         self._ceiling_before_cut: float | None = None
         self._plateau_since: float | None = None
         self._plateau = settings.recovery_plateau
         self._probe_steps = 0
         self._probing = False
+        self._free = False  # a held probe forgot the ceiling: the provider allows more, climb fast
         self._good: float | None = None  # the level held before the current probe
         # Most buckets never see a 429: the deques (~600 bytes each) are made on first use.
         self._success_times: deque[float] = _NO_TIMES
@@ -175,6 +178,7 @@ class AdaptiveRules:
         if noise is None and not evidence:
             self._noise_check_at = now + self.settings.noise_window
         self._factor_before_cut = factor
+        self._factor_after_cut = new
         self._ceiling_before_cut = self.ceiling
         self.ceiling = ceiling
         self.last_cut_at = now
@@ -182,6 +186,7 @@ class AdaptiveRules:
         self._plateau_since = None
         self._probe_steps = 0
         self._probing = False
+        self._free = False
         return new, reason
 
     def _delivered(self, now: float) -> float | None:
@@ -227,7 +232,14 @@ class AdaptiveRules:
             return "recovered", new, f"climb toward {target:.3g}"
         if self._plateau_since is None:
             self._plateau_since = now
-        hold = s.recovery_interval * _PROBE_HOLD if self._probing else self._plateau
+        if self._free:
+            hold = s.recovery_interval  # the ceiling is forgotten: one step per interval
+        elif not self._probing:
+            hold = self._plateau
+        elif self._probe_steps == 1:  # the first step, 10% past the ceiling: one more interval
+            hold = s.recovery_interval * (_PROBE_HOLD + 1.0)
+        else:
+            hold = s.recovery_interval * _PROBE_HOLD
         if now - self._plateau_since < hold:
             return None
         self._plateau_since = now
@@ -236,10 +248,14 @@ class AdaptiveRules:
             # (Not when the step is taken: a bucket's burst hides an overshoot for seconds.)
             self.ceiling = ceiling = None
             self._plateau = s.recovery_plateau
+            self._free = True
         if not self._probing:
             self._good = factor  # held a whole plateau without a 429
         self._probing = True
         new = min(top, factor + s.recovery_min_step * 2.0**self._probe_steps)
+        if self._probe_steps == 0 and ceiling is not None:
+            # The first step goes straight to where holding it proves the provider allows more.
+            new = min(top, max(new, ceiling * _FORGET_ABOVE))
         self._probe_steps += 1
         return "recovered", new, "probe above the known ceiling" if ceiling else "probe"
 
@@ -259,8 +275,8 @@ class AdaptiveRules:
         n = self._epoch_ok + self._epoch_429
         if n < s.noise_min_samples or self._prev_n < s.noise_min_samples or self._prev_share <= 0:
             return False
-        if factor > 0.95 * self._factor_before_cut:
-            return False  # recovery already brought the rate back: no comparison
+        if factor > self._factor_after_cut + 1e-9:
+            return False  # recovery already climbed since the cut: no comparison
         share = self._epoch_429 / n
         if share < s.noise_ratio * self._prev_share or share > s.noise_max_share:
             return False

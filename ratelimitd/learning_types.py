@@ -63,7 +63,7 @@ class LearningSettings:
     recovery_gain: float = 0.3  # share of the distance to the ceiling closed per step
     recovery_min_step: float = 0.01  # smallest step, as a fraction of the configured rate
     recovery_plateau: float = 10.0  # seconds held at a known-good level before probing
-    recovery_plateau_max: float = 160.0  # each failed probe doubles the plateau up to this
+    recovery_plateau_max: float = 20.0  # each failed probe doubles the plateau up to this
     delivery_window: float = 2.0  # successes per second over this long (pauses excluded)
     noise_window: float = 5.0  # seconds after a cut to check whether the 429 share fell
     noise_min_samples: int = 30

@@ -367,3 +367,54 @@ def test_success_times_stay_bounded_without_any_429() -> None:
     kept = len(bucket.rules._success_times)
     assert kept <= window * 1000 + 1
     assert kept >= window * 1000 - 1  # the window itself is still there to be read
+
+
+def _noisy(bucket: BucketLearner, start: float, count: int, step: float) -> float:
+    """`count` reports, every tenth a 429 (independent noise at 10 %); returns the next time."""
+    t = start
+    for i in range(count):
+        bucket.on_report(ReportEvent(status=429 if i % 10 == 9 else 200), t)
+        t += step
+    return t
+
+
+def test_noise_is_learned_after_a_small_cut_under_the_ceiling() -> None:
+    bucket = learner(recovery=False, noise_window=5.0)
+    for i in range(3):  # a first round before any sample: 0.9, too few reports to judge
+        bucket.on_report(LIMITED, i * 0.01)
+    t = _noisy(bucket, 0.1, 400, 0.05)  # 20 s at 10 % noise: nothing cuts (streaks of 1)
+    bucket.tick(t)
+    assert bucket.factor == pytest.approx(0.9)
+    for _ in range(3):  # a round, not in a row: only back under the ceiling (3 %)
+        bucket.on_report(LIMITED, t)
+        t += 0.02
+    assert bucket.factor == pytest.approx(0.9 * 0.97)
+    t = _noisy(bucket, t, 200, 0.05)
+    bucket.tick(t)
+    # The share did not fall after the 3 % cut: noise, although the cut was small.
+    assert bucket.rules.noise_share == pytest.approx(0.1, abs=0.01)
+    assert bucket.factor == pytest.approx(0.9)
+
+
+def test_first_probe_goes_past_the_ceiling_and_a_held_one_climbs_fast() -> None:
+    bucket = learner(recovery_quiet=1.0, recovery_plateau=10.0)
+    for t in (0.0, 0.1, 0.2):  # three rounds in a row: 1.0 -> 0.9 -> 0.81 -> 0.648
+        bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(t), retry_after=1.0), t)
+    assert bucket.ceiling == pytest.approx(0.81)
+    factors = {}
+    for t in range(1, 60):
+        bucket.tick(float(t))
+        factors[t] = round(bucket.factor, 4)
+    knee = 0.81 * 0.97
+    reached = min(t for t, f in factors.items() if f == pytest.approx(knee, abs=1e-4))
+    jump = min(t for t, f in factors.items() if f > knee + 1e-4)
+    assert jump - reached >= 10  # the plateau
+    assert factors[jump] == pytest.approx(0.81 * 1.1)  # straight to where holding it proves more
+    assert factors[jump + 3] == factors[jump]  # held 4 s
+    forgot = jump + 4
+    assert bucket.ceiling is None or factors[forgot] > factors[jump]
+    # Then one doubling step per second (not per 3 s) to the top.
+    assert factors[forgot] == pytest.approx(0.891 + 0.02)
+    assert factors[forgot + 1] == pytest.approx(0.891 + 0.02 + 0.04)
+    assert factors[forgot + 2] == pytest.approx(1.0)
+    assert bucket.ceiling is None
