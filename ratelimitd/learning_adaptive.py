@@ -9,8 +9,10 @@ it. The `ceiling` is the lowest rate at which a round began. Recovery climbs to 
 holds a plateau, then probes: the first step straight to 110 % of the ceiling, held 4 s;
 held without a 429 it forgets the ceiling and climbs in doubling steps, one per second; a
 failed probe goes back to the level held before it and doubles the plateau (up to
-`recovery_plateau_max`, 20 s); a level that held a whole plateau and then meets 429s steps
-down only half a step. Schedule: docs/learning.md.
+`recovery_plateau_max`, 20 s; unless the provider recently allowed 10 % more, up to
+`recovery_plateau_long`, 160 s: a ceiling that keeps holding is probed rarely); a level that
+held a whole plateau and then meets 429s steps down only half a step. Schedule:
+docs/learning.md.
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ class AdaptiveRules:
         self._probing = False
         self._free = False  # a held probe forgot the ceiling: the provider allows more, climb fast
         self._good: float | None = None  # the level held before the current probe
+        self._stable_since: float | None = None  # the last round cut (or forgotten ceiling)
+        self._level = 1.0  # the factor as last seen by `tick`, unchanged since `_level_since`
+        self._level_since = now
+        self._best_held: float | None = None  # highest level held a plateau without a 429
         # Most buckets never see a 429: the deques (~600 bytes each) are made on first use.
         self._success_times: deque[float] = _NO_TIMES
         self._pauses: deque[tuple[float, float]] = _NO_PAUSES  # Retry-After pauses (start, end)
@@ -151,13 +157,13 @@ class AdaptiveRules:
             # The level held a whole plateau: it is only just above the provider's rate.
             new = max(floor, factor - self.settings.recovery_min_step * _HELD_STEP)
             reason = f"429s after holding {factor:.3g}: one step down, to {new:.3g}"
-            self._plateau = min(self.settings.recovery_plateau_max, self._plateau * 2.0)
+            self._plateau = self.next_plateau(ceiling, now)
         elif (self._probing or near_ceiling) and ceiling * _KNEE < factor:
             new = max(floor, ceiling * _KNEE)
             if self._probing and self._good is not None and new < self._good < ceiling:
                 new = self._good  # the level held before this probe: still good
             reason = f"429s at {factor:.3g}: back under the ceiling, to {new:.3g}"
-            self._plateau = min(self.settings.recovery_plateau_max, self._plateau * 2.0)
+            self._plateau = self.next_plateau(ceiling, now)
         else:
             points = seed_points(self.rounds + 2)
             new = factor * (1.0 - points / 100.0)
@@ -169,6 +175,7 @@ class AdaptiveRules:
                 reason = f"round {self.rounds} of 429s: down to the delivered rate"
             new = max(floor, new)
             self._plateau = self.settings.recovery_plateau
+            self._stable_since = now
         if new >= factor - 1e-9:
             return None
         n = self._epoch_ok + self._epoch_429
@@ -188,6 +195,22 @@ class AdaptiveRules:
         self._probing = False
         self._free = False
         return new, reason
+
+    def next_plateau(self, ceiling: float, now: float) -> float:
+        """The plateau after a failed probe under `ceiling`: double the last one.
+
+        Up to `recovery_plateau_max` (20 s) while the provider has recently allowed more (a
+        level 10 % past `ceiling` held a whole plateau, and the last round cut is less than
+        `recovery_plateau_long` ago: it may come back, probe often); else up to
+        `recovery_plateau_long` (160 s): a ceiling that keeps holding is probed rarely.
+        """
+        s = self.settings
+        cap = s.recovery_plateau_long
+        best = self._best_held
+        recent = self._stable_since is not None and now - self._stable_since < s.recovery_plateau_long
+        if best is not None and best > ceiling * _FORGET_ABOVE and recent:
+            cap = s.recovery_plateau_max
+        return min(cap, self._plateau * 2.0)
 
     def _delivered(self, now: float) -> float | None:
         """Successes per second over the last `delivery_window`, not counting Retry-After pauses.
@@ -210,10 +233,16 @@ class AdaptiveRules:
 
     def tick(self, factor: float, top: float, now: float) -> tuple[str, float, str] | None:
         """(kind, new factor, reason) for a noise verdict or a recovery step, else None."""
+        s = self.settings
+        if abs(factor - self._level) > 1e-9:
+            self._level, self._level_since = factor, now
+        elif now - self._level_since >= s.recovery_plateau and (
+            self._last_bad_at is None or self._last_bad_at < self._level_since
+        ):
+            self._best_held = max(factor, self._best_held or 0.0)
         verdict = self._noise_verdict(factor, now)
         if verdict is not None:
             return verdict
-        s = self.settings
         if not s.recovery or now - self._last_eval_at < s.recovery_interval:
             return None
         self._last_eval_at = now
@@ -249,6 +278,7 @@ class AdaptiveRules:
             self.ceiling = ceiling = None
             self._plateau = s.recovery_plateau
             self._free = True
+            self._stable_since = now
         if not self._probing:
             self._good = factor  # held a whole plateau without a 429
         self._probing = True

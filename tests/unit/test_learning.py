@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -418,3 +419,53 @@ def test_first_probe_goes_past_the_ceiling_and_a_held_one_climbs_fast() -> None:
     assert factors[forgot + 1] == pytest.approx(0.891 + 0.02 + 0.04)
     assert factors[forgot + 2] == pytest.approx(1.0)
     assert bucket.ceiling is None
+
+
+def _failed_probes(bucket: BucketLearner, start: float, end: float) -> list[float]:
+    """Tick every second; answer every step past the ceiling with a fresh 429 (Retry-After 1 s)."""
+    probes: list[float] = []
+    for t in range(int(start), int(end)):
+        ceiling = bucket.ceiling
+        bucket.tick(float(t))
+        if ceiling is not None and bucket.factor > ceiling + 1e-9:
+            probes.append(float(t))
+            event = ReportEvent(status=429, permit=bucket.on_grant(t + 0.5), retry_after=1.0)
+            bucket.on_report(event, t + 0.5)
+    return probes
+
+
+def _three_rounds(bucket: BucketLearner, start: float) -> None:
+    for t in (start, start + 0.1, start + 0.2):  # 1.0 -> 0.9 -> 0.81 -> 0.648, ceiling 0.81
+        bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(t), retry_after=1.0), t)
+
+
+def test_a_ceiling_that_keeps_holding_is_probed_rarely() -> None:
+    """Each failed probe doubles the plateau, up to 160 s (not 20 s) when nothing more held."""
+    bucket = learner(recovery_quiet=1.0, recovery_plateau=10.0)
+    _three_rounds(bucket, 0.0)
+    assert bucket.ceiling == pytest.approx(0.81)
+    probes = _failed_probes(bucket, 1.0, 1000.0)
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    # gap = the plateau after the failed probe + 1 s quiet + the probe's 1 s (pause, then tick)
+    plateaus = [20.0, 40.0, 80.0, 160.0, 160.0, 160.0]
+    assert gaps[: len(plateaus)] == pytest.approx([p + 3.0 for p in plateaus], abs=1.0)
+    assert max(gaps) <= 160.0 + 4.0
+    assert bucket.ceiling == pytest.approx(0.81)
+
+
+def test_a_provider_that_allowed_more_recently_is_probed_often() -> None:
+    """A level 10 % past the ceiling held a plateau: the plateau stays the doubled 20 s at most."""
+    bucket = learner(recovery_quiet=1.0, recovery_plateau=10.0)
+    for t in range(20):  # 1.0 held 20 s without a 429: the provider allowed it
+        bucket.on_report(OK, float(t))
+        bucket.tick(float(t))
+    _three_rounds(bucket, 20.0)
+    probes = _failed_probes(bucket, 21.0, 20.2 + 160.0)
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert len(gaps) >= 5
+    assert max(gaps) <= 20.0 + 4.0  # the 20 s plateau + quiet + the probe's hold, as before
+    # After `recovery_plateau_long` (160 s) of the same ceiling, it is the new normal: the
+    # plateau doubles on to 160 s.
+    later = _failed_probes(bucket, 20.2 + 160.0, 800.0)
+    later_gaps = [b - a for a, b in itertools.pairwise(later)]
+    assert later_gaps[:3] == pytest.approx([43.0, 83.0, 163.0], abs=1.0)
