@@ -35,9 +35,7 @@ def learning_settings(config: Config) -> LearningSettings:
 
 def baseline_rate(bucket: Bucket) -> float:
     """The configured `requests` rate (else the first unit's): what the learner scales."""
-    limiter = bucket.limiter
-    unit = limiter.units.get("requests") or next(iter(limiter.units.values()))
-    return unit.baseline
+    return bucket.limiter.primary.baseline
 
 
 def apply_decision(bucket: Bucket, decision: Decision | None, now: float) -> str:

@@ -78,10 +78,13 @@ class UnitLimit:
 class BucketLimiter:
     """The limits of one bucket; a multi-unit cost is taken only when every unit allows it."""
 
-    __slots__ = ("_units", "scale")
+    __slots__ = ("_units", "primary", "scale")
 
     def __init__(self, limits: Mapping[str, LimitSpec], now: float) -> None:
         self._units = {unit: UnitLimit(spec, now) for unit, spec in limits.items()}
+        #: The unit a bucket's `rate` is reported in and learning scales from: `requests`
+        #: when limited, else the first configured unit.
+        self.primary = self._units.get("requests") or next(iter(self._units.values()))
         self.scale = 1.0
 
     @property

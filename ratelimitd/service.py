@@ -260,17 +260,13 @@ class Service:
         bucket.granted += 1
         self.metrics.on_granted(bucket, waited)
         permit = bucket.learner.on_grant(now)
-        limiter = bucket.limiter
-        rate = limiter.rate("requests")
-        if rate is None:
-            rate = next(iter(limiter.units.values())).rate
         return {
             "id": rid,
             "ok": True,
             "provider": bucket.provider,
             "bucket": bucket.name,
             "waited": round(waited, 6) if waited else 0.0,
-            "rate": rate,
+            "rate": bucket.limiter.primary.rate,
             "permit": permit,
         }
 
@@ -328,7 +324,7 @@ class Service:
             "ok": True,
             "provider": provider.name,
             "bucket": bucket.name,
-            "rate": bucket.limiter.rate("requests") or next(iter(bucket.limiter.units.values())).rate,
+            "rate": bucket.limiter.primary.rate,
             "streak": learner.streak,
             "action": action,
         }
