@@ -166,9 +166,6 @@ class Metrics:
         """One acquire of a provider the registry holds, refused with another error code."""
         self._counters(provider).outcomes["error"] += 1
 
-    def on_report(self, bucket: Bucket, status_class: str, action: str) -> None:
-        """Nothing to count: the bucket counts reports and rate changes (`BucketStats`)."""
-
     def on_protocol_error(self, code: ErrorCode) -> None:
         """One error response sent, whatever the op."""
         self._protocol_errors[code.value] += 1

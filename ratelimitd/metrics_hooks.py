@@ -21,8 +21,6 @@ class MetricsHooks(Protocol):
 
     def on_acquire_error(self, provider: str) -> None: ...
 
-    def on_report(self, bucket: Bucket, status_class: str, action: str) -> None: ...
-
     def on_protocol_error(self, code: ErrorCode) -> None: ...
 
 
@@ -34,9 +32,6 @@ class NoMetrics:
         pass
 
     def on_acquire_error(self, provider: str) -> None:
-        pass
-
-    def on_report(self, bucket: Bucket, status_class: str, action: str) -> None:
         pass
 
     def on_protocol_error(self, code: ErrorCode) -> None:

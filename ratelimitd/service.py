@@ -318,7 +318,6 @@ class Service:
                 )
             )
         action = self._apply(bucket, decision, now)
-        self.metrics.on_report(bucket, label, action)
         return {
             "id": request.id,
             "ok": True,

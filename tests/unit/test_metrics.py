@@ -275,10 +275,14 @@ def test_metrics_and_no_metrics_implement_the_hooks(registry: CollectorRegistry)
         b = bucket("openai")
         recorder.on_granted(b, 0.1)
         recorder.on_timeout(b)
-        recorder.on_report(b, "429", "reduced")
+        recorder.on_acquire_error("openai")
         recorder.on_protocol_error(ErrorCode.TIMEOUT)
     assert (
         registry.get_sample_value("ratelimitd_acquires_total", {"provider": "openai", "outcome": "granted"})
         == 1
     )
     assert registry.get_sample_value("ratelimitd_protocol_errors_total", {"code": "timeout"}) == 1
+    assert (
+        registry.get_sample_value("ratelimitd_acquires_total", {"provider": "openai", "outcome": "error"})
+        == 1
+    )
