@@ -19,7 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from ratelimitd.errors import ErrorCode, RatelimitdError
-from ratelimitd.protocol import decode, encode, encode_error, parse_object
+from ratelimitd.protocol import decode, encode, encode_error, parse_object, request_id
 from ratelimitd.service import PendingAcquire, Service
 
 if TYPE_CHECKING:
@@ -127,24 +127,21 @@ class Connection(asyncio.Protocol):
         if not line or (line[0] != _OPEN_BRACE and line.isspace()):
             return  # blank lines are ignored (protocol.md, Limits)
         rid: object = None
+        obj: object = None
         service = self._service
         try:
             obj = decode(line)
             if type(obj) is dict and obj.get("op") == "acquire":
                 granted = service.acquire_now(obj)
                 if granted is not None:
-                    out = self._out
-                    if out is not None:
-                        out += encode(granted)
-                    else:
-                        self._send(encode(granted))
+                    self._send(encode(granted))
                     return
             request = parse_object(obj, max_timeout=self._max_timeout)
             rid = request.id
             result = service.handle(request)
         except RatelimitdError as error:
-            if rid is None:
-                rid = _salvage_id(line)
+            if rid is None and isinstance(obj, dict):
+                rid = request_id(obj)  # echo the id of a request that failed validation
             self._error(rid, error)
             return
         except Exception:
@@ -152,11 +149,7 @@ class Connection(asyncio.Protocol):
             self._error(rid, RatelimitdError(ErrorCode.INTERNAL, "internal error; the daemon logged it"))
             return
         if type(result) is dict:
-            out = self._out
-            if out is not None:  # inside data_received: batched into one write
-                out += encode(result)
-            else:
-                self._send(encode(result))
+            self._send(encode(result))
         else:
             assert isinstance(result, PendingAcquire)
             self._pending.add(result)
@@ -201,19 +194,6 @@ class Connection(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
-
-
-def _salvage_id(line: bytes) -> object:
-    """Echo the id of a request that failed validation, when the line was a JSON object."""
-    from ratelimitd.protocol import request_id
-
-    try:
-        import orjson
-
-        obj = orjson.loads(line)
-    except ValueError:
-        return None
-    return request_id(obj) if isinstance(obj, dict) else None
 
 
 class UnixServer:
