@@ -17,6 +17,8 @@ docs/learning.md.
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -31,7 +33,8 @@ _NO_PAUSES: deque[tuple[float, float]] = deque(maxlen=0)
 
 _EWMA_ALPHA = 0.02  # ~ the last 50 fresh reports
 _KNEE = 0.97  # without a known-good level, climb to 97% of the ceiling
-_FORGET_ABOVE = 1.1  # a probe 10% past the ceiling without 429s forgets the ceiling
+_FORGET_ABOVE = 1.1  # a level held 10% past the ceiling: the provider recently allowed more
+_PROBE_ABOVE = 1.1  # the first probe step: 10% above the level held quietly before it
 _ROUND_GAP = 10.0  # rounds of 429s closer than this are "in a row" (deeper cuts)
 _MAX_DROP = 0.5  # the delivered rate never cuts more than half at once
 _MIN_DELIVERED = 10  # successes in the window before the delivered rate is trusted
@@ -78,6 +81,7 @@ class AdaptiveRules:
         self._probing = False
         self._free = False  # a held probe forgot the ceiling: the provider allows more, climb fast
         self._good: float | None = None  # the level held before the current probe
+        self._probe_top = math.inf  # the first probe step: held without a 429, forget the ceiling
         self._stable_since: float | None = None  # the last round cut (or forgotten ceiling)
         self._level = 1.0  # the factor as last seen by `tick`, unchanged since `_level_since`
         self._level_since = now
@@ -153,7 +157,20 @@ class AdaptiveRules:
             and self._plateau_since is not None
             and now - self._plateau_since >= self.settings.recovery_plateau
         )
-        if near_ceiling and held:
+        climbed = (  # recovery raised the rate since the last cut, and only just now
+            not self._probing
+            and self.last_cut_at is not None
+            and factor > self._factor_after_cut + 1e-9
+            and (abs(factor - self._level) > 1e-9 or now - self._level_since < self.settings.recovery_quiet)
+        )
+        round_cut = False
+        if climbed:
+            # Recovery overshot: back to the level held quietly before the climb (or under
+            # the level that failed, if that is lower). Not a new round of cuts.
+            new = max(floor, min(self._factor_after_cut, ceiling * _KNEE))
+            reason = f"429s after climbing to {factor:.3g}: back to {new:.3g}"
+            self._plateau = self.next_plateau(ceiling, now)
+        elif near_ceiling and held:
             # The level held a whole plateau: it is only just above the provider's rate.
             new = max(floor, factor - self.settings.recovery_min_step * _HELD_STEP)
             reason = f"429s after holding {factor:.3g}: one step down, to {new:.3g}"
@@ -165,6 +182,7 @@ class AdaptiveRules:
             reason = f"429s at {factor:.3g}: back under the ceiling, to {new:.3g}"
             self._plateau = self.next_plateau(ceiling, now)
         else:
+            round_cut = True
             points = seed_points(self.rounds + 2)
             new = factor * (1.0 - points / 100.0)
             reason = f"round {self.rounds} of 429s: cut {points}% of the current rate"
@@ -176,6 +194,8 @@ class AdaptiveRules:
             new = max(floor, new)
             self._plateau = self.settings.recovery_plateau
             self._stable_since = now
+        if not round_cut:
+            self.rounds = 0  # a step back under a level, not a cut: the next round is a first one
         if new >= factor - 1e-9:
             return None
         n = self._epoch_ok + self._epoch_429
@@ -225,7 +245,13 @@ class AdaptiveRules:
         pauses = self._pauses
         while pauses and pauses[0][1] < now - window:
             pauses.popleft()
-        paused = sum(max(0.0, min(end, now) - max(start, now - window)) for start, end in pauses)
+        paused = 0.0
+        for start, end in pauses:
+            # Until the first success after a pause comes back, the resumed sends are in
+            # flight: that time was not capacity the provider refused either.
+            i = bisect_left(times, end)
+            back = times[i] if i < len(times) else now
+            paused += max(0.0, min(back, now) - max(start, now - window))
         active = window - paused
         if len(times) < _MIN_DELIVERED or active < window * 0.25:
             return None
@@ -265,15 +291,16 @@ class AdaptiveRules:
             hold = s.recovery_interval  # the ceiling is forgotten: one step per interval
         elif not self._probing:
             hold = self._plateau
-        elif self._probe_steps == 1:  # the first step, 10% past the ceiling: one more interval
+        elif self._probe_steps == 1:  # the first step, 10% up: one more interval
             hold = s.recovery_interval * (_PROBE_HOLD + 1.0)
         else:
             hold = s.recovery_interval * _PROBE_HOLD
         if now - self._plateau_since < hold:
             return None
         self._plateau_since = now
-        if self._probing and ceiling is not None and factor >= ceiling * _FORGET_ABOVE - 1e-9:
-            # Held a probe step 10% past the ceiling without a 429: the provider allows more.
+        if self._probing and ceiling is not None and factor >= self._probe_top - 1e-9:
+            # Held the first probe step (10% above the level held before) without a 429:
+            # the provider allows more.
             # (Not when the step is taken: a bucket's burst hides an overshoot for seconds.)
             self.ceiling = ceiling = None
             self._plateau = s.recovery_plateau
@@ -285,7 +312,8 @@ class AdaptiveRules:
         new = min(top, factor + s.recovery_min_step * 2.0**self._probe_steps)
         if self._probe_steps == 0 and ceiling is not None:
             # The first step goes straight to where holding it proves the provider allows more.
-            new = min(top, max(new, ceiling * _FORGET_ABOVE))
+            new = min(top, max(new, factor * _PROBE_ABOVE))
+            self._probe_top = new
         self._probe_steps += 1
         return "recovered", new, "probe above the known ceiling" if ceiling else "probe"
 

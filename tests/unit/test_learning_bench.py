@@ -34,9 +34,12 @@ def test_adaptive_meets_the_issue_targets(by_seed: dict[int, dict[tuple[str, str
     assert a.goodput >= 0.95
     assert a.limited_share <= 0.01
     assert b.goodput >= 0.95
-    # "settled <= 60 s after the return", under both settle measures. "<= 20 s after the
-    # drop" is not met (each whole-second Retry-After pause costs >= 10 % of the 10 s window;
-    # docs/learning.md, "(b): why ..."): not asserted.
+    # "Settled <= 20 s after the drop" on the rate the limiter enforces (the controller's
+    # settling time). On the goodput measure it is not met (each whole-second Retry-After
+    # pause costs >= 10 % of the 10 s window; docs/learning.md): not asserted.
+    assert b.settle_rate[1] is not None
+    assert b.settle_rate[1] <= 20
+    # "settled <= 60 s after the return", under both settle measures.
     for after_return in (b.settle[2], b.settle_rate[2]):
         assert after_return is not None
         assert after_return <= 60
