@@ -359,6 +359,51 @@ def test_delivered_rate_does_not_count_the_pause(successes: int, factor: float) 
     assert bucket.factor == pytest.approx(factor)
 
 
+def test_delivered_rate_leaves_out_sends_in_flight_after_a_pause() -> None:
+    """After a pause the first success comes back one answer time later: not refused capacity."""
+    bucket = learner(rate=100.0)
+    bucket.on_report(ReportEvent(status=429, retry_after=1.0), 0.0)  # round 1: 0.9, paused to 1
+    for i in range(42):  # resumed at 1.0, the first answer back at 1.3: 60/s from then
+        bucket.on_report(OK, 1.3 + i / 60)
+    bucket.on_report(ReportEvent(status=429, retry_after=1.0), 2.0)
+    # 42 successes in the 0.7 s after the first came back: 60/s (counting the 0.3 s in
+    # flight as delivering nothing would read 42/s and cut to 0.42).
+    assert bucket.factor == pytest.approx(0.6, abs=0.01)
+
+
+def _round_then_quiet(bucket: BucketLearner, until: int) -> None:
+    """Two rounds in a row (1.0 -> 0.9 -> 0.81, ceiling 0.9), then ticks every second."""
+    for t in (0.0, 0.1):
+        bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(t), retry_after=1.0), t)
+    for t in range(1, until):
+        bucket.tick(float(t))
+
+
+def test_a_climb_that_overshoots_goes_back_to_the_level_held_before_it() -> None:
+    bucket = learner(recovery_quiet=5.0, recovery_plateau=100.0, recovery_gain=0.9)
+    _round_then_quiet(bucket, 7)  # quiet from 0.1: the first climb step at 6 s
+    assert bucket.factor == pytest.approx(0.81 + 0.9 * (0.9 * 0.97 - 0.81))
+    # 429s right after the climb step (6.4 s after the last cut: "in a row" by time alone,
+    # which would cut 20 %): the climb overshot, back to 0.81, held quietly before it.
+    bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(6.5), retry_after=1.0), 6.5)
+    assert bucket.factor == pytest.approx(0.81)
+    assert bucket.history[-1].reason.startswith("429s after climbing")
+    # The next round soon after is a first round again: under the (lower) ceiling, no 20 % cut.
+    bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(8.0), retry_after=1.0), 8.0)
+    assert bucket.factor == pytest.approx(0.81 * 0.97)
+    assert bucket.rules.rounds == 0
+
+
+def test_a_level_held_quietly_after_a_climb_steps_down_under_the_new_ceiling() -> None:
+    """Not back to before the climb: the climbed-to level held for a while, it was good then."""
+    bucket = learner(recovery_quiet=1.0, recovery_plateau=100.0)
+    _round_then_quiet(bucket, 30)
+    knee = 0.9 * 0.97
+    assert bucket.factor == pytest.approx(knee)
+    bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(30.0), retry_after=1.0), 30.0)
+    assert bucket.factor == pytest.approx(knee * 0.97)  # not back to 0.81
+
+
 def test_success_times_stay_bounded_without_any_429() -> None:
     """Hours of successes and no 429: the delivered-rate window must not keep them all."""
     bucket = learner()
