@@ -5,14 +5,15 @@ Pure: no I/O, no clock reads. `BucketLearner` (learning.py) owns the factor and 
 A round of 429s starts at a streak of 3 or at once with the provider's evidence (Retry-After,
 a unit at 0). Rounds in a row cut by the seed's table (10, 10, 20 ... 30 % of the current rate)
 or down to the delivered success rate; a first round near a known ceiling only goes back under
-it. The `ceiling` is the lowest rate at which a round began. Recovery climbs to 97 % of it,
-holds a plateau, then probes: the first step straight to 110 % of the ceiling, held 4 s;
-held without a 429 it forgets the ceiling and climbs in doubling steps, one per second; a
-failed probe goes back to the level held before it and doubles the plateau (up to
-`recovery_plateau_max`, 20 s; unless the provider recently allowed 10 % more, up to
-`recovery_plateau_long`, 160 s: a ceiling that keeps holding is probed rarely); a level that
-held a whole plateau and then meets 429s steps down only half a step. Schedule:
-docs/learning.md.
+it, and 429s right after a recovery climb step go back to the level held before the climb.
+Only consecutive cuts count as rounds in a row. The `ceiling` is the lowest rate at which a
+round began. Recovery climbs to 97 % of it, holds a plateau, then probes: the first step
+straight to 110 % of the level held, for 4 s; held without a 429 it forgets the ceiling and
+climbs in doubling steps, one per second; a failed probe goes back to the level held before it
+and doubles the plateau (up to `recovery_plateau_max`, 20 s; unless the provider recently
+allowed 10 % more, up to `recovery_plateau_long`, 160 s: a ceiling that keeps holding is probed
+rarely); a level that held a whole plateau and then meets 429s steps down only half a step.
+Schedule: docs/learning.md.
 """
 
 from __future__ import annotations
