@@ -143,9 +143,9 @@ class AdaptiveRules:
         noise = self.noise_share
         if not evidence and noise is not None and self.recent_share <= noise * 1.5 + 0.02:
             return None  # the share a noisy provider always shows: not about our rate
-        self._last_bad_at = now
         if streak < 3 and not evidence:
-            return None
+            return None  # below the seed's threshold and no evidence: no signal, not even to wait
+        self._last_bad_at = now
         if not evidence and noise is None and self._looks_like_noise(factor):
             self._learn_noise()
             return max(factor, self._factor_before_cut), "429 share did not fall with the rate: noise"

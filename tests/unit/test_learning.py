@@ -404,6 +404,33 @@ def test_a_level_held_quietly_after_a_climb_steps_down_under_the_new_ceiling() -
     assert bucket.factor == pytest.approx(knee * 0.97)  # not back to 0.81
 
 
+def test_lone_429s_without_evidence_do_not_hold_recovery_back() -> None:
+    """Below the seed's streak of 3 and without Retry-After a 429 is no signal, not even to wait.
+
+    (Before, a 10 % random 429 every few seconds kept the quiet period from ever passing: a
+    bucket cut at start-up stayed at 0.81 for minutes in scenario (c).)
+    """
+    bucket = learner(recovery_quiet=5.0, recovery_plateau=100.0)
+    for t in (0.0, 0.1):  # start-up congestion, with Retry-After: 1.0 -> 0.9 -> 0.81
+        bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(t), retry_after=1.0), t)
+    for t in range(1, 30):
+        bucket.on_report(OK, t + 0.5)
+        bucket.on_report(LIMITED, t + 0.6)  # a lone evidence-less 429 every second: streak 1
+        bucket.tick(float(t))
+    assert bucket.factor == pytest.approx(0.9 * 0.97)  # climbed back under the ceiling
+    # Streaks of 3 are rounds, a signal: recovery waits for a quiet period that never comes.
+    held = learner(recovery_quiet=5.0, recovery_plateau=100.0)
+    for t in (0.0, 0.1):
+        held.on_report(ReportEvent(status=429, permit=held.on_grant(t), retry_after=1.0), t)
+    for t in range(1, 30):
+        held.on_report(OK, t + 0.5)
+        held.on_report(ReportEvent(status=429, permit=held.on_grant(t + 0.6)), t + 0.6)
+        held.on_report(ReportEvent(status=429, permit=held.on_grant(t + 0.7)), t + 0.7)
+        held.on_report(ReportEvent(status=429, permit=held.on_grant(t + 0.8)), t + 0.8)
+        held.tick(float(t))
+    assert held.factor <= 0.81 + 1e-9  # streaks of 3 every second: never quiet, no climb
+
+
 def test_success_times_stay_bounded_without_any_429() -> None:
     """Hours of successes and no 429: the delivered-rate window must not keep them all."""
     bucket = learner()
