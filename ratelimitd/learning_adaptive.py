@@ -152,51 +152,7 @@ class AdaptiveRules:
         in_a_row = self.last_cut_at is not None and now - self.last_cut_at < _ROUND_GAP
         self.rounds = self.rounds + 1 if in_a_row else 1
         ceiling = factor if self.ceiling is None else min(self.ceiling, factor)
-        near_ceiling = self.ceiling is not None and self.rounds == 1
-        held = (
-            not self._probing
-            and self._plateau_since is not None
-            and now - self._plateau_since >= self.settings.recovery_plateau
-        )
-        climbed = (  # recovery raised the rate since the last cut, and only just now
-            not self._probing
-            and self.last_cut_at is not None
-            and factor > self._factor_after_cut + 1e-9
-            and (abs(factor - self._level) > 1e-9 or now - self._level_since < self.settings.recovery_quiet)
-        )
-        round_cut = False
-        if climbed:
-            # Recovery overshot: back to the level held quietly before the climb (or under
-            # the level that failed, if that is lower). Not a new round of cuts.
-            new = max(floor, min(self._factor_after_cut, ceiling * _KNEE))
-            reason = f"429s after climbing to {factor:.3g}: back to {new:.3g}"
-            self._plateau = self.next_plateau(ceiling, now)
-        elif near_ceiling and held:
-            # The level held a whole plateau: it is only just above the provider's rate.
-            new = max(floor, factor - self.settings.recovery_min_step * _HELD_STEP)
-            reason = f"429s after holding {factor:.3g}: one step down, to {new:.3g}"
-            self._plateau = self.next_plateau(ceiling, now)
-        elif (self._probing or near_ceiling) and ceiling * _KNEE < factor:
-            new = max(floor, ceiling * _KNEE)
-            if self._probing and self._good is not None and new < self._good < ceiling:
-                new = self._good  # the level held before this probe: still good
-            reason = f"429s at {factor:.3g}: back under the ceiling, to {new:.3g}"
-            self._plateau = self.next_plateau(ceiling, now)
-        else:
-            round_cut = True
-            points = seed_points(self.rounds + 2)
-            new = factor * (1.0 - points / 100.0)
-            reason = f"round {self.rounds} of 429s: cut {points}% of the current rate"
-            rate = self._delivered(now)
-            delivered = rate / baseline if rate is not None and baseline > 0 else None
-            if delivered is not None and factor * _MAX_DROP < delivered < new:
-                new = delivered
-                reason = f"round {self.rounds} of 429s: down to the delivered rate"
-            new = max(floor, new)
-            self._plateau = self.settings.recovery_plateau
-            self._stable_since = now
-        if not round_cut:
-            self.rounds = 0  # a step back under a level, not a cut: the next round is a first one
+        new, reason = self._level_after(factor, ceiling, floor, now, baseline)
         if new >= factor - 1e-9:
             return None
         n = self._epoch_ok + self._epoch_429
@@ -215,6 +171,61 @@ class AdaptiveRules:
         self._probe_steps = 0
         self._probing = False
         self._free = False
+        return new, reason
+
+    def _level_after(
+        self, factor: float, ceiling: float, floor: float, now: float, baseline: float
+    ) -> tuple[float, str]:
+        """The level a fresh round of 429s at `factor` leads to, and why (sets the plateau).
+
+        Only a cut (the seed's table or the delivered rate) counts toward rounds in a row; a
+        step back under a level restarts the count.
+        """
+        cut = False
+        near_ceiling = self.ceiling is not None and self.rounds == 1
+        held = (
+            not self._probing
+            and self._plateau_since is not None
+            and now - self._plateau_since >= self.settings.recovery_plateau
+        )
+        climbed = (  # recovery raised the rate since the last cut, and only just now
+            not self._probing
+            and self.last_cut_at is not None
+            and factor > self._factor_after_cut + 1e-9
+            and (abs(factor - self._level) > 1e-9 or now - self._level_since < self.settings.recovery_quiet)
+        )
+        if climbed:
+            # Recovery overshot: back to the level held quietly before the climb (or under
+            # the level that failed, if that is lower). Not a new round of cuts.
+            new = max(floor, min(self._factor_after_cut, ceiling * _KNEE))
+            reason = f"429s after climbing to {factor:.3g}: back to {new:.3g}"
+            self._plateau = self.next_plateau(ceiling, now)
+        elif near_ceiling and held:
+            # The level held a whole plateau: it is only just above the provider's rate.
+            new = max(floor, factor - self.settings.recovery_min_step * _HELD_STEP)
+            reason = f"429s after holding {factor:.3g}: one step down, to {new:.3g}"
+            self._plateau = self.next_plateau(ceiling, now)
+        elif (self._probing or near_ceiling) and ceiling * _KNEE < factor:
+            new = max(floor, ceiling * _KNEE)
+            if self._probing and self._good is not None and new < self._good < ceiling:
+                new = self._good  # the level held before this probe: still good
+            reason = f"429s at {factor:.3g}: back under the ceiling, to {new:.3g}"
+            self._plateau = self.next_plateau(ceiling, now)
+        else:
+            cut = True
+            points = seed_points(self.rounds + 2)
+            new = factor * (1.0 - points / 100.0)
+            reason = f"round {self.rounds} of 429s: cut {points}% of the current rate"
+            rate = self._delivered(now)
+            delivered = rate / baseline if rate is not None and baseline > 0 else None
+            if delivered is not None and factor * _MAX_DROP < delivered < new:
+                new = delivered
+                reason = f"round {self.rounds} of 429s: down to the delivered rate"
+            new = max(floor, new)
+            self._plateau = self.settings.recovery_plateau
+            self._stable_since = now
+        if not cut:
+            self.rounds = 0  # a step back under a level, not a cut: the next round is a first one
         return new, reason
 
     def next_plateau(self, ceiling: float, now: float) -> float:
