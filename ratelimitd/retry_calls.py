@@ -10,7 +10,8 @@ wall clock only to turn an HTTP-date Retry-After into seconds.
 `ctx.headers` (the idempotency key, the same on every attempt); `describe(result)`
 says how it went (`Outcome`). A failover status excludes that bucket for the next
 attempts of this logical request (`exclude`); once every bucket was tried, a new
-round starts without exclusions and the daemon decides who is available.
+round starts without exclusions and the daemon decides who is available. Those
+decisions are `ratelimitd.retry_steps` (pure), shared by the async and blocking loops.
 """
 
 from __future__ import annotations
@@ -24,25 +25,21 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypedDict, TypeVar
 
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception_type
 
 from ratelimitd.client_errors import AllBucketsExhausted, PermitTimeout
-from ratelimitd.headers import parse_headers
-from ratelimitd.retry import (
-    DEFAULT_IDEMPOTENCY_HEADER,
-    Attempt,
-    AttemptFailed,
-    RetriesExhausted,
-    RetryPolicy,
-    preset,
-)
+from ratelimitd.retry import DEFAULT_IDEMPOTENCY_HEADER, Attempt, AttemptFailed, RetryPolicy, preset
+from ratelimitd.retry_steps import AttemptContext, LogicalRequest, Outcome
 
 if TYPE_CHECKING:
     from http.client import HTTPResponse
+
+    from tenacity.retry import retry_base
+    from tenacity.stop import stop_base
+    from tenacity.wait import wait_base
 
     from ratelimitd.client import AsyncClient
     from ratelimitd.client_sync import Client
@@ -72,35 +69,6 @@ RATE_LIMIT_HEADER_PREFIXES: Final = (
     "anthropic-ratelimit",
 )
 _MAX_REASON_CHARS: Final = 128  # protocol.md, report.reason
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one call went: an HTTP status or `network_error`, its headers, the body's error code."""
-
-    status: int | Literal["network_error"]
-    headers: Mapping[str, str] = field(default_factory=dict)
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptContext:
-    """What `send` needs for one attempt: the permit's bucket and the headers to add."""
-
-    provider: str
-    permit: Permit
-    number: int
-    idempotency_header: str
-    idempotency_key: str
-
-    @property
-    def bucket(self) -> str:
-        return self.permit.bucket
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """Headers every attempt of the logical request carries (the idempotency key)."""
-        return {self.idempotency_header: self.idempotency_key}
 
 
 def rate_limit_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -135,115 +103,62 @@ def error_reason(body: bytes) -> str | None:
     return None
 
 
-class _LogicalRequest(Generic[R]):
-    """The state one logical request keeps across its attempts (shared by async and sync)."""
-
-    def __init__(
-        self, provider: str, policy: RetryPolicy, idempotency_header: str, idempotency_key: str
-    ) -> None:
-        self.provider = provider
-        self.policy = policy
-        self.idempotency_header = idempotency_header
-        self.idempotency_key = idempotency_key
-        self.excluded: list[str] = []
-        self.tried: set[str] = set()
-        self.attempts: list[Attempt] = []
-        self.last_result: R | None = None
-
-    @property
-    def number(self) -> int:
-        return len(self.attempts) + 1
-
-    def new_round(self, exc: AllBucketsExhausted) -> bool:
-        """Every bucket not excluded is unavailable: drop the exclusions and ask again (once)."""
-        if self.excluded and "excluded" in exc.reasons.values():
-            self.excluded.clear()
-            return True
-        return False
-
-    def refused(self, exc: PermitTimeout | AllBucketsExhausted) -> AttemptFailed:
-        """The daemon granted no permit: wait its `retry_after`."""
-        if isinstance(exc, AllBucketsExhausted):
-            reason = ", ".join(f"{b} {why}" for b, why in exc.reasons.items()) or exc.message
-        else:
-            reason = "no permit within the acquire timeout"
-        attempt = Attempt(self.number, None, exc.code.value, reason)
-        self.attempts.append(attempt)
-        return AttemptFailed(attempt, source="daemon", retry_after=exc.retry_after)
-
-    def context(self, permit: Permit) -> AttemptContext:
-        return AttemptContext(
-            self.provider, permit, self.number, self.idempotency_header, self.idempotency_key
-        )
-
-    def judge(self, permit: Permit, outcome: Outcome, result: R | None) -> AttemptFailed | None:
-        """Record the attempt; an AttemptFailed when the policy retries its status."""
-        self.last_result = result
-        status = outcome.status
-        bucket = permit.bucket
-        if not self.policy.fails_over(status):
-            self.attempts.append(Attempt(self.number, bucket, status, outcome.reason or "done"))
-            return None
-        retry_after = None
-        if outcome.headers:
-            hint = parse_headers(
-                outcome.headers, status=status if isinstance(status, int) else None, now_wall=time.time()
-            )
-            retry_after = hint.retry_after
-        fresh = bucket not in self.tried
-        self.tried.add(bucket)
-        if bucket not in self.excluded:
-            self.excluded.append(bucket)
-        why = outcome.reason or ("failover" if retry_after is None else f"Retry-After {retry_after:g} s")
-        attempt = Attempt(self.number, bucket, status, why)
-        self.attempts.append(attempt)
-        return AttemptFailed(
-            attempt, source="server", retry_after=retry_after, fresh_failover=fresh, result=result
-        )
-
-    def record_wait(self, retry_state: RetryCallState) -> None:
-        """tenacity `before_sleep`: note the wait chosen after the last attempt."""
-        last = self.attempts[-1]
-        self.attempts[-1] = noted = Attempt(
-            last.number, last.bucket, last.status, last.reason, retry_state.upcoming_sleep
-        )
-        logger.info("%s request %s: %s", self.provider, self.idempotency_key[:8], noted.describe())
-
-    def done(self) -> None:
-        """Log how a request that needed retries ended."""
-        if len(self.attempts) > 1:
-            last = self.attempts[-1]
-            logger.info("%s request %s: %s", self.provider, self.idempotency_key[:8], last.describe())
-
-    def give_up(self, retry_state: RetryCallState) -> RetriesExhausted:
-        """tenacity `retry_error_callback`: the aggregated error, saying why the retries stopped."""
-        outcome = retry_state.outcome
-        failure = outcome.exception() if outcome is not None else None
-        retry_after = failure.retry_after if isinstance(failure, AttemptFailed) else None
-        policy = self.policy
-        wait = retry_state.upcoming_sleep
-        if retry_state.attempt_number >= policy.max_attempts:
-            why = f"max_attempts {policy.max_attempts} reached"
-        elif policy.max_retry_after is not None and wait > policy.max_retry_after:
-            why = f"asked to wait {wait:.3f} s, over max_retry_after {policy.max_retry_after:g} s: deferred"
-        else:
-            why = f"waiting {wait:.3f} s more would pass max_time {policy.max_time} s"
-        return RetriesExhausted(
-            self.provider,
-            policy.name,
-            tuple(self.attempts),
-            why=why,
-            retry_after=retry_after,
-            last_result=self.last_result,
-        )
+def _start(
+    provider: str, policy: RetryPolicy | str, idempotency_header: str, idempotency_key: str | None
+) -> LogicalRequest[R]:
+    """A new logical request: the policy (a preset by name) and its idempotency key (default a UUID)."""
+    rules = preset(policy) if isinstance(policy, str) else policy
+    return LogicalRequest(provider, rules, idempotency_header, idempotency_key or uuid.uuid4().hex)
 
 
-def _policy(policy: RetryPolicy | str) -> RetryPolicy:
-    return preset(policy) if isinstance(policy, str) else policy
+def _log(request: LogicalRequest[Any], attempt: Attempt) -> None:
+    logger.info("%s request %s: %s", request.provider, request.idempotency_key[:8], attempt.describe())
 
 
-def _raise(error: RetriesExhausted) -> None:
-    raise error
+def _settle(
+    request: LogicalRequest[R],
+    permit: Permit,
+    outcome: Outcome,
+    result: R,
+    release: Callable[[R], object] | None,
+) -> R:
+    """After the report: the result, or (released) the AttemptFailed the policy retries."""
+    failure = request.judge(permit, outcome, result, now_wall=time.time())
+    if failure is not None:
+        if release is not None:
+            release(result)
+        raise failure
+    if len(request.attempts) > 1:
+        _log(request, request.attempts[-1])  # how a request that needed retries ended
+    return result
+
+
+class _TenacityHooks(TypedDict):
+    stop: stop_base
+    wait: wait_base
+    retry: retry_base
+    before_sleep: Callable[[RetryCallState], None]
+    retry_error_callback: Callable[[RetryCallState], NoReturn]
+
+
+def _tenacity_hooks(request: LogicalRequest[Any], rng: Callable[[], float]) -> _TenacityHooks:
+    """What both loops hand tenacity: the policy's stop and wait, retry AttemptFailed only,
+    log each wait, end with RetriesExhausted.
+    """
+
+    def log_wait(retry_state: RetryCallState) -> None:
+        _log(request, request.note_wait(retry_state.upcoming_sleep))
+
+    def give_up(retry_state: RetryCallState) -> NoReturn:
+        raise request.give_up(retry_state)
+
+    return {
+        "stop": request.policy.stop(),
+        "wait": request.policy.wait(rng),
+        "retry": retry_if_exception_type(AttemptFailed),
+        "before_sleep": log_wait,
+        "retry_error_callback": give_up,
+    }
 
 
 async def call_async(
@@ -270,27 +185,24 @@ async def call_async(
     :returns: the result of the first attempt whose status the policy does not retry.
     :raises RetriesExhausted: every attempt failed; `.attempts` lists bucket, status, reason.
     """
-    rules = _policy(policy)
-    state: _LogicalRequest[R] = _LogicalRequest(
-        provider, rules, idempotency_header, idempotency_key or uuid.uuid4().hex
-    )
+    request: LogicalRequest[R] = _start(provider, policy, idempotency_header, idempotency_key)
+
+    async def acquire() -> Permit:
+        while True:
+            try:
+                return await client.acquire(provider, cost, request.policy.acquire_timeout, request.excluded)
+            except (AllBucketsExhausted, PermitTimeout) as exc:
+                refusal = request.refused(exc)
+                if refusal is not None:
+                    raise refusal from exc
 
     async def attempt() -> R:
+        permit = await acquire()
         try:
-            try:
-                permit = await client.acquire(provider, cost, rules.acquire_timeout, state.excluded)
-            except AllBucketsExhausted as exc:
-                if not state.new_round(exc):
-                    raise
-                permit = await client.acquire(provider, cost, rules.acquire_timeout, ())
-        except (AllBucketsExhausted, PermitTimeout) as exc:
-            raise state.refused(exc) from exc
-        context = state.context(permit)
-        try:
-            result = await send(context)
+            result = await send(request.context(permit))
         except network_errors as exc:
             await client.report_for(permit, "network_error")
-            failure = state.judge(permit, Outcome("network_error", reason=type(exc).__name__), None)
+            failure = request.network_error(permit, exc)
             if failure is None:
                 raise
             raise failure from exc
@@ -299,23 +211,9 @@ async def call_async(
         await client.report_for(
             permit, outcome.status, reason=outcome.reason, headers=rate_limit_headers(outcome.headers)
         )
-        failure = state.judge(permit, outcome, result)
-        if failure is not None:
-            if release is not None:
-                release(result)
-            raise failure
-        state.done()
-        return result
+        return _settle(request, permit, outcome, result, release)
 
-    retrying = AsyncRetrying(
-        sleep=sleep,
-        stop=rules.stop(),
-        wait=rules.wait(rng),
-        retry=retry_if_exception_type(AttemptFailed),
-        before_sleep=state.record_wait,
-        retry_error_callback=lambda rs: _raise(state.give_up(rs)),
-    )
-    result: R = await retrying(attempt)
+    result: R = await AsyncRetrying(sleep=sleep, **_tenacity_hooks(request, rng))(attempt)
     return result
 
 
@@ -335,27 +233,24 @@ def call_sync(
     release: Callable[[R], object] | None = None,
 ) -> R:
     """`call_async` for blocking code and plain callables (same parameters, a blocking `Client`)."""
-    rules = _policy(policy)
-    state: _LogicalRequest[R] = _LogicalRequest(
-        provider, rules, idempotency_header, idempotency_key or uuid.uuid4().hex
-    )
+    request: LogicalRequest[R] = _start(provider, policy, idempotency_header, idempotency_key)
+
+    def acquire() -> Permit:
+        while True:
+            try:
+                return client.acquire(provider, cost, request.policy.acquire_timeout, request.excluded)
+            except (AllBucketsExhausted, PermitTimeout) as exc:
+                refusal = request.refused(exc)
+                if refusal is not None:
+                    raise refusal from exc
 
     def attempt() -> R:
+        permit = acquire()
         try:
-            try:
-                permit = client.acquire(provider, cost, rules.acquire_timeout, state.excluded)
-            except AllBucketsExhausted as exc:
-                if not state.new_round(exc):
-                    raise
-                permit = client.acquire(provider, cost, rules.acquire_timeout, ())
-        except (AllBucketsExhausted, PermitTimeout) as exc:
-            raise state.refused(exc) from exc
-        context = state.context(permit)
-        try:
-            result = send(context)
+            result = send(request.context(permit))
         except network_errors as exc:
             client.report_for(permit, "network_error")
-            failure = state.judge(permit, Outcome("network_error", reason=type(exc).__name__), None)
+            failure = request.network_error(permit, exc)
             if failure is None:
                 raise
             raise failure from exc
@@ -363,23 +258,9 @@ def call_sync(
         client.report_for(
             permit, outcome.status, reason=outcome.reason, headers=rate_limit_headers(outcome.headers)
         )
-        failure = state.judge(permit, outcome, result)
-        if failure is not None:
-            if release is not None:
-                release(result)
-            raise failure
-        state.done()
-        return result
+        return _settle(request, permit, outcome, result, release)
 
-    retrying = Retrying(
-        sleep=sleep,
-        stop=rules.stop(),
-        wait=rules.wait(rng),
-        retry=retry_if_exception_type(AttemptFailed),
-        before_sleep=state.record_wait,
-        retry_error_callback=lambda rs: _raise(state.give_up(rs)),
-    )
-    result: R = retrying(attempt)
+    result: R = Retrying(sleep=sleep, **_tenacity_hooks(request, rng))(attempt)
     return result
 
 
