@@ -18,7 +18,7 @@ PACKAGE = Path(ratelimitd.__file__).parent
 PURE = (
     "limiter", "rates", "protocol", "errors", "providers", "selection", "stats", "headers",
     "header_values", "structured_fields", "profiles", "history", "statefile", "readiness",
-    "config_fields",
+    "config_fields", "retry_steps",
 )  # fmt: skip
 PURE_GLOBS = ("learning*.py",)
 FORBIDDEN_STDLIB = {
