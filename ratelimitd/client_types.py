@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypedDict
 
 import orjson
 
@@ -20,15 +20,20 @@ __all__ = (
     "Cost",
     "Fallback",
     "Permit",
+    "ReportDetails",
     "ReportResult",
     "Status",
     "acquire_body",
     "check_response",
     "encode_line",
     "permit_from_response",
+    "providers_from_response",
     "report_body",
     "report_result_from_response",
     "requests_in",
+    "reset_body",
+    "status_body",
+    "without_envelope",
 )
 
 Cost = float | Mapping[str, float]
@@ -57,6 +62,17 @@ class Permit:
     def local(self) -> bool:
         """True when the daemon was unreachable and the client limited locally."""
         return self.bucket == LOCAL_FALLBACK_BUCKET
+
+
+class ReportDetails(TypedDict, total=False):
+    """What a report may add to the status, read from the provider's response."""
+
+    #: The provider's error code from the response body, e.g. `insufficient_quota`.
+    reason: str | None
+    #: Seconds to wait, when the caller read them itself.
+    retry_after: float | None
+    #: The raw response headers; the daemon parses `Retry-After` and rate-limit headers.
+    headers: Mapping[str, str] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +131,11 @@ def report_body(
     *,
     bucket: str,
     permit: int | None,
-    reason: str | None,
-    retry_after: float | None,
-    headers: Mapping[str, str] | None,
+    reason: str | None = None,
+    retry_after: float | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The `report` request; absent details are left out."""
     body: dict[str, Any] = {"op": "report", "provider": provider, "bucket": bucket}
     body["status"] = status
     if permit is not None:
@@ -130,6 +147,22 @@ def report_body(
     if headers:
         # aiohttp's header names are a str subclass (istr) that orjson refuses as keys.
         body["headers"] = {str(name): str(value) for name, value in headers.items()}
+    return body
+
+
+def status_body(provider: str | None) -> dict[str, Any]:
+    """The `status` request, of every provider or only `provider`."""
+    body: dict[str, Any] = {"op": "status"}
+    if provider is not None:
+        body["provider"] = provider
+    return body
+
+
+def reset_body(provider: str, bucket: str | None) -> dict[str, Any]:
+    """The `reset` request, of a whole provider or only `bucket`."""
+    body: dict[str, Any] = {"op": "reset", "provider": provider}
+    if bucket is not None:
+        body["bucket"] = bucket
     return body
 
 
@@ -169,6 +202,17 @@ def report_result_from_response(provider: str, bucket: str, response: Mapping[st
         streak=streak if isinstance(streak, int) and not isinstance(streak, bool) else 0,
         action=str(response.get("action", "none")),
     )
+
+
+def providers_from_response(response: Mapping[str, Any]) -> dict[str, Any]:
+    """The `providers` object of a `status` response (empty when absent)."""
+    providers = response.get("providers")
+    return providers if isinstance(providers, dict) else {}
+
+
+def without_envelope(response: Mapping[str, Any]) -> dict[str, Any]:
+    """A response without its `id` and `ok`: what `hello` and `reset` return to callers."""
+    return {k: v for k, v in response.items() if k not in ("id", "ok")}
 
 
 def requests_in(cost: Cost) -> float:

@@ -27,13 +27,17 @@ from ratelimitd.client_types import (
     check_response,
     encode_line,
     permit_from_response,
+    providers_from_response,
     report_body,
     report_result_from_response,
     requests_in,
+    reset_body,
+    status_body,
+    without_envelope,
 )
 from ratelimitd.clock import FakeClock
 from ratelimitd.errors import ErrorCode
-from ratelimitd.protocol import AcquireRequest, ReportRequest, parse_request
+from ratelimitd.protocol import AcquireRequest, ReportRequest, ResetRequest, StatusRequest, parse_request
 
 
 class TestErrorMapping:
@@ -200,6 +204,12 @@ class TestRequestBodies:
         assert isinstance(request, ReportRequest)
         assert request.status is None
 
+    def test_status_and_reset_of_all_or_one(self) -> None:
+        assert _parse(status_body(None)) == StatusRequest(5, None)
+        assert _parse(status_body("openai")) == StatusRequest(5, "openai")
+        assert _parse(reset_body("openai", None)) == ResetRequest(5, "openai", None)
+        assert _parse(reset_body("openai", "key2")) == ResetRequest(5, "openai", "key2")
+
 
 class TestResponses:
     def test_permit_from_a_grant(self) -> None:
@@ -229,6 +239,12 @@ class TestResponses:
             "p", "default", {"ok": True, "rate": 5, "streak": 3, "action": "reduced"}
         )
         assert (result.rate, result.streak, result.action) == (5.0, 3, "reduced")
+
+    def test_status_providers_and_bare_responses(self) -> None:
+        providers: dict[str, Any] = {"openai": {"buckets": {}}}
+        assert providers_from_response({"id": 1, "ok": True, "providers": providers}) is providers
+        assert providers_from_response({"id": 1, "ok": True, "providers": []}) == {}
+        assert without_envelope({"id": 1, "ok": True, "server": "ratelimitd"}) == {"server": "ratelimitd"}
 
     @pytest.mark.parametrize(
         ("cost", "requests"),
