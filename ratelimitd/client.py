@@ -17,21 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import os
 import time
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import orjson
 from aiolimiter import AsyncLimiter
 from tenacity import (
     AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
 )
 
+from ratelimitd.client_core import ClientCore, local_timeout
 from ratelimitd.client_errors import (
     AllBucketsExhausted,
     BadRequest,
@@ -54,24 +50,27 @@ from ratelimitd.client_sync import Client
 from ratelimitd.client_types import (
     LOCAL_FALLBACK_BUCKET,
     Cost,
-    Fallback,
     Permit,
     ReportResult,
     Status,
     acquire_body,
     check_response,
-    encode_line,
     permit_from_response,
+    providers_from_response,
     report_body,
     report_result_from_response,
     requests_in,
+    reset_body,
+    status_body,
+    without_envelope,
 )
-from ratelimitd.errors import ErrorCode
-from ratelimitd.paths import default_socket_path
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Mapping
+    from collections.abc import AsyncIterator, Iterable
     from pathlib import Path
+
+    from ratelimitd.client_core import ClientOptions
+    from ratelimitd.client_types import ReportDetails
 
 __all__ = (
     "LOCAL_FALLBACK_BUCKET",
@@ -98,9 +97,6 @@ __all__ = (
 )
 
 logger = logging.getLogger(__name__)
-
-#: While falling back locally, how often to try the daemon again (seconds).
-FALLBACK_PROBE_INTERVAL: Final = 1.0
 
 
 def local_limiter(rate_per_second: float) -> AsyncLimiter:
@@ -193,60 +189,34 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class AsyncClient:
+class AsyncClient(ClientCore[AsyncLimiter]):
     """A client for one daemon socket, shared by every task of an event loop.
 
     :param socket_path: the daemon's socket; default from `$RATELIMITD_SOCKET` and
         the rest of protocol.md "Paths".
-    :param fallback: `"raise"` raises `DaemonUnavailable` when the daemon cannot be
-        reached; `"local"` grants permits from a per-provider local limiter at
-        `fallback_rate` permits per second instead (warning logged once per outage).
-    :param connect_timeout: seconds allowed for one connection attempt.
-    :param default_timeout: the `timeout` sent with an acquire that gives none
-        (None: the daemon's own `default_timeout`).
-    :param connect_attempts: attempts per connection, with a short exponential backoff.
+    :param fallback: `"raise"` (default) raises `DaemonUnavailable` when the daemon cannot
+        be reached; `"local"` grants permits from a per-provider local limiter at
+        `fallback_rate` (default 1) permits per second instead (warning logged once per outage).
+    :param connect_timeout: seconds allowed for one connection attempt (default 1).
+    :param default_timeout: the `timeout` sent with an acquire that gives none (default
+        None: the daemon's own `default_timeout`).
+    :param connect_attempts: attempts per connection, with a short exponential backoff (default 3).
     :param fallback_probe_interval: while limiting locally, seconds between attempts to
-        reach the daemon again (one attempt each, no backoff).
+        reach the daemon again (one attempt each, no backoff; default 1).
     """
 
-    def __init__(
-        self,
-        socket_path: str | Path | None = None,
-        *,
-        fallback: Fallback = "raise",
-        fallback_rate: float = 1.0,
-        connect_timeout: float = 1.0,
-        default_timeout: float | None = None,
-        connect_attempts: int = 3,
-        fallback_probe_interval: float = FALLBACK_PROBE_INTERVAL,
-    ) -> None:
-        if fallback not in ("raise", "local"):
-            raise ValueError(f"fallback: must be 'raise' or 'local', got {fallback!r}")
-        if not fallback_rate > 0:
-            raise ValueError(f"fallback_rate: must be > 0 permits per second, got {fallback_rate!r}")
-        path = socket_path if socket_path is not None else default_socket_path(os.environ)
-        self.socket_path = str(path)
-        self.fallback: Fallback = fallback
-        self.fallback_rate = float(fallback_rate)
-        self.connect_timeout = connect_timeout
-        self.default_timeout = default_timeout
-        self.connect_attempts = max(1, connect_attempts)
-        self.fallback_probe_interval = fallback_probe_interval
+    _logger = logger
+
+    def __init__(self, socket_path: str | Path | None = None, **options: Unpack[ClientOptions]) -> None:
+        super().__init__(socket_path, **options)
         self._connection: _Connection | None = None
-        #: Connections opened so far (1 + the number of reconnects).
-        self.connections_made = 0
         self._connect_lock = asyncio.Lock()
-        self._ids = itertools.count(1)
-        self._local: dict[str, AsyncLimiter] = {}
-        self._in_fallback = False
-        self._next_probe = 0.0  # monotonic time of the next connection attempt in fallback
 
     async def __aenter__(self) -> AsyncClient:
         try:
             await self._connect()
-        except DaemonUnavailable:
-            if self.fallback == "raise":
-                raise
+        except DaemonUnavailable as exc:
+            self._raise_unless_falling_back(exc)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -270,26 +240,13 @@ class AsyncClient:
             connection = self._connection
             if connection is not None and not connection.closed:
                 return connection
-            if self._in_fallback and time.monotonic() < self._next_probe:
-                raise DaemonUnavailable(self.socket_path, "still unreachable (falling back locally)")
-            # While falling back, probe once per interval instead of backing off on every call.
-            attempts = 1 if self._in_fallback else self.connect_attempts
-            retrying = AsyncRetrying(
-                stop=stop_after_attempt(attempts),
-                wait=wait_exponential(multiplier=0.02, max=0.25),
-                retry=retry_if_exception_type(OSError),
-                reraise=True,
-            )
+            retrying = self._connect_retrying(AsyncRetrying, time.monotonic())
             try:
                 opened: _Connection = await retrying(self._open_connection)
             except OSError as exc:
-                self._next_probe = time.monotonic() + self.fallback_probe_interval
-                raise DaemonUnavailable(self.socket_path, str(exc) or type(exc).__name__) from exc
-            if self._in_fallback:
-                self._in_fallback = False
-                logger.info("ratelimitd is reachable again at %s", self.socket_path)
+                raise self._connect_failed(exc, time.monotonic()) from exc
+            self._connected()
             self._connection = opened
-            self.connections_made += 1
             return opened
 
     async def _open_connection(self) -> _Connection:
@@ -310,12 +267,11 @@ class AsyncClient:
         connection = self._connection
         if connection is None or connection.closed:
             connection = await self._connect()
-        rid = next(self._ids)
-        body["id"] = rid
+        rid, line = self._request_line(body)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         connection.pending[rid] = future
         assert connection.transport is not None
-        connection.transport.write(encode_line(body))
+        connection.transport.write(line)
         try:
             if connection.paused:
                 await connection.drain()
@@ -341,16 +297,12 @@ class AsyncClient:
         :param exclude: buckets already tried by this logical request (failover).
         :raises PermitTimeout: no permit in time; `retry_after` estimates when to retry.
         """
-        if timeout is None:
-            timeout = self.default_timeout
+        timeout = self._acquire_timeout(timeout)
         body = acquire_body(provider, cost, timeout, exclude)
         try:
             response = await self.request(body)
-        except ConnectionLost:
-            raise
         except DaemonUnavailable as exc:
-            if self.fallback == "raise":
-                raise
+            self._raise_unless_falling_back(exc)
             return await self._acquire_locally(provider, cost, timeout, exc)
         return permit_from_response(provider, response)
 
@@ -375,73 +327,45 @@ class AsyncClient:
         *,
         bucket: str = "default",
         permit: int | None = None,
-        reason: str | None = None,
-        retry_after: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        **details: Unpack[ReportDetails],
     ) -> ReportResult:
         """Tell the daemon how a call went (an HTTP status or `"network_error"`).
 
-        With `fallback="local"`, a report that cannot reach the daemon (or is about a
-        local permit) is dropped and the result's `action` is `"dropped"`.
+        `details` are `reason`, `retry_after` and `headers` (see `ReportDetails`). With
+        `fallback="local"`, a report that cannot reach the daemon (or is about a local
+        permit) is dropped and the result's `action` is `"dropped"`.
         """
         if bucket == LOCAL_FALLBACK_BUCKET:
-            return self._dropped(provider, bucket, "the permit was granted locally")
-        body = report_body(
-            provider,
-            status,
-            bucket=bucket,
-            permit=permit,
-            reason=reason,
-            retry_after=retry_after,
-            headers=headers,
-        )
+            return self._drop_report(provider, bucket, "the permit was granted locally")
+        body = report_body(provider, status, bucket=bucket, permit=permit, **details)
         try:
             response = await self.request(body)
         except DaemonUnavailable as exc:
-            if self.fallback == "raise":
-                raise
-            return self._dropped(provider, bucket, exc.reason)
+            return self._drop_report(provider, bucket, exc)
         return report_result_from_response(provider, bucket, response)
 
     async def report_for(
         self,
         permit: Permit,
         status: Status,
-        *,
-        reason: str | None = None,
-        retry_after: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        **details: Unpack[ReportDetails],
     ) -> ReportResult:
         """`report` for the call made under `permit` (its provider, bucket and id echoed)."""
         return await self.report(
-            permit.provider,
-            status,
-            bucket=permit.bucket,
-            permit=permit.permit,
-            reason=reason,
-            retry_after=retry_after,
-            headers=headers,
+            permit.provider, status, bucket=permit.bucket, permit=permit.permit, **details
         )
 
     async def status(self, provider: str | None = None) -> dict[str, Any]:
         """Every provider's state (or one's): the `providers` object of the `status` op."""
-        body: dict[str, Any] = {"op": "status"}
-        if provider is not None:
-            body["provider"] = provider
-        response = await self.request(body)
-        providers = response.get("providers")
-        return providers if isinstance(providers, dict) else {}
+        return providers_from_response(await self.request(status_body(provider)))
 
     async def reset(self, provider: str, bucket: str | None = None) -> dict[str, Any]:
         """Forget what was learned about `provider` (or one bucket); returns the response."""
-        body: dict[str, Any] = {"op": "reset", "provider": provider}
-        if bucket is not None:
-            body["bucket"] = bucket
-        return _strip(await self.request(body))
+        return without_envelope(await self.request(reset_body(provider, bucket)))
 
     async def hello(self) -> dict[str, Any]:
         """The daemon's `server`, `version`, `protocol` and `features`."""
-        return _strip(await self.request({"op": "hello"}))
+        return without_envelope(await self.request({"op": "hello"}))
 
     async def ping(self) -> float:
         """Round-trip time to the daemon, in seconds."""
@@ -451,9 +375,8 @@ class AsyncClient:
 
     # -- local fallback -------------------------------------------------------------------------
 
-    def local_limiter(self, provider: str) -> AsyncLimiter | None:
-        """The fallback limiter of `provider`, once one was needed (for inspection)."""
-        return self._local.get(provider)
+    def _new_local_limiter(self) -> AsyncLimiter:
+        return local_limiter(self.fallback_rate)
 
     async def _acquire_locally(
         self,
@@ -462,17 +385,7 @@ class AsyncClient:
         timeout: float | None,  # noqa: ASYNC109
         cause: DaemonUnavailable,
     ) -> Permit:
-        if not self._in_fallback:
-            self._in_fallback = True
-            logger.warning(
-                "ratelimitd is unreachable (%s); limiting locally at %g permits/s per provider "
-                "until it is back",
-                cause.reason,
-                self.fallback_rate,
-            )
-        limiter = self._local.get(provider)
-        if limiter is None:
-            limiter = self._local[provider] = local_limiter(self.fallback_rate)
+        limiter = self._local_limiter_for(provider, cause)
         amount = min(requests_in(cost), limiter.max_rate)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -481,21 +394,7 @@ class AsyncClient:
                 async with asyncio.timeout(timeout):
                     await limiter.acquire(amount)
             except TimeoutError:
-                retry_after = amount / self.fallback_rate
-                raise PermitTimeout(
-                    ErrorCode.TIMEOUT,
-                    f"no local permit within the timeout; retry in about {retry_after:.3f} s",
-                    {"retry_after": retry_after, "local": True},
-                ) from None
+                raise local_timeout(amount / self.fallback_rate) from None
         else:
             await limiter.acquire(amount)
-        return Permit(provider, LOCAL_FALLBACK_BUCKET, None, loop.time() - started, self.fallback_rate)
-
-    @staticmethod
-    def _dropped(provider: str, bucket: str, why: str) -> ReportResult:
-        logger.debug("report for %s/%s dropped: %s", provider, bucket, why)
-        return ReportResult(provider, bucket, None, 0, "dropped")
-
-
-def _strip(response: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in response.items() if k not in ("id", "ok")}
+        return self._local_permit(provider, loop.time() - started)
