@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from bench.learning import Row, issue_targets, rows_by_seed, settle_rate_times
+from bench.learning import SCENARIOS, Row, issue_targets, rows_by_seed, run_scenario, settle_rate_times
 from bench.sim.engine import Outcome
 from bench.sim.provider import HiddenProvider
 
@@ -63,6 +63,14 @@ def test_baselines_stay_near_their_reference(
     assert boto.goodput >= 0.9  # botocore's CUBIC limiter does well on a plain token bucket
     assert adaptive.goodput > seed_row.goodput
     assert adaptive.limited_share < boto.limited_share
+
+
+def test_seed_reproduces_the_issue_after_the_return_in_b() -> None:
+    """The issue: the seed is at "0.59 of capacity after a 50->20->50 step"; it never climbs back."""
+    b = next(s for s in SCENARIOS if s.name == "b")
+    row = run_scenario(b, "seed", seed=1)
+    after_return = sum(row.outcome.success_bins[240:600]) / (50 * 360)
+    assert after_return == pytest.approx(0.60, abs=0.02)
 
 
 def test_adaptive_beats_botocore_in_a(by_seed: dict[int, dict[tuple[str, str], Row]]) -> None:
