@@ -8,11 +8,12 @@ or down to the delivered success rate; a first round near a known ceiling only g
 it, and 429s right after a recovery climb step go back to the level held before the climb.
 Only consecutive cuts count as rounds in a row. The `ceiling` is the lowest rate at which a
 round began. Recovery climbs to 97 % of it, holds a plateau, then probes: the first step
-straight to 110 % of the level held, for 4 s; held without a 429 it forgets the ceiling and
-climbs in doubling steps, one per second; a failed probe goes back to the level held before it
-and doubles the plateau (up to `recovery_plateau_max`, 20 s; unless the provider recently
-allowed 10 % more, up to `recovery_plateau_long`, 160 s: a ceiling that keeps holding is probed
-rarely); a level that held a whole plateau and then meets 429s steps down only half a step.
+straight to 110 % of the level held, for 4 s; held without a 429 it forgets the ceiling, goes
+back to the highest level held before and climbs on in doubling steps, one per second; a failed
+probe goes back to the level held before it and doubles the plateau (up to
+`recovery_plateau_long`, 160 s: a ceiling that keeps holding is probed rarely; but at most
+`recovery_plateau_max`, 10 s, while the provider recently allowed 10 % more); a level that held
+a whole plateau and then meets 429s steps down only half a step.
 Schedule: docs/learning.md.
 """
 
@@ -231,7 +232,7 @@ class AdaptiveRules:
     def next_plateau(self, ceiling: float, now: float) -> float:
         """The plateau after a failed probe under `ceiling`: double the last one.
 
-        Up to `recovery_plateau_max` (20 s) while the provider has recently allowed more (a
+        Up to `recovery_plateau_max` (10 s) while the provider has recently allowed more (a
         level 10 % past `ceiling` held a whole plateau, and the last round cut is less than
         `recovery_plateau_long` ago: it may come back, probe often); else up to
         `recovery_plateau_long` (160 s): a ceiling that keeps holding is probed rarely.
@@ -318,6 +319,12 @@ class AdaptiveRules:
             self._plateau = s.recovery_plateau
             self._free = True
             self._stable_since = now
+            best = self._best_held
+            if best is not None and best > factor:
+                # Straight back to the highest level the provider has allowed for a whole
+                # plateau (CUBIC's fast return to W_max); the doubling steps go on from there.
+                self._probe_steps += 1
+                return "recovered", min(top, best), f"the provider allows more: back to {best:.3g}"
         if not self._probing:
             self._good = factor  # held a whole plateau without a 429
         self._probing = True

@@ -63,8 +63,10 @@ class LearningSettings:
     recovery_gain: float = 0.3  # share of the distance to the ceiling closed per step
     recovery_min_step: float = 0.01  # smallest step, as a fraction of the configured rate
     recovery_plateau: float = 10.0  # seconds held at a known-good level before probing
-    recovery_plateau_max: float = 20.0  # each failed probe doubles the plateau up to this
-    # ... or up to this unless the provider recently allowed 10% more than the ceiling
+    # A failed probe doubles the plateau, up to this while the provider recently allowed 10%
+    # more than the ceiling (it may come back: keep probing every ~15 s) ...
+    recovery_plateau_max: float = 10.0
+    # ... else up to this (a ceiling that keeps holding is probed rarely)
     recovery_plateau_long: float = 160.0
     delivery_window: float = 2.0  # successes per second over this long (pauses excluded)
     noise_window: float = 5.0  # seconds after a cut to check whether the 429 share fell

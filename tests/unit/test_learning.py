@@ -494,6 +494,25 @@ def test_first_probe_goes_10_percent_up_and_a_held_one_climbs_fast() -> None:
     assert bucket.ceiling is None
 
 
+def test_a_held_probe_goes_straight_back_to_the_level_the_provider_allowed_before() -> None:
+    """Like CUBIC's fast return to W_max: no doubling steps up to where it was fine before."""
+    bucket = learner(recovery_quiet=1.0, recovery_plateau=10.0)
+    for t in range(20):  # 1.0 held 20 s without a 429
+        bucket.on_report(OK, float(t))
+        bucket.tick(float(t))
+    _three_rounds(bucket, 20.0)  # the provider dropped: 0.648, ceiling 0.81
+    factors = {}
+    for t in range(21, 80):
+        bucket.tick(float(t))
+        factors[t] = round(bucket.factor, 4)
+    knee = 0.81 * 0.97
+    jump = min(t for t, f in factors.items() if f > knee + 1e-4)
+    assert factors[jump] == pytest.approx(knee * 1.1, abs=1e-4)  # the probe, held 4 s
+    assert factors[jump + 3] == factors[jump]
+    assert factors[jump + 4] == 1.0  # back where it was, in one step
+    assert bucket.history[-1].reason.startswith("the provider allows more")
+
+
 def _failed_probes(bucket: BucketLearner, start: float, end: float) -> list[float]:
     """Tick every second; answer every step past the ceiling with a fresh 429 (Retry-After 1 s)."""
     probes: list[float] = []
@@ -527,7 +546,7 @@ def test_a_ceiling_that_keeps_holding_is_probed_rarely() -> None:
 
 
 def test_a_provider_that_allowed_more_recently_is_probed_often() -> None:
-    """A level 10 % past the ceiling held a plateau: the plateau stays the doubled 20 s at most."""
+    """A level 10 % past the ceiling held a plateau: the plateau stays at 10 s (no doubling)."""
     bucket = learner(recovery_quiet=1.0, recovery_plateau=10.0)
     for t in range(20):  # 1.0 held 20 s without a 429: the provider allowed it
         bucket.on_report(OK, float(t))
@@ -536,9 +555,9 @@ def test_a_provider_that_allowed_more_recently_is_probed_often() -> None:
     probes = _failed_probes(bucket, 21.0, 20.2 + 160.0)
     gaps = [b - a for a, b in itertools.pairwise(probes)]
     assert len(gaps) >= 5
-    assert max(gaps) <= 20.0 + 4.0  # the 20 s plateau + quiet + the probe's hold, as before
+    assert max(gaps) <= 10.0 + 4.0  # the 10 s plateau + quiet + the probe's hold
     # After `recovery_plateau_long` (160 s) of the same ceiling, it is the new normal: the
     # plateau doubles on to 160 s.
     later = _failed_probes(bucket, 20.2 + 160.0, 800.0)
     later_gaps = [b - a for a, b in itertools.pairwise(later)]
-    assert later_gaps[:3] == pytest.approx([43.0, 83.0, 163.0], abs=1.0)
+    assert later_gaps[:3] == pytest.approx([22.0, 42.0, 82.0], abs=1.0)  # 20, 40, 80 s
