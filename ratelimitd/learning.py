@@ -57,6 +57,14 @@ _EPS = 1e-9
 class BucketLearner:
     """The learning state of one bucket; all units of the bucket scale by one `factor`."""
 
+    # Slots: one per bucket (memory at thousands of buckets).
+    __slots__ = (
+        "_disabled_forever", "_disabled_until", "_exhausted_until", "_hold_until",
+        "_last_limited_permit", "_next_permit", "_overload_until", "_pace_factor", "_pace_until",
+        "_policy_factor", "_retry_until", "_seed_points", "_top", "baseline_rate", "history",
+        "late_ignored", "rules", "settings", "streak",
+    )  # fmt: skip
+
     def __init__(self, settings: LearningSettings, baseline_rate: float, now: float) -> None:
         if not (math.isfinite(baseline_rate) and baseline_rate > 0):
             raise ValueError(f"baseline_rate: must be a finite number > 0, got {baseline_rate!r}")

@@ -58,6 +58,16 @@ def seed_points(streak: int) -> int:
 class AdaptiveRules:
     """Round, noise and recovery bookkeeping of one bucket (issue 6, items 1-3)."""
 
+    # Slots: one of these per bucket, and a dict of ~30 attributes costs ~1.5 KB more each.
+    __slots__ = (
+        "_best_held", "_ceiling_before_cut", "_epoch_429", "_epoch_ok", "_epoch_pairs",
+        "_factor_after_cut", "_factor_before_cut", "_free", "_good", "_last_bad_at",
+        "_last_eval_at", "_last_fresh_limited", "_level", "_level_since", "_noise_check_at",
+        "_pauses", "_plateau", "_plateau_since", "_prev_n", "_prev_share", "_probe_steps",
+        "_probe_top", "_probing", "_stable_since", "_success_times", "ceiling", "last_cut_at",
+        "last_cut_permit", "noise_share", "recent_share", "rounds", "settings",
+    )  # fmt: skip
+
     def __init__(self, settings: LearningSettings, now: float) -> None:
         self.settings = settings
         self.ceiling: float | None = None
