@@ -1,8 +1,9 @@
 """Learning benchmark (issue 6): the real policy code against a provider with a hidden limit.
 
-`python -m bench.learning [--quick] [--seed N] [--no-plots] [--seeds 1-12]`: prints one row per scenario and
-policy and writes bench/out/learning_<scenario>.png (allowed rate against hidden capacity).
-Virtual time, deterministic per seed; the whole table takes well under two minutes.
+`python -m bench.learning [--quick] [--seed N] [--no-plots] [--seeds 1-12] [--provider-burst S]`:
+prints one row per scenario and policy and writes bench/out/learning_<scenario>.png (allowed
+rate against hidden capacity). Virtual time, deterministic per seed; the whole table takes well
+under two minutes.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Scenario:
     headers: bool = False
     pacing: bool = False
     charge_rejected: bool = False  # the provider also counts rejected attempts (OpenAI's rule)
+    provider_burst: float = 0.25  # seconds of its rate the provider's bucket holds
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -175,8 +177,8 @@ def run_scenario(
     if duration is not None:
         workload = replace(workload, duration=duration)
     provider = HiddenProvider(
-        scenario.steps, rng, noise=scenario.noise, headers=scenario.headers,
-        charge_rejected=scenario.charge_rejected,
+        scenario.steps, rng, burst_seconds=scenario.provider_burst, noise=scenario.noise,
+        headers=scenario.headers, charge_rejected=scenario.charge_rejected,
     )  # fmt: skip
     outcome = simulate(provider, _clients(policy, scenario), workload, rng)
     waits = sorted(outcome.extra_waits) or [0.0]
@@ -365,13 +367,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="e.g. 1-12 or 1,3,5: per-seed summary of adaptive against the issue's targets "
         "(and adaptive vs botocore in every scenario) instead of the table",
     )  # fmt: skip
+    parser.add_argument(
+        "--provider-burst", type=float, metavar="SECONDS",
+        help="the hidden provider's bucket, in seconds of its rate (default 0.25; robustness runs)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    scenarios: Sequence[Scenario] = SCENARIOS
+    if args.provider_burst is not None:
+        scenarios = [replace(s, provider_burst=args.provider_burst) for s in SCENARIOS]
     if args.seeds:
         print(format_seeds(rows_by_seed(args.seeds, botocore_everywhere=True)))
         print(f"({time.perf_counter() - started:.1f} s of real time)")
         return 0
-    rows = quick(args.seed) if args.quick else run(seed=args.seed)
+    rows = quick(args.seed) if args.quick else run(scenarios, seed=args.seed)
     print(format_table(rows))
     if not args.no_plots and not args.quick:
         for path in plot(rows):
