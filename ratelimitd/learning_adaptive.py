@@ -5,8 +5,8 @@ Pure: no I/O, no clock reads. `BucketLearner` (learning.py) owns the factor and 
 A round of 429s starts at a streak of 3 or at once with the provider's evidence (Retry-After,
 a unit at 0). Rounds in a row cut by the seed's table (10, 10, 20 ... 30 % of the current rate)
 or down to the delivered success rate; a first round near a known ceiling only goes back under
-it, and 429s right after a recovery climb step go back to the level held before the climb.
-Only consecutive cuts count as rounds in a row. The `ceiling` is the lowest rate at which a
+it, and 429s right after a recovery climb step go back to the level held before the climb
+(which restarts the count of rounds in a row). The `ceiling` is the lowest rate at which a
 round began. Recovery climbs to 97 % of it, holds a plateau, then probes: the first step
 straight to 110 % of the level held, for 4 s; held without a 429 it forgets the ceiling, goes
 back to the highest level held before and climbs on in doubling steps, one per second; a failed
@@ -189,10 +189,10 @@ class AdaptiveRules:
     ) -> tuple[float, str]:
         """The level a fresh round of 429s at `factor` leads to, and why (sets the plateau).
 
-        Only a cut (the seed's table or the delivered rate) counts toward rounds in a row; a
-        step back under a level restarts the count.
+        A step back after a climb that overshot restarts the count of rounds in a row (the
+        next one only goes back under the ceiling); steps back under the ceiling in a row
+        escalate to the seed's cuts, so a provider that really dropped is followed down fast.
         """
-        cut = False
         near_ceiling = self.ceiling is not None and self.rounds == 1
         held = (
             not self._probing
@@ -223,7 +223,6 @@ class AdaptiveRules:
             reason = f"429s at {factor:.3g}: back under the ceiling, to {new:.3g}"
             self._plateau = self.next_plateau(ceiling, now)
         else:
-            cut = True
             points = seed_points(self.rounds + 2)
             new = factor * (1.0 - points / 100.0)
             reason = f"round {self.rounds} of 429s: cut {points}% of the current rate"
@@ -235,8 +234,8 @@ class AdaptiveRules:
             new = max(floor, new)
             self._plateau = self.settings.recovery_plateau
             self._stable_since = now
-        if not cut:
-            self.rounds = 0  # a step back under a level, not a cut: the next round is a first one
+        if climbed:
+            self.rounds = 0  # an overshoot, not a round of cuts: the next round is a first one
         return new, reason
 
     def next_plateau(self, ceiling: float, now: float) -> float:

@@ -391,7 +391,10 @@ def test_a_climb_that_overshoots_goes_back_to_the_level_held_before_it() -> None
     # The next round soon after is a first round again: under the (lower) ceiling, no 20 % cut.
     bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(8.0), retry_after=1.0), 8.0)
     assert bucket.factor == pytest.approx(0.81 * 0.97)
-    assert bucket.rules.rounds == 0
+    assert bucket.rules.rounds == 1
+    # A second step back in a row means the provider really is lower: the seed's cuts again.
+    bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(9.0), retry_after=1.0), 9.0)
+    assert bucket.factor == pytest.approx(0.81 * 0.97 * 0.9)
 
 
 def test_a_level_held_quietly_after_a_climb_steps_down_under_the_new_ceiling() -> None:
