@@ -332,6 +332,9 @@ class AdaptiveRules:
             if best is not None and best > factor:
                 # Straight back to the highest level the provider has allowed for a whole
                 # plateau (CUBIC's fast return to W_max); the doubling steps go on from there.
+                # Spent: only holding it again makes it "recently allowed" (a partial return
+                # then probes on the slow schedule, not every ~18 s).
+                self._best_held = None
                 self._probe_steps += 1
                 return "recovered", min(top, best), f"the provider allows more: back to {best:.3g}"
         if not self._probing:

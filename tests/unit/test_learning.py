@@ -516,6 +516,25 @@ def test_a_held_probe_goes_straight_back_to_the_level_the_provider_allowed_befor
     assert bucket.history[-1].reason.startswith("the provider allows more")
 
 
+def test_a_return_to_the_old_level_that_fails_is_not_probed_every_few_seconds() -> None:
+    """A partial return: the jump back fails, the old level is spent, probes slow down."""
+    bucket = learner(recovery_quiet=1.0, recovery_plateau=10.0)
+    for t in range(20):  # 1.0 held 20 s
+        bucket.on_report(OK, float(t))
+        bucket.tick(float(t))
+    _three_rounds(bucket, 20.0)
+    t = 21
+    while bucket.factor < 0.99:  # climb, plateau, a held probe, the jump back to 1.0
+        bucket.tick(float(t))
+        t += 1
+    assert bucket.history[-1].reason.startswith("the provider allows more")
+    for dt in (0.5, 0.6, 0.7):  # the provider came back only part of the way: 429s at 1.0
+        bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(t + dt), retry_after=1.0), t + dt)
+    probes = _failed_probes(bucket, t + 1, t + 200)
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert gaps[:2] == pytest.approx([22.0, 42.0], abs=1.0)  # 20, 40 s plateaus, not 10 s
+
+
 def _failed_probes(bucket: BucketLearner, start: float, end: float) -> list[float]:
     """Tick every second; answer every step past the ceiling with a fresh 429 (Retry-After 1 s)."""
     probes: list[float] = []
