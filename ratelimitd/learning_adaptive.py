@@ -8,7 +8,7 @@ or down to the delivered success rate; a first round near a known ceiling only g
 it, and 429s right after a recovery climb step go back to the level held before the climb
 (which restarts the count of rounds in a row). The `ceiling` is the lowest rate at which a
 round began. Recovery climbs to 97 % of it, holds a plateau, then probes: the first step
-straight to 110 % of the level held, for 4 s; held without a 429 it forgets the ceiling, goes
+straight to 110 % of the level held, for 3 s; held without a 429 it forgets the ceiling, goes
 back to the highest level held before and climbs on in doubling steps, one per second; a failed
 probe goes back to the level held before it and doubles the plateau (up to
 `recovery_plateau_long`, 160 s: a ceiling that keeps holding is probed rarely; but at most
@@ -313,8 +313,6 @@ class AdaptiveRules:
             hold = s.recovery_interval  # the ceiling is forgotten: one step per interval
         elif not self._probing:
             hold = self._plateau
-        elif self._probe_steps == 1:  # the first step, 10% up: one more interval
-            hold = s.recovery_interval * (_PROBE_HOLD + 1.0)
         else:
             hold = s.recovery_interval * _PROBE_HOLD
         if now - self._plateau_since < hold:

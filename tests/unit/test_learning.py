@@ -487,8 +487,8 @@ def test_first_probe_goes_10_percent_up_and_a_held_one_climbs_fast() -> None:
     assert jump - reached >= 10  # the plateau
     # Straight to 10 % above the level held through the plateau: holding it proves more.
     assert factors[jump] == pytest.approx(knee * 1.1, abs=1e-4)
-    assert factors[jump + 3] == factors[jump]  # held 4 s
-    forgot = jump + 4
+    assert factors[jump + 2] == factors[jump]  # held 3 s
+    forgot = jump + 3
     assert bucket.ceiling is None or factors[forgot] > factors[jump]
     # Then one doubling step per second (not per 3 s) to the top.
     assert factors[forgot] == pytest.approx(knee * 1.1 + 0.02, abs=1e-4)
@@ -510,9 +510,9 @@ def test_a_held_probe_goes_straight_back_to_the_level_the_provider_allowed_befor
         factors[t] = round(bucket.factor, 4)
     knee = 0.81 * 0.97
     jump = min(t for t, f in factors.items() if f > knee + 1e-4)
-    assert factors[jump] == pytest.approx(knee * 1.1, abs=1e-4)  # the probe, held 4 s
-    assert factors[jump + 3] == factors[jump]
-    assert factors[jump + 4] == 1.0  # back where it was, in one step
+    assert factors[jump] == pytest.approx(knee * 1.1, abs=1e-4)  # the probe, held 3 s
+    assert factors[jump + 2] == factors[jump]
+    assert factors[jump + 3] == 1.0  # back where it was, in one step
     assert bucket.history[-1].reason.startswith("the provider allows more")
 
 
