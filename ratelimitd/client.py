@@ -23,9 +23,7 @@ from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import orjson
 from aiolimiter import AsyncLimiter
-from tenacity import (
-    AsyncRetrying,
-)
+from tenacity import AsyncRetrying
 
 from ratelimitd.client_core import ClientCore, local_timeout
 from ratelimitd.client_errors import (
