@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 from bench.sim.clients import BotoClient, DaemonClient, VirtualClock
 from bench.sim.engine import Outcome, Workload, simulate
 from bench.sim.provider import HiddenProvider
-from ratelimitd.learning import LearningSettings
+from ratelimitd.core.learning.learner import LearningSettings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

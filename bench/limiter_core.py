@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from aiolimiter import AsyncLimiter
 
-from ratelimitd.limiter import BucketLimiter, LimitSpec
+from ratelimitd.core.limiter import BucketLimiter, LimitSpec
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 from daemons import DaemonLauncher
 
-from ratelimitd.clock import FakeClock
+from ratelimitd.daemon.clock import FakeClock
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

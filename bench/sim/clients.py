@@ -14,8 +14,8 @@ from botocore.retries.adaptive import ClientRateLimiter, RateClocker
 from botocore.retries.bucket import TokenBucket
 from botocore.retries.throttling import CubicCalculator
 
-from ratelimitd.learning import BucketLearner, LearningSettings, ReportEvent
-from ratelimitd.limiter import BucketLimiter, LimitSpec
+from ratelimitd.core.learning.learner import BucketLearner, LearningSettings, ReportEvent
+from ratelimitd.core.limiter import BucketLimiter, LimitSpec
 
 if TYPE_CHECKING:
     from bench.sim.provider import Answer

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ratelimitd.headers import RateLimitHint
+from ratelimitd.core.headers.parse import RateLimitHint
 
 if TYPE_CHECKING:
     import random

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 from support import run_cli
 
-from ratelimitd.cli_client import EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, format_status, parse_cost
+from ratelimitd.cli.commands import EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, format_status, parse_cost
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -30,7 +30,7 @@ from ratelimitd.client import (
     UnknownOp,
     UnknownProvider,
 )
-from ratelimitd.errors import ErrorCode
+from ratelimitd.core.errors import ErrorCode
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -401,7 +401,7 @@ def test_sync_client_reconnects_after_restart(own_daemon: RunningDaemon) -> None
 
 
 def test_sync_client_fallbacks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="ratelimitd.client_sync")
+    caplog.set_level(logging.INFO, logger="ratelimitd.client.sync")
     missing = tmp_path / "none.sock"
     with pytest.raises(DaemonUnavailable):
         Client(missing).__enter__()

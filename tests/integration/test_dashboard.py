@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ratelimitd.config import Config
-from ratelimitd.metrics import Metrics
-from ratelimitd.providers import Bucket
+from ratelimitd.core.providers import Bucket
+from ratelimitd.daemon.config import Config
+from ratelimitd.ops.metrics import Metrics
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}

@@ -22,8 +22,8 @@ from aiohttp import web
 
 from ratelimitd.aiohttp import RateLimitMiddleware
 from ratelimitd.client import AllBucketsExhausted, AsyncClient, Client
+from ratelimitd.client.retry_calls import urlopen
 from ratelimitd.retry import DEFAULT_IDEMPOTENCY_HEADER, RetriesExhausted, RetryPolicy, backoff_bound, preset
-from ratelimitd.retry_calls import urlopen
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -12,13 +12,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from ratelimitd import __version__
-from ratelimitd.clock import SystemClock
-from ratelimitd.config import Config, HttpConfig
-from ratelimitd.errors import RatelimitdError
-from ratelimitd.http import DEFAULT_PORT, HttpServer, Readiness, is_loopback
-from ratelimitd.metrics import Metrics
-from ratelimitd.protocol import StatusRequest, parse_request
-from ratelimitd.service import Service
+from ratelimitd.core.errors import RatelimitdError
+from ratelimitd.core.protocol import StatusRequest, parse_request
+from ratelimitd.daemon.clock import SystemClock
+from ratelimitd.daemon.config import Config, HttpConfig
+from ratelimitd.daemon.service import Service
+from ratelimitd.ops.http import DEFAULT_PORT, HttpServer, Readiness, is_loopback
+from ratelimitd.ops.metrics import Metrics
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -165,7 +165,7 @@ async def test_metrics_can_be_left_out(service: Service, client: aiohttp.ClientS
 
 async def test_non_loopback_address_is_logged(service: Service, caplog: pytest.LogCaptureFixture) -> None:
     config = HttpConfig(host="0.0.0.0", port=0)
-    with caplog.at_level(logging.WARNING, logger="ratelimitd.http"):
+    with caplog.at_level(logging.WARNING, logger="ratelimitd.ops.http"):
         async with HttpServer(config, registry=None, readiness=Readiness(), status=service):
             pass
     assert any("not loopback" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)

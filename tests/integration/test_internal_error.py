@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ratelimitd.clock import SystemClock
-from ratelimitd.config import Config
-from ratelimitd.server import UnixServer, bind_unix_socket
-from ratelimitd.service import PendingAcquire, Response, Service
+from ratelimitd.daemon.clock import SystemClock
+from ratelimitd.daemon.config import Config
+from ratelimitd.daemon.server import UnixServer, bind_unix_socket
+from ratelimitd.daemon.service import PendingAcquire, Response, Service
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pytest
 
-    from ratelimitd.protocol import ReportRequest
+    from ratelimitd.core.protocol import ReportRequest
 
 
 class BrokenReportService(Service):
@@ -58,7 +58,7 @@ async def test_a_bug_in_an_op_is_answered_internal_and_the_daemon_keeps_serving(
     try:
         reader, writer = await asyncio.open_unix_connection(str(path))
         other_reader, other_writer = await asyncio.open_unix_connection(str(path))
-        with caplog.at_level(logging.ERROR, logger="ratelimitd.server"):
+        with caplog.at_level(logging.ERROR, logger="ratelimitd.daemon.server"):
             answer = await _ask(reader, writer, {"op": "report", "provider": "buggy", "status": 429, "id": 7})
         assert answer["ok"] is False
         assert answer["error"] == "internal"

@@ -17,7 +17,7 @@ import pytest
 from support import ConnectionClosed, run_cli, wait_for
 
 from ratelimitd import __version__
-from ratelimitd.paths import default_socket_path
+from ratelimitd.core.paths import default_socket_path
 
 if TYPE_CHECKING:
     from daemons import DaemonFactory
@@ -143,9 +143,9 @@ def test_the_environment_beats_the_config_file(daemon_factory: DaemonFactory, sh
 
 def test_the_last_resort_socket_path_is_per_user() -> None:
     assert default_socket_path({}, uid=1234) == Path("/tmp/ratelimitd-1234/ratelimitd.sock")
-    assert default_socket_path({}) == Path(f"/tmp/ratelimitd-{os.getuid()}/ratelimitd.sock")
+    assert default_socket_path({}, os.getuid()) == Path(f"/tmp/ratelimitd-{os.getuid()}/ratelimitd.sock")
     # Empty variables count as unset.
-    assert default_socket_path({"RATELIMITD_SOCKET": "", "XDG_RUNTIME_DIR": "/x"}) == Path(
+    assert default_socket_path({"RATELIMITD_SOCKET": "", "XDG_RUNTIME_DIR": "/x"}, os.getuid()) == Path(
         "/x/ratelimitd.sock"
     )
 

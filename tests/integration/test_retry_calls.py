@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ratelimitd.client import AsyncClient, Client
+from ratelimitd.client.retry_calls import AttemptContext, Outcome, call_async, call_sync
 from ratelimitd.retry import RetryPolicy, preset
-from ratelimitd.retry_calls import AttemptContext, Outcome, call_async, call_sync
 
 if TYPE_CHECKING:
     from daemons import DaemonFactory, RunningDaemon

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ratelimitd.config import load_config
-from ratelimitd.errors import ConfigError
-from ratelimitd.install import SOURCE_DIR, install_systemd
+from ratelimitd.core.errors import ConfigError
+from ratelimitd.daemon.config import load_config
+from ratelimitd.ops.install import SOURCE_DIR, install_systemd
 
 #: The exposure `systemd-analyze security` must not exceed (issue 5).
 MAX_EXPOSURE = 2.0
@@ -170,7 +170,7 @@ def test_cli_command_installs_under_a_prefix(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import argparse, sys\n"
-            "from ratelimitd.install import add_install_command\n"
+            "from ratelimitd.ops.install import add_install_command\n"
             "parser = argparse.ArgumentParser()\n"
             "add_install_command(parser.add_subparsers())\n"
             "args = parser.parse_args(sys.argv[1:])\n"

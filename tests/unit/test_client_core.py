@@ -8,10 +8,10 @@ import orjson
 import pytest
 from tenacity import Retrying
 
-from ratelimitd.client_core import FALLBACK_PROBE_INTERVAL, ClientCore, local_timeout
-from ratelimitd.client_errors import ConnectionLost, DaemonUnavailable, PermitTimeout
-from ratelimitd.client_types import LOCAL_FALLBACK_BUCKET, Permit, ReportResult
-from ratelimitd.errors import ErrorCode
+from ratelimitd.client.core import FALLBACK_PROBE_INTERVAL, ClientCore, local_timeout
+from ratelimitd.client.errors import ConnectionLost, DaemonUnavailable, PermitTimeout
+from ratelimitd.client.types import LOCAL_FALLBACK_BUCKET, Permit, ReportResult
+from ratelimitd.core.errors import ErrorCode
 
 SOCKET = "/run/test/ratelimitd.sock"
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from ratelimitd.client import local_limiter
-from ratelimitd.client_errors import (
+from ratelimitd.client.errors import (
     AllBucketsExhausted,
     ConnectionLost,
     DaemonUnavailable,
@@ -19,8 +19,8 @@ from ratelimitd.client_errors import (
     error_for,
     error_from_response,
 )
-from ratelimitd.client_sync import LocalBucket
-from ratelimitd.client_types import (
+from ratelimitd.client.sync import LocalBucket
+from ratelimitd.client.types import (
     LOCAL_FALLBACK_BUCKET,
     Permit,
     acquire_body,
@@ -35,9 +35,9 @@ from ratelimitd.client_types import (
     status_body,
     without_envelope,
 )
-from ratelimitd.clock import FakeClock
-from ratelimitd.errors import ErrorCode
-from ratelimitd.protocol import AcquireRequest, ReportRequest, ResetRequest, StatusRequest, parse_request
+from ratelimitd.core.errors import ErrorCode
+from ratelimitd.core.protocol import AcquireRequest, ReportRequest, ResetRequest, StatusRequest, parse_request
+from ratelimitd.daemon.clock import FakeClock
 
 
 class TestErrorMapping:
@@ -292,7 +292,7 @@ def test_report_body_accepts_aiohttp_header_mappings() -> None:
     """`report(..., headers=response.headers)` must encode: aiohttp names are istr, not str."""
     from multidict import CIMultiDict, istr
 
-    from ratelimitd.client_types import encode_line, report_body
+    from ratelimitd.client.types import encode_line, report_body
 
     headers = CIMultiDict({istr("Retry-After"): "7", istr("X-RateLimit-Remaining"): "0"})
     body = report_body(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ratelimitd.config import Config, LimitConfig, ServerConfig, load_config, parse_config
-from ratelimitd.errors import ConfigError
+from ratelimitd.core.errors import ConfigError
+from ratelimitd.daemon.config import Config, LimitConfig, ServerConfig, load_config, parse_config
 
 CASES = sorted((Path(__file__).parent / "config_cases").glob("*.toml"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ratelimitd.config import load_config
+from ratelimitd.daemon.config import load_config
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

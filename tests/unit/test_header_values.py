@@ -7,7 +7,7 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from ratelimitd.header_values import (
+from ratelimitd.core.headers.values import (
     parse_absolute_reset,
     parse_count,
     parse_duration,

@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from ratelimitd.headers import (
+from ratelimitd.core.headers.parse import (
     FAMILIES,
     RateLimitHint,
     UnitHint,

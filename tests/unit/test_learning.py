@@ -7,9 +7,10 @@ import math
 
 import pytest
 
-from ratelimitd.headers import RateLimitHint
-from ratelimitd.learning import BucketLearner, LearningSettings, ReportEvent
-from ratelimitd.learning_adaptive import seed_points
+from ratelimitd.core.headers.parse import RateLimitHint
+from ratelimitd.core.learning.adaptive import seed_points
+from ratelimitd.core.learning.learner import BucketLearner, LearningSettings, ReportEvent
+from ratelimitd.core.learning.persist import restore, snapshot
 
 ON = {"learning": True, "recovery": True}
 LIMITED = ReportEvent(status=429)
@@ -278,9 +279,9 @@ def test_snapshot_restore_decays_cuts(stale_for: float, factor: float) -> None:
     bucket = BucketLearner(settings, 100.0, 0.0)
     for i in range(5):
         bucket.on_report(ReportEvent(status=429, retry_after=100.0), float(i))
-    data = bucket.snapshot(10.0, 1_700_000_000.0)
+    data = snapshot(bucket, 10.0, 1_700_000_000.0)
     assert data["paused_until"] == pytest.approx(1_700_000_000.0 + 94.0)
-    restored = BucketLearner.restore(settings, 100.0, data, 500.0, 1_700_000_050.0, stale_for)
+    restored = restore(settings, 100.0, data, 500.0, 1_700_000_050.0, stale_for)
     assert restored.factor == pytest.approx(factor)
     assert restored.pause_until == pytest.approx(544.0)  # still 44 s of the pause left
     assert len(restored.history) == len(bucket.history) + 1
@@ -288,7 +289,7 @@ def test_snapshot_restore_decays_cuts(stale_for: float, factor: float) -> None:
 
 def test_restore_rejects_unknown_version() -> None:
     with pytest.raises(ValueError, match="version"):
-        BucketLearner.restore(LearningSettings(), 10.0, {"version": 99}, 0.0, 0.0, 0.0)
+        restore(LearningSettings(), 10.0, {"version": 99}, 0.0, 0.0, 0.0)
 
 
 def test_pacing_announced_limit_and_holds() -> None:

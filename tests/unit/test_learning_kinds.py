@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ratelimitd.headers import parse_headers
-from ratelimitd.learning import BucketLearner, LearningSettings, ReportEvent
-from ratelimitd.learning_kinds import classify_report, quota_wait
+from ratelimitd.core.headers.parse import parse_headers
+from ratelimitd.core.learning.kinds import classify_report, quota_wait
+from ratelimitd.core.learning.learner import BucketLearner, LearningSettings, ReportEvent
 
 NOW_WALL = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 SETTINGS = LearningSettings(learning=True, recovery=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ratelimitd.limiter import BucketLimiter, LimitSpec, UnitLimit
+from ratelimitd.core.limiter import BucketLimiter, LimitSpec, UnitLimit
 
 REQ = {"requests": 1.0}
 

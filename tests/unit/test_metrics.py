@@ -8,11 +8,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ratelimitd.config import Config, Features
-from ratelimitd.errors import ErrorCode
-from ratelimitd.metrics import BUCKET_STATES, WAIT_BUCKETS, Metrics
-from ratelimitd.metrics_hooks import MetricsHooks, NoMetrics
-from ratelimitd.providers import STATUS_CLASSES, Bucket, BucketStats, LimitStats, ProviderStats
+from ratelimitd.core.errors import ErrorCode
+from ratelimitd.core.providers import STATUS_CLASSES, Bucket, BucketStats, LimitStats, ProviderStats
+from ratelimitd.daemon.config import Config, Features
+from ratelimitd.daemon.metrics_hooks import MetricsHooks, NoMetrics
+from ratelimitd.ops.metrics import BUCKET_STATES, WAIT_BUCKETS, Metrics
 
 WALL = 1_700_000_000.0
 

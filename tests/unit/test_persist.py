@@ -21,8 +21,8 @@ import orjson
 import pytest
 from support import assert_refuses_writes, make_readonly_dir, run_ok
 
-from ratelimitd.clock import FakeClock
-from ratelimitd.persist import (
+from ratelimitd.daemon.clock import FakeClock
+from ratelimitd.ops.persist import (
     SCHEMA_VERSION,
     LoadedState,
     PeriodicSaver,
@@ -232,7 +232,7 @@ def test_bad_file_is_renamed_and_logged(
     path = tmp_path / "state.json"
     path.write_bytes(content)
     store = StateStore(path)
-    with caplog.at_level(logging.ERROR, logger="ratelimitd.persist"):
+    with caplog.at_level(logging.ERROR, logger="ratelimitd.ops.persist"):
         assert store.load(T0) is None
     assert (tmp_path / "state.json.corrupt-20231114T221320Z").read_bytes() == content
     assert not path.exists()
@@ -317,7 +317,7 @@ def test_read_only_directory_is_a_warning_not_a_crash(
     how = make_readonly_dir(directory, {"state.json": old}, cleanup)
     assert_refuses_writes(directory)
     store = StateStore(directory / "state.json")
-    with caplog.at_level(logging.WARNING, logger="ratelimitd.persist"):
+    with caplog.at_level(logging.WARNING, logger="ratelimitd.ops.persist"):
         store.acquire_lock()  # cannot create the lock file: warned, not raised
         loaded = store.load(T0 + 1)  # reading still works
         results = [store.save({("p", "b"): SNAP_B}, T0 + i) for i in range(3)]
@@ -347,7 +347,7 @@ def test_parent_is_a_regular_file(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     blocker = tmp_path / "blocker"
     blocker.write_bytes(b"not a directory")
     store = StateStore(blocker / "state.json")
-    with caplog.at_level(logging.INFO, logger="ratelimitd.persist"):
+    with caplog.at_level(logging.INFO, logger="ratelimitd.ops.persist"):
         store.acquire_lock()
         assert not store.save({("p", "b"): SNAP_A}, T0)
         assert not store.save({("p", "b"): SNAP_A}, T0 + 1)
@@ -419,7 +419,7 @@ def test_readers_only_ever_see_complete_files(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from ratelimitd.persist import StateStore
+from ratelimitd.ops.persist import StateStore
 store = StateStore(Path(sys.argv[1]))
 store.acquire_lock()
 i = 0
@@ -461,7 +461,7 @@ def test_sigkill_during_saves_leaves_a_complete_file(tmp_path: Path) -> None:
 HOLDER = """
 import sys
 from pathlib import Path
-from ratelimitd.persist import StateStore
+from ratelimitd.ops.persist import StateStore
 StateStore(Path(sys.argv[1])).acquire_lock()
 print("locked", flush=True)
 sys.stdin.read()
@@ -611,7 +611,7 @@ async def test_saver_survives_a_failing_collect(tmp_path: Path, caplog: pytest.L
 
     saver = PeriodicSaver(store, collect, source.dirty, interval=3600.0, clock=FakeClock())
     source.bump()
-    with caplog.at_level(logging.ERROR, logger="ratelimitd.persist"):
+    with caplog.at_level(logging.ERROR, logger="ratelimitd.ops.persist"):
         assert await saver.tick() is False
         assert await saver.tick() is False  # still pending, still failing, logged once
     assert store.saves_failed == 2

@@ -7,8 +7,8 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from ratelimitd.headers import FAMILIES, parse_headers
-from ratelimitd.profiles import PROFILES, Profile, ProfileLimit, get_profile
+from ratelimitd.core.headers.parse import FAMILIES, parse_headers
+from ratelimitd.core.headers.profiles import PROFILES, Profile, ProfileLimit, get_profile
 
 EXPECTED = ("openai", "anthropic", "github", "crossref", "semantic-scholar", "datacite")
 

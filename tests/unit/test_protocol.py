@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from ratelimitd.errors import ErrorCode, RatelimitdError
-from ratelimitd.protocol import (
+from ratelimitd.core.errors import ErrorCode, RatelimitdError
+from ratelimitd.core.protocol import (
     AcquireRequest,
     HelloRequest,
     PingRequest,

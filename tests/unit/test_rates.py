@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ratelimitd.rates import parse_period, parse_rate
+from ratelimitd.core.rates import parse_period, parse_rate
 
 
 @pytest.mark.parametrize(

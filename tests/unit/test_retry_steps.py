@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
-from ratelimitd.client_errors import AllBucketsExhausted, PermitTimeout
-from ratelimitd.client_types import Permit
-from ratelimitd.errors import ErrorCode
+from ratelimitd.client.errors import AllBucketsExhausted, PermitTimeout
+from ratelimitd.client.retry_steps import LogicalRequest, Outcome
+from ratelimitd.client.types import Permit
+from ratelimitd.core.errors import ErrorCode
 from ratelimitd.retry import Attempt, AttemptFailed, RetriesExhausted, RetryPolicy, preset
-from ratelimitd.retry_steps import LogicalRequest, Outcome
 
 NOW_WALL = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
 

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from ratelimitd.config import LimitConfig, ProviderConfig, Selection
-from ratelimitd.errors import ErrorCode, RatelimitdError
-from ratelimitd.protocol import AcquireRequest
-from ratelimitd.providers import Provider
-from ratelimitd.selection import (
+from ratelimitd.core.errors import ErrorCode, RatelimitdError
+from ratelimitd.core.protocol import AcquireRequest
+from ratelimitd.core.providers import Provider
+from ratelimitd.core.selection import (
     REASONS,
     bucket_availability,
     choose_bucket,
 )
+from ratelimitd.daemon.config import LimitConfig, ProviderConfig, Selection
 
 KEYS = ("a", "b", "c")
 

@@ -14,16 +14,16 @@ import pytest
 from support import run_due
 
 from ratelimitd import __version__
-from ratelimitd.config import Config, parse_config
-from ratelimitd.errors import ErrorCode, RatelimitdError
-from ratelimitd.protocol import parse_object, parse_request
-from ratelimitd.service import PendingAcquire, Service
+from ratelimitd.core.errors import ErrorCode, RatelimitdError
+from ratelimitd.core.protocol import parse_object, parse_request
+from ratelimitd.daemon.config import Config, parse_config
+from ratelimitd.daemon.service import PendingAcquire, Service
 
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
 
-    from ratelimitd.clock import FakeClock
+    from ratelimitd.daemon.clock import FakeClock
 
 CONFIG = """
 [server]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ratelimitd.structured_fields import Item, Token, parse_dictionary, parse_list
+from ratelimitd.core.headers.structured_fields import Item, Token, parse_dictionary, parse_list
 
 
 def test_list_of_strings_with_parameters() -> None:

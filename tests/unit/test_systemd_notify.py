@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ratelimitd.systemd import Notifier, listen_fds
+from ratelimitd.ops.systemd import Notifier, listen_fds
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -107,7 +107,7 @@ def test_send_errors_are_logged_once_and_never_raised(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens.sock")})
-    with caplog.at_level("DEBUG", logger="ratelimitd.systemd"):
+    with caplog.at_level("DEBUG", logger="ratelimitd.ops.systemd"):
         assert not notifier.ready()
         assert not notifier.watchdog()
         assert not notifier.stopping()
@@ -157,7 +157,7 @@ def test_malformed_listen_fds_names_the_variables() -> None:
 # The child puts the passed descriptors at 3 and 4, as systemd does, then takes them.
 _CHILD = """
 import json, os, socket, sys
-from ratelimitd.systemd import listen_fds_with_names
+from ratelimitd.ops.systemd import listen_fds_with_names
 listener_fd, pair_fd = int(sys.argv[1]), int(sys.argv[2])
 os.dup2(listener_fd, 3)
 os.dup2(pair_fd, 4)
@@ -222,7 +222,7 @@ def test_listen_fds_takes_real_descriptors_3_and_4(tmp_path: Path) -> None:
 
 _CHILD_NOT_A_SOCKET = """
 import os
-from ratelimitd.systemd import listen_fds
+from ratelimitd.ops.systemd import listen_fds
 read_end, write_end = os.pipe()
 os.dup2(read_end, 3)
 try:

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 import pytest
 from support import run_due
 
-from ratelimitd.errors import ErrorCode, RatelimitdError
-from ratelimitd.limiter import BucketLimiter, LimitSpec
-from ratelimitd.waiters import Waiter, WaitQueue
+from ratelimitd.core.errors import ErrorCode, RatelimitdError
+from ratelimitd.core.limiter import BucketLimiter, LimitSpec
+from ratelimitd.daemon.waiters import Waiter, WaitQueue
 
 if TYPE_CHECKING:
     import asyncio
 
-    from ratelimitd.clock import FakeClock
+    from ratelimitd.daemon.clock import FakeClock
 
 ONE = {"requests": 1.0}
 

@@ -1,0 +1,1 @@
+"""Learning from 429s and headers: one `BucketLearner` per bucket and the policies it runs."""

@@ -1,0 +1,395 @@
+"""The `adaptive` policy's rules: one cut per round, noise tolerance, recovery between brackets.
+
+Pure: no I/O, no clock reads. `BucketLearner` (learning.py) owns the factor and calls these.
+
+A round of 429s starts at a streak of 3 or at once with the provider's evidence (Retry-After,
+a unit at 0). Rounds in a row cut by the seed's table (10, 10, 20 ... 30 % of the current rate)
+or down to the delivered success rate; a first round near a known ceiling only goes back under
+it, and 429s right after a recovery climb step go back to the level held before the climb
+(which restarts the count of rounds in a row). The `ceiling` is the lowest rate at which a
+round began. Recovery climbs to 97 % of it, holds a plateau, then probes: the first step
+straight to 110 % of the level held, for 3 s; held without a 429 it forgets the ceiling, goes
+back to the highest level held before and climbs on in doubling steps, one per second; a failed
+probe goes back to the level held before it and doubles the plateau (up to
+`recovery_plateau_long`, 160 s: a ceiling that keeps holding is probed rarely; but at most
+`recovery_plateau_max`, 10 s, while the provider recently allowed 10 % more); a level that held
+a whole plateau and then meets 429s steps down only half a step.
+Schedule: docs/learning.md.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ratelimitd.core.learning.types import LearningSettings
+
+__all__ = ("AdaptiveRules", "seed_points")
+
+# Shared, always empty: stand-ins until a bucket records its first success or pause.
+_NO_TIMES: deque[float] = deque(maxlen=0)
+_NO_PAUSES: deque[tuple[float, float]] = deque(maxlen=0)
+
+_EWMA_ALPHA = 0.02  # ~ the last 50 fresh reports
+_KNEE = 0.97  # without a known-good level, climb to 97% of the ceiling
+_FORGET_ABOVE = 1.1  # a level held 10% past the ceiling: the provider recently allowed more
+_PROBE_ABOVE = 1.1  # the first probe step: 10% above the level held quietly before it
+_ROUND_GAP = 10.0  # rounds of 429s closer than this are "in a row" (deeper cuts)
+_MAX_DROP = 0.5  # the delivered rate never cuts more than half at once
+_MIN_DELIVERED = 10  # successes in the window before the delivered rate is trusted
+_PROBE_HOLD = 3.0  # recovery intervals each probe step is held
+_HELD_STEP = 0.5  # a level held a whole plateau steps down by half a recovery step
+
+
+def seed_points(streak: int) -> int:
+    """Points (percent) one 429 cuts at `streak` in the seed's table: 3-4 -> 10, 5-9 -> 20, 10+ -> 30."""
+    if streak < 3:
+        return 0
+    if streak <= 4:
+        return 10
+    if streak <= 9:
+        return 20
+    return 30
+
+
+class AdaptiveRules:
+    """Round, noise and recovery bookkeeping of one bucket (issue 6, items 1-3)."""
+
+    # Slots: one of these per bucket, and a dict of ~30 attributes costs ~1.5 KB more each.
+    __slots__ = (
+        "_best_held", "_ceiling_before_cut", "_epoch_429", "_epoch_ok", "_epoch_pairs",
+        "_factor_after_cut", "_factor_before_cut", "_free", "_good", "_last_bad_at",
+        "_last_eval_at", "_last_fresh_limited", "_level", "_level_since", "_noise_check_at",
+        "_pauses", "_plateau", "_plateau_since", "_prev_n", "_prev_share", "_probe_steps",
+        "_probe_top", "_probing", "_stable_since", "_success_times", "ceiling", "last_cut_at",
+        "last_cut_permit", "noise_share", "recent_share", "rounds", "settings",
+    )  # fmt: skip
+
+    def __init__(self, settings: LearningSettings, now: float) -> None:
+        self.settings = settings
+        self.ceiling: float | None = None
+        self.noise_share: float | None = None
+        self.recent_share = 0.0  # EWMA of the 429 share of fresh reports
+        self.last_cut_at: float | None = None
+        self.last_cut_permit = 0
+        self.rounds = 0  # rounds of 429s in a row (each less than _ROUND_GAP after the last)
+        self._last_bad_at: float | None = None
+        self._last_eval_at = now
+        self._epoch_ok = self._epoch_429 = 0
+        self._epoch_pairs = 0  # fresh 429s right after another fresh 429: clustering
+        self._last_fresh_limited = False
+        self._prev_share = 0.0
+        self._prev_n = 0
+        self._noise_check_at: float | None = None
+        self._factor_before_cut = 1.0
+        self._factor_after_cut = 1.0
+        self._ceiling_before_cut: float | None = None
+        self._plateau_since: float | None = None
+        self._plateau = settings.recovery_plateau
+        self._probe_steps = 0
+        self._probing = False
+        self._free = False  # a held probe forgot the ceiling: the provider allows more, climb fast
+        self._good: float | None = None  # the level held before the current probe
+        self._probe_top = math.inf  # the first probe step: held without a 429, forget the ceiling
+        self._stable_since: float | None = None  # the last round cut (or forgotten ceiling)
+        self._level = 1.0  # the factor as last seen by `tick`, unchanged since `_level_since`
+        self._level_since = now
+        self._best_held: float | None = None  # highest level held a plateau without a 429
+        # Most buckets never see a 429: the deques (~600 bytes each) are made on first use.
+        self._success_times: deque[float] = _NO_TIMES
+        self._pauses: deque[tuple[float, float]] = _NO_PAUSES  # Retry-After pauses (start, end)
+
+    def is_fresh(self, permit: int | None, now: float) -> bool:
+        """Evidence about the current rate? Permits granted before the last cut are late answers."""
+        if permit is not None:
+            return permit > self.last_cut_permit
+        return self.last_cut_at is None or now - self.last_cut_at >= self.settings.late_window
+
+    def on_pause(self, start: float, end: float) -> None:
+        """A Retry-After pause: the delivered rate does not count paused time."""
+        if self._pauses is _NO_PAUSES:
+            self._pauses = deque()
+        pauses = self._pauses
+        if pauses and pauses[-1][1] >= start:
+            start = min(start, pauses[-1][0])
+            pauses.pop()
+        pauses.append((start, end))
+        horizon = start - self.settings.delivery_window
+        while pauses[0][1] < horizon:  # bounded, like the success times
+            pauses.popleft()
+
+    def on_success(self, permit: int | None, now: float) -> None:
+        times = self._success_times
+        if times is _NO_TIMES:
+            times = self._success_times = deque()
+        times.append(now)
+        # Bounded by the delivery window even if no 429 ever comes to read it.
+        horizon = now - self.settings.delivery_window
+        while times[0] < horizon:
+            times.popleft()
+        if self.is_fresh(permit, now):
+            self._epoch_ok += 1
+            self._last_fresh_limited = False
+            self.recent_share *= 1.0 - _EWMA_ALPHA
+
+    def on_rate_limit(
+        self, factor: float, streak: int, permit: int | None, now: float, floor: float,
+        last_granted: int, *, evidence: bool = False, baseline: float = 0.0,
+    ) -> tuple[float, str] | None:  # fmt: skip
+        """A 429: returns (new factor, reason) for a cut, or None (late, noise, too few).
+
+        A round starts at a streak of 3 (the seed's threshold), or at once with `evidence`
+        (Retry-After or rate-limit headers: the provider said it is a rate limit).
+        `baseline` (requests/s at factor 1) turns the delivered success rate into a factor.
+        """
+        if not self.is_fresh(permit, now):
+            return None
+        self._epoch_429 += 1
+        self._epoch_pairs += self._last_fresh_limited
+        self._last_fresh_limited = True
+        self.recent_share = self.recent_share * (1.0 - _EWMA_ALPHA) + _EWMA_ALPHA
+        noise = self.noise_share
+        if not evidence and noise is not None and self.recent_share <= noise * 1.5 + 0.02:
+            return None  # the share a noisy provider always shows: not about our rate
+        if streak < 3 and not evidence:
+            return None  # below the seed's threshold and no evidence: no signal, not even to wait
+        self._last_bad_at = now
+        if not evidence and noise is None and self._looks_like_noise(factor):
+            self._learn_noise()
+            return max(factor, self._factor_before_cut), "429 share did not fall with the rate: noise"
+        in_a_row = self.last_cut_at is not None and now - self.last_cut_at < _ROUND_GAP
+        self.rounds = self.rounds + 1 if in_a_row else 1
+        ceiling = factor if self.ceiling is None else min(self.ceiling, factor)
+        new, reason = self._level_after(factor, ceiling, floor, now, baseline)
+        if new >= factor - 1e-9:
+            return None
+        n = self._epoch_ok + self._epoch_429
+        self._prev_share = self._epoch_429 / n if n else 0.0
+        self._prev_n = n
+        self._epoch_ok = self._epoch_429 = self._epoch_pairs = 0
+        if noise is None and not evidence:
+            self._noise_check_at = now + self.settings.noise_window
+        self._factor_before_cut = factor
+        self._factor_after_cut = new
+        self._ceiling_before_cut = self.ceiling
+        self.ceiling = ceiling
+        self.last_cut_at = now
+        self.last_cut_permit = last_granted
+        self._plateau_since = None
+        self._probe_steps = 0
+        self._probing = False
+        self._free = False
+        return new, reason
+
+    def _level_after(
+        self, factor: float, ceiling: float, floor: float, now: float, baseline: float
+    ) -> tuple[float, str]:
+        """The level a fresh round of 429s at `factor` leads to, and why (sets the plateau).
+
+        A step back after a climb that overshot restarts the count of rounds in a row (the
+        next one only goes back under the ceiling); steps back under the ceiling in a row
+        escalate to the seed's cuts, so a provider that really dropped is followed down fast.
+        """
+        near_ceiling = self.ceiling is not None and self.rounds == 1
+        held = (
+            not self._probing
+            and self._plateau_since is not None
+            and now - self._plateau_since >= self.settings.recovery_plateau
+        )
+        climbed = (  # recovery raised the rate since the last cut, and only just now
+            not self._probing
+            and self.last_cut_at is not None
+            and factor > self._factor_after_cut + 1e-9
+            and (abs(factor - self._level) > 1e-9 or now - self._level_since < self.settings.recovery_quiet)
+        )
+        if climbed:
+            # Recovery overshot: back to the level held quietly before the climb (or under
+            # the level that failed, if that is lower). Not a new round of cuts.
+            new = max(floor, min(self._factor_after_cut, ceiling * _KNEE))
+            reason = f"429s after climbing to {factor:.3g}: back to {new:.3g}"
+            self._plateau = self.next_plateau(ceiling, now)
+        elif near_ceiling and held:
+            # The level held a whole plateau: it is only just above the provider's rate.
+            new = max(floor, factor - self.settings.recovery_min_step * _HELD_STEP)
+            reason = f"429s after holding {factor:.3g}: one step down, to {new:.3g}"
+            self._plateau = self.next_plateau(ceiling, now)
+        elif (self._probing or near_ceiling) and ceiling * _KNEE < factor:
+            new = max(floor, ceiling * _KNEE)
+            if self._probing and self._good is not None and new < self._good < ceiling:
+                new = self._good  # the level held before this probe: still good
+            reason = f"429s at {factor:.3g}: back under the ceiling, to {new:.3g}"
+            self._plateau = self.next_plateau(ceiling, now)
+        else:
+            points = seed_points(self.rounds + 2)
+            new = factor * (1.0 - points / 100.0)
+            reason = f"round {self.rounds} of 429s: cut {points}% of the current rate"
+            rate = self._delivered(now)
+            delivered = rate / baseline if rate is not None and baseline > 0 else None
+            if delivered is not None and factor * _MAX_DROP < delivered < new:
+                new = delivered
+                reason = f"round {self.rounds} of 429s: down to the delivered rate"
+            new = max(floor, new)
+            self._plateau = self.settings.recovery_plateau
+            self._stable_since = now
+        if climbed:
+            self.rounds = 0  # an overshoot, not a round of cuts: the next round is a first one
+        return new, reason
+
+    def next_plateau(self, ceiling: float, now: float) -> float:
+        """The plateau after a failed probe under `ceiling`: double the last one.
+
+        Up to `recovery_plateau_max` (10 s) while the provider has recently allowed more (a
+        level 10 % past `ceiling` held a whole plateau, and the last round cut is less than
+        `recovery_plateau_long` ago: it may come back, probe often); else up to
+        `recovery_plateau_long` (160 s): a ceiling that keeps holding is probed rarely.
+        """
+        s = self.settings
+        cap = s.recovery_plateau_long
+        best = self._best_held
+        recent = self._stable_since is not None and now - self._stable_since < s.recovery_plateau_long
+        if best is not None and best > ceiling * _FORGET_ABOVE and recent:
+            cap = s.recovery_plateau_max
+        return min(cap, self._plateau * 2.0)
+
+    def _delivered(self, now: float) -> float | None:
+        """Successes per second over the last `delivery_window`, not counting Retry-After pauses.
+
+        A window that was mostly paused says nothing about the provider (None), nor do too
+        few successes.
+        """
+        window = self.settings.delivery_window
+        times = self._success_times
+        while times and times[0] < now - window:
+            times.popleft()
+        pauses = self._pauses
+        while pauses and pauses[0][1] < now - window:
+            pauses.popleft()
+        paused = 0.0
+        for start, end in pauses:
+            # Until the first success after a pause comes back, the resumed sends are in
+            # flight: that time was not capacity the provider refused either.
+            i = bisect_left(times, end)
+            back = times[i] if i < len(times) else now
+            paused += max(0.0, min(back, now) - max(start, now - window))
+        active = window - paused
+        if len(times) < _MIN_DELIVERED or active < window * 0.25:
+            return None
+        return len(times) / active
+
+    def tick(self, factor: float, top: float, now: float) -> tuple[str, float, str] | None:
+        """(kind, new factor, reason) for a noise verdict or a recovery step, else None."""
+        s = self.settings
+        if abs(factor - self._level) > 1e-9:
+            self._level, self._level_since = factor, now
+        elif now - self._level_since >= s.recovery_plateau and (
+            self._last_bad_at is None or self._last_bad_at < self._level_since
+        ):
+            self._best_held = max(factor, self._best_held or 0.0)
+        verdict = self._noise_verdict(factor, now)
+        if verdict is not None:
+            return verdict
+        if not s.recovery or now - self._last_eval_at < s.recovery_interval:
+            return None
+        self._last_eval_at = now
+        if self._last_bad_at is not None and now - self._last_bad_at < s.recovery_quiet:
+            return None
+        if self.last_cut_at is not None and now - self.last_cut_at < s.recovery_quiet:
+            return None
+        if factor >= top - 1e-9:
+            self.ceiling = None
+            self._probing = False
+            return None
+        ceiling = self.ceiling if self.ceiling is not None and self.ceiling < top else None
+        target = min(top, top if ceiling is None else ceiling * _KNEE)
+        if factor < target - 1e-9 and not self._probing:
+            new = min(target, factor + max(s.recovery_min_step, s.recovery_gain * (target - factor)))
+            return "recovered", new, f"climb toward {target:.3g}"
+        if self._plateau_since is None:
+            self._plateau_since = now
+        if self._free:
+            hold = s.recovery_interval  # the ceiling is forgotten: one step per interval
+        elif not self._probing:
+            hold = self._plateau
+        else:
+            hold = s.recovery_interval * _PROBE_HOLD
+        if now - self._plateau_since < hold:
+            return None
+        self._plateau_since = now
+        if self._probing and ceiling is not None and factor >= self._probe_top - 1e-9:
+            # Held the first probe step (10% above the level held before) without a 429:
+            # the provider allows more.
+            # (Not when the step is taken: a bucket's burst hides an overshoot for seconds.)
+            self.ceiling = ceiling = None
+            self._plateau = s.recovery_plateau
+            self._free = True
+            self._stable_since = now
+            best = self._best_held
+            if best is not None and best > factor:
+                # Straight back to the highest level the provider has allowed for a whole
+                # plateau (CUBIC's fast return to W_max); the doubling steps go on from there.
+                # Spent: only holding it again makes it "recently allowed" (a partial return
+                # then probes on the slow schedule, not every ~18 s).
+                self._best_held = None
+                self._probe_steps += 1
+                return "recovered", min(top, best), f"the provider allows more: back to {best:.3g}"
+        if not self._probing:
+            self._good = factor  # held a whole plateau without a 429
+        self._probing = True
+        new = min(top, factor + s.recovery_min_step * 2.0**self._probe_steps)
+        if self._probe_steps == 0 and ceiling is not None:
+            # The first step goes straight to where holding it proves the provider allows more.
+            new = min(top, max(new, factor * _PROBE_ABOVE))
+            self._probe_top = new
+        self._probe_steps += 1
+        return "recovered", new, "probe above the known ceiling" if ceiling else "probe"
+
+    def _noise_verdict(self, factor: float, now: float) -> tuple[str, float, str] | None:
+        """After a cut: did the 429 share stay where it was? Then it is noise: undo the cut."""
+        if self._noise_check_at is None or now < self._noise_check_at:
+            return None
+        self._noise_check_at = None
+        if not self._looks_like_noise(factor):
+            return None
+        share = self._learn_noise()
+        return "noise", max(factor, self._factor_before_cut), f"429 share {share:.3f} is noise"
+
+    def _looks_like_noise(self, factor: float) -> bool:
+        """The epoch since the last cut (lower rate) kept the previous epoch's 429 share."""
+        s = self.settings
+        n = self._epoch_ok + self._epoch_429
+        if n < s.noise_min_samples or self._prev_n < s.noise_min_samples or self._prev_share <= 0:
+            return False
+        if factor > self._factor_after_cut + 1e-9:
+            return False  # recovery already climbed since the cut: no comparison
+        share = self._epoch_429 / n
+        if share < s.noise_ratio * self._prev_share or share > s.noise_max_share:
+            return False
+        # Independent 429s follow a 429 about as often as anything else does; congestion
+        # answers come in clusters (the in-flight requests of one round).
+        return self._epoch_pairs <= (2.0 * share + 0.1) * self._epoch_429
+
+    def _learn_noise(self) -> float:
+        n = self._epoch_ok + self._epoch_429
+        share = self._epoch_429 / n
+        self.noise_share = share
+        self.ceiling = self._ceiling_before_cut
+        self.rounds = 0
+        self._noise_check_at = None
+        self._last_bad_at = None
+        self.last_cut_at = None
+        self.last_cut_permit = 0
+        return share
+
+    def snapshot(self) -> dict[str, object]:
+        return {"ceiling": self.ceiling, "noise_share": self.noise_share}
+
+    def restore(self, data: dict[str, object], decay: float, now: float) -> None:
+        ceiling = data.get("ceiling")
+        noise = data.get("noise_share")
+        if isinstance(ceiling, int | float) and decay >= 0.5:
+            self.ceiling = float(ceiling)
+        if isinstance(noise, int | float):
+            self.noise_share = float(noise)

@@ -1,0 +1,43 @@
+"""Where the socket and the state file live (protocol.md "Paths and defaults").
+
+Pure: reads only the mapping and the uid it is given, so the daemon, the client and tests agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ("SOCKET_NAME", "default_socket_path", "default_state_path")
+
+SOCKET_NAME = "ratelimitd.sock"
+
+
+def default_socket_path(environ: Mapping[str, str], uid: int) -> Path:
+    """`$RATELIMITD_SOCKET`, else `$RUNTIME_DIRECTORY`, else `$XDG_RUNTIME_DIR`, else /tmp/ratelimitd-UID.
+
+    An explicit `--socket` wins over all of these; the caller applies it.
+    """
+    if explicit := environ.get("RATELIMITD_SOCKET"):
+        return Path(explicit)
+    # systemd may pass several directories separated by ':'; the first is ours.
+    if runtime := environ.get("RUNTIME_DIRECTORY"):
+        return Path(runtime.split(":")[0]) / SOCKET_NAME
+    if xdg := environ.get("XDG_RUNTIME_DIR"):
+        return Path(xdg) / SOCKET_NAME
+    return Path(f"/tmp/ratelimitd-{uid}") / SOCKET_NAME
+
+
+def default_state_path(environ: Mapping[str, str], home: Path) -> Path:
+    """`$STATE_DIRECTORY/state.json`, else `$XDG_STATE_HOME/ratelimitd/state.json`.
+
+    Without either: `~/.local/state/ratelimitd/state.json`.
+    """
+    if state_dir := environ.get("STATE_DIRECTORY"):
+        return Path(state_dir.split(":")[0]) / "state.json"
+    if xdg := environ.get("XDG_STATE_HOME"):
+        return Path(xdg) / "ratelimitd" / "state.json"
+    return Path(environ.get("HOME") or home) / ".local" / "state" / "ratelimitd" / "state.json"

@@ -1,0 +1,278 @@
+"""Protocol v1 framing: one line of bytes -> a typed request; a response -> one line.
+
+Pure: no I/O. Every malformed input raises RatelimitdError with a stable code and
+a message that names the field (shared/spec/protocol.md, "Responses").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Final, NamedTuple
+
+import orjson
+
+from ratelimitd.core.errors import ErrorCode, RatelimitdError
+
+__all__ = (
+    "ONE_REQUEST",
+    "PROTOCOL_VERSION",
+    "AcquireRequest",
+    "HelloRequest",
+    "PingRequest",
+    "ReportRequest",
+    "Request",
+    "RequestId",
+    "ResetRequest",
+    "StatusRequest",
+    "encode",
+    "decode",
+    "encode_error",
+    "parse_object",
+    "parse_request",
+    "request_id",
+)
+
+PROTOCOL_VERSION: Final = 1
+MAX_HEADERS: Final = 200
+_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_valid_names: set[str] = set()  # names already checked; bounded below
+_VALID_NAMES_MAX = 8192
+
+RequestId = str | int | None
+
+
+# Requests are NamedTuples: immutable like frozen dataclasses, but built 2.5x faster
+# (0.17 vs 0.44 µs), which matters once per request on the hot path.
+class HelloRequest(NamedTuple):
+    id: RequestId
+
+
+class PingRequest(NamedTuple):
+    id: RequestId
+
+
+class AcquireRequest(NamedTuple):
+    id: RequestId
+    provider: str
+    cost: dict[str, float]
+    timeout: float | None
+    exclude: frozenset[str]
+
+
+class ReportRequest(NamedTuple):
+    id: RequestId
+    provider: str
+    bucket: str
+    status: int | None  # None for a network error
+    permit: int | None
+    reason: str | None
+    retry_after: float | None
+    headers: dict[str, str]
+
+
+class StatusRequest(NamedTuple):
+    id: RequestId
+    provider: str | None
+
+
+class ResetRequest(NamedTuple):
+    id: RequestId
+    provider: str
+    bucket: str | None
+
+
+Request = HelloRequest | PingRequest | AcquireRequest | ReportRequest | StatusRequest | ResetRequest
+
+
+def _bad(message: str) -> RatelimitdError:
+    return RatelimitdError(ErrorCode.BAD_REQUEST, message)
+
+
+def _name(obj: dict[str, Any], field: str, *, required: bool, default: str | None = None) -> str | None:
+    value = obj.get(field)
+    if value is None:
+        if required:
+            raise _bad(f"{field}: required")
+        return default
+    if not isinstance(value, str):
+        raise _bad(f"{field}: must be a string, got {type(value).__name__}")
+    if value not in _valid_names:
+        if not _NAME.fullmatch(value):
+            raise _bad(f"{field}: must be 1-128 characters of A-Z a-z 0-9 . _ - :, got {value[:140]!r}")
+        if len(_valid_names) < _VALID_NAMES_MAX:
+            _valid_names.add(value)
+    return value
+
+
+def _number(value: Any, field: str, *, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(f"{field}: must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise _bad(f"{field}: must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    return number
+
+
+ONE_REQUEST: dict[str, float] = {"requests": 1.0}  # shared: costs are never mutated
+
+
+def _cost(value: Any) -> dict[str, float]:
+    if value is None:
+        return ONE_REQUEST
+    if isinstance(value, dict):
+        if not value:
+            raise _bad("cost: an object of units must name at least one unit")
+        cost: dict[str, float] = {}
+        for unit, amount in value.items():
+            if not _NAME.fullmatch(unit):
+                raise _bad(
+                    f"cost: unit names are 1-128 characters of A-Z a-z 0-9 . _ - :, got {unit[:140]!r}"
+                )
+            cost[unit] = _number(amount, f"cost.{unit}", positive=True)
+        return cost
+    return {"requests": _number(value, "cost", positive=True)}
+
+
+_NO_EXCLUDE: frozenset[str] = frozenset()
+
+
+def _exclude(value: Any) -> frozenset[str]:
+    if value is None:
+        return _NO_EXCLUDE
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _bad("exclude: must be an array of bucket names")
+    return frozenset(value)
+
+
+def _status(value: Any) -> int | None:
+    if value == "network_error":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
+        raise _bad(f'status: must be an HTTP status 100-599 or "network_error", got {value!r}')
+    return value
+
+
+def _headers(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad("headers: must be an object of header name -> string value")
+    if len(value) > MAX_HEADERS:
+        raise _bad(f"headers: at most {MAX_HEADERS} headers, got {len(value)}")
+    for name, text in value.items():
+        if not isinstance(text, str):
+            raise _bad(f"headers.{name[:64]}: must be a string, got {type(text).__name__}")
+    return value
+
+
+def _reason(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 128:
+        raise _bad("reason: must be a string of 1-128 characters")
+    return value
+
+
+def _permit(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _bad(f"permit: must be an integer >= 0, got {value!r}")
+    return value
+
+
+def request_id(obj: dict[str, Any]) -> RequestId:
+    """The request's `id` when it is a string or an integer (else it cannot be echoed)."""
+    value = obj.get("id")
+    return value if type(value) is int or type(value) is str else None
+
+
+def decode(line: bytes) -> Any:
+    """The JSON value of one line, or `invalid_json`."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise RatelimitdError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from exc
+
+
+def parse_request(line: bytes, *, max_timeout: float) -> Request:
+    """Decode one line (without its newline) into a typed request, or raise RatelimitdError."""
+    return parse_object(decode(line), max_timeout=max_timeout)
+
+
+def parse_object(obj: Any, *, max_timeout: float) -> Request:
+    """A decoded line -> a typed request, or RatelimitdError naming the bad field."""
+    if not isinstance(obj, dict):
+        raise RatelimitdError(ErrorCode.INVALID_JSON, f"expected a JSON object, got {type(obj).__name__}")
+    rid = obj.get("id")
+    if rid is not None and type(rid) is not int and type(rid) is not str:  # bool is not an id
+        raise _bad("id: must be a string or an integer")
+    op = obj.get("op")
+    if op == "acquire":
+        # The hot path: common cases answered by lookups, the rest by the full checks.
+        provider = obj.get("provider")
+        if type(provider) is not str or provider not in _valid_names:
+            provider = _name(obj, "provider", required=True) or ""
+        cost = obj.get("cost")
+        timeout = obj.get("timeout")
+        if timeout is not None:
+            timeout = _number(timeout, "timeout", positive=False)
+            if timeout > max_timeout:
+                raise _bad(f"timeout: must be <= {max_timeout:g} seconds, got {timeout:g}")
+        exclude = obj.get("exclude")
+        return AcquireRequest(
+            rid,
+            provider,
+            ONE_REQUEST if cost is None else _cost(cost),
+            timeout,
+            _NO_EXCLUDE if exclude is None else _exclude(exclude),
+        )
+    if op is None:
+        raise _bad("op: required")
+    if not isinstance(op, str):
+        raise _bad(f"op: must be a string, got {type(op).__name__}")
+    if op == "report":
+        if "status" not in obj:
+            raise _bad("status: required")
+        retry_after = obj.get("retry_after")
+        return ReportRequest(
+            rid,
+            _name(obj, "provider", required=True) or "",
+            _name(obj, "bucket", required=False, default="default") or "default",
+            _status(obj["status"]),
+            _permit(obj.get("permit")),
+            _reason(obj.get("reason")),
+            None if retry_after is None else _number(retry_after, "retry_after", positive=False),
+            _headers(obj.get("headers")),
+        )
+    if op == "ping":
+        return PingRequest(rid)
+    if op == "hello":
+        return HelloRequest(rid)
+    if op == "status":
+        return StatusRequest(rid, _name(obj, "provider", required=False))
+    if op == "reset":
+        return ResetRequest(
+            rid, _name(obj, "provider", required=True) or "", _name(obj, "bucket", required=False)
+        )
+    raise RatelimitdError(
+        ErrorCode.UNKNOWN_OP,
+        f"op: unknown op {op[:64]!r} (expected hello, ping, acquire, report, status or reset)",
+    )
+
+
+def encode(response: dict[str, Any]) -> bytes:
+    """One response line, newline included."""
+    return orjson.dumps(response, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def encode_error(rid: RequestId, error: RatelimitdError) -> bytes:
+    body: dict[str, Any] = {
+        "id": rid,
+        "ok": False,
+        "error": error.code.value,
+        "message": error.message,
+    }
+    body.update(error.fields)
+    return encode(body)

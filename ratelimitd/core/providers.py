@@ -1,0 +1,236 @@
+"""Providers and their buckets (one per API key): limits, counters, bounded history.
+
+Pure: no asyncio, no clock reads. The wait queues and the learning policy are
+attached by the service; this module keeps the state they act on and the
+frozen snapshots (`statistics`) that the status op, metrics and persistence read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ratelimitd.core.errors import ErrorCode, RatelimitdError
+from ratelimitd.core.limiter import BucketLimiter, LimitSpec
+
+if TYPE_CHECKING:
+    from ratelimitd.daemon.config import Config, ProviderConfig
+
+__all__ = (
+    "STATUS_CLASSES",
+    "Bucket",
+    "BucketStats",
+    "LimitStats",
+    "Provider",
+    "ProviderStats",
+    "Registry",
+    "status_class",
+)
+
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "429", "5xx", "network_error")
+
+
+def status_class(status: int | None) -> str:
+    """A bounded label for a report's status (metrics and counters)."""
+    if status is None:
+        return "network_error"
+    if status == 429:
+        return "429"
+    return f"{status // 100}xx"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitStats:
+    rate: float
+    baseline: float
+    period: float
+    burst: float
+    shadow_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class BucketStats:
+    limits: dict[str, LimitStats]
+    streak: int
+    state: str
+    paused_until: float | None
+    granted: int
+    timeouts: int
+    reports: dict[str, int]
+    waiters: int
+    factor: float
+    shadow_factor: float
+    ceiling: float | None
+    reductions: int
+    recoveries: int
+    pauses: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    malformed_headers: int = 0
+    # Why the bucket cannot serve now (a selection reason code, issue 7) and when it can, in seconds.
+    why: str | None = None
+    available_in: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "limits": {
+                unit: {
+                    "rate": lim.rate,
+                    "baseline": lim.baseline,
+                    "period": lim.period,
+                    "burst": lim.burst,
+                    "shadow_rate": lim.shadow_rate,
+                }
+                for unit, lim in self.limits.items()
+            },
+            "streak": self.streak,
+            "state": self.state,
+            "why": self.why,
+            "available_in": self.available_in,
+            "paused_until": self.paused_until,
+            "granted": self.granted,
+            "timeouts": self.timeouts,
+            "reports": self.reports,
+            "waiters": self.waiters,
+            "factor": self.factor,
+            "shadow_factor": self.shadow_factor,
+            "ceiling": self.ceiling,
+            "reductions": self.reductions,
+            "recoveries": self.recoveries,
+            "pauses": self.pauses,
+            "malformed_headers": self.malformed_headers,
+            "history": self.history,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStats:
+    buckets: dict[str, BucketStats]
+    configured: bool
+    selection: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "configured": self.configured,
+            "selection": self.selection,
+            "buckets": {name: b.as_json() for name, b in self.buckets.items()},
+        }
+
+
+class Bucket:
+    """One API key of a provider: its limiter and what happened to it."""
+
+    __slots__ = (
+        "applied_pause",
+        "granted",
+        "learner",
+        "limiter",
+        "malformed_headers",
+        "metrics",
+        "name",
+        "pauses",
+        "periods",
+        "provider",
+        "queue",
+        "recoveries",
+        "reductions",
+        "reports",
+        "timeouts",
+    )
+
+    def __init__(self, provider: str, name: str, config: ProviderConfig, now: float) -> None:
+        self.provider = provider
+        self.name = name
+        self.limiter = BucketLimiter(
+            {lim.unit: LimitSpec(lim.rate_per_second, lim.burst) for lim in config.limits}, now
+        )
+        self.periods = {lim.unit: lim.period for lim in config.limits}
+        self.granted = 0
+        self.timeouts = 0
+        self.reports: dict[str, int] = dict.fromkeys(STATUS_CLASSES, 0)
+        self.applied_pause: float | None = None
+        self.reductions = 0
+        self.malformed_headers = 0  # report headers ignored because they did not parse
+        self.recoveries = 0
+        self.pauses = 0
+        # Attached by the service: the wait queue, the learner and the metric children.
+        self.queue: Any = None
+        self.learner: Any = None
+        self.metrics: Any = None
+
+    def reconfigure(self, config: ProviderConfig, now: float) -> None:
+        """Apply new limits (reload), keeping fill levels and the learned scale."""
+        specs = {lim.unit: LimitSpec(lim.rate_per_second, lim.burst) for lim in config.limits}
+        old = self.limiter
+        fresh = BucketLimiter(specs, now)
+        for unit, limit in fresh.units.items():
+            if unit in old.units:
+                used = max(0.0, old.units[unit].burst - old.units[unit].available(now))
+                limit.take(min(used, limit.burst), now)
+        if old.scale != 1.0:
+            fresh.set_scale(old.scale, now)
+        self.limiter = fresh
+        self.periods = {lim.unit: lim.period for lim in config.limits}
+
+
+class Provider:
+    __slots__ = ("buckets", "config", "configured", "name", "one_request_fits", "rotation", "sole")
+
+    def __init__(self, config: ProviderConfig, *, configured: bool, now: float) -> None:
+        self.name = config.name
+        self.config = config
+        self.configured = configured
+        self.buckets = {name: Bucket(config.name, name, config, now) for name in config.buckets}
+        self.rotation = 0  # next index for round_robin
+        self._derive()
+
+    def _derive(self) -> None:
+        """Facts the acquire hot path reads instead of recomputing them per request."""
+        buckets = list(self.buckets.values())
+        self.sole: Bucket | None = buckets[0] if len(buckets) == 1 else None
+        requests = buckets[0].limiter.units.get("requests")
+        self.one_request_fits = requests is None or requests.burst >= 1.0
+
+    def reconfigure(self, config: ProviderConfig, now: float) -> list[Bucket]:
+        """Apply a reloaded config; return the buckets that were removed."""
+        self.config = config
+        removed = [b for name, b in self.buckets.items() if name not in config.buckets]
+        kept = {}
+        for name in config.buckets:
+            bucket = self.buckets.get(name) or Bucket(self.name, name, config, now)
+            bucket.reconfigure(config, now)
+            kept[name] = bucket
+        self.buckets = kept
+        self._derive()
+        return removed
+
+
+class Registry:
+    """Providers by name: the configured ones, and others created on first use up to `max_providers`."""
+
+    def __init__(self, config: Config, now: float) -> None:
+        self.config = config
+        self.providers: dict[str, Provider] = {}
+        for name, provider_config in config.providers.items():
+            self.providers[name] = Provider(provider_config, configured=True, now=now)
+
+    def get(self, name: str, now: float, *, create: bool) -> Provider:
+        """The provider `name`; created from the defaults when allowed, else a RatelimitdError."""
+        provider = self.providers.get(name)
+        if provider is not None:
+            return provider
+        if not create or not self.config.server.create_providers:
+            raise RatelimitdError(
+                ErrorCode.UNKNOWN_PROVIDER,
+                f"provider: no provider named {name!r} is configured and providers are not created on demand",
+            )
+        if len(self.providers) >= self.config.server.max_providers:
+            raise RatelimitdError(
+                ErrorCode.TOO_MANY_PROVIDERS,
+                f"provider: creating {name!r} would pass max_providers ({self.config.server.max_providers})",
+            )
+        provider = Provider(self.config.provider_for(name), configured=False, now=now)
+        self.providers[name] = provider
+        return provider
+
+    def buckets(self) -> list[Bucket]:
+        return [bucket for provider in self.providers.values() for bucket in provider.buckets.values()]

@@ -1,0 +1,72 @@
+"""Between the service's learners and the state file: collect snapshots, restore them.
+
+Shell glue: reads and replaces `Bucket.learner`; the file work is `ratelimitd.ops.persist`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+from ratelimitd.core.learning import persist
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from ratelimitd.core.learning.types import LearningSettings
+    from ratelimitd.core.providers import Bucket, Registry
+    from ratelimitd.core.statefile import BucketKey, LoadedState
+    from ratelimitd.daemon.clock import Clock
+
+__all__ = ("collect_snapshots", "restore_bucket", "restore_learners")
+
+logger = logging.getLogger(__name__)
+
+
+class LearnerHost(Protocol):
+    """What this glue needs of the service (kept narrow so the service can import it)."""
+
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def registry(self) -> Registry: ...
+    @property
+    def learning_settings(self) -> LearningSettings: ...
+    def apply_learner(self, bucket: Bucket) -> None: ...
+
+
+def collect_snapshots(service: LearnerHost) -> dict[BucketKey, Mapping[str, object]]:
+    """Every bucket's learner snapshot, keyed by (provider, bucket)."""
+    now, wall = service.clock.monotonic(), service.clock.wall()
+    return {
+        (bucket.provider, bucket.name): persist.snapshot(bucket.learner, now, wall)
+        for bucket in service.registry.buckets()
+    }
+
+
+def restore_bucket(service: LearnerHost, bucket: Bucket, data: dict[str, object], stale_for: float) -> bool:
+    """Replace `bucket`'s learner with one rebuilt from `data`; False (logged) if malformed."""
+    now, wall = service.clock.monotonic(), service.clock.wall()
+    try:
+        learner = persist.restore(
+            service.learning_settings, bucket.learner.baseline_rate, data, now, wall, stale_for
+        )
+    except (ValueError, TypeError, KeyError) as exc:
+        logger.warning("state for %s/%s is malformed and was dropped: %s", bucket.provider, bucket.name, exc)
+        return False
+    bucket.learner = learner
+    service.apply_learner(bucket)
+    return True
+
+
+def restore_learners(service: LearnerHost, loaded: LoadedState) -> int:
+    """Restore what was saved for the buckets configured now (others wait for first use)."""
+    wall = service.clock.wall()
+    restored = 0
+    for key, data in loaded.buckets.items():
+        provider_name, bucket_name = key
+        provider = service.registry.providers.get(provider_name)
+        bucket = None if provider is None else provider.buckets.get(bucket_name)
+        if bucket is not None:
+            restored += restore_bucket(service, bucket, data, loaded.age(key, wall))
+    return restored

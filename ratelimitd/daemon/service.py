@@ -1,0 +1,433 @@
+"""The protocol's ops, independent of the transport.
+
+Shell: owns the wait queues (asyncio timers) around the pure registry. An op
+returns its response body, or for an `acquire` that must wait, a `PendingAcquire`
+whose future the transport watches; `finish` turns it into the response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ratelimitd import __version__
+from ratelimitd.core.errors import ErrorCode, RatelimitdError
+from ratelimitd.core.headers.parse import parse_headers
+from ratelimitd.core.learning.history import HistoryEntry
+from ratelimitd.core.learning.learner import BucketLearner, Decision, LearningSettings, ReportEvent
+from ratelimitd.core.protocol import (
+    ONE_REQUEST,
+    PROTOCOL_VERSION,
+    AcquireRequest,
+    HelloRequest,
+    PingRequest,
+    ReportRequest,
+    Request,
+    RequestId,
+    ResetRequest,
+    StatusRequest,
+)
+from ratelimitd.core.providers import Bucket, Provider, ProviderStats, Registry, status_class
+from ratelimitd.core.selection import choose_bucket
+from ratelimitd.core.stats import bucket_statistics
+from ratelimitd.daemon.decisions import apply_decision, baseline_rate, learning_settings
+from ratelimitd.daemon.learned_state import restore_bucket
+from ratelimitd.daemon.metrics_hooks import MetricsHooks, NoMetrics
+from ratelimitd.daemon.waiters import Waiter, WaitQueue
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable
+
+    from ratelimitd.daemon.clock import Clock
+    from ratelimitd.daemon.config import Config
+
+__all__ = ("PendingAcquire", "Service")
+
+logger = logging.getLogger(__name__)
+Response = dict[str, Any]
+
+
+@dataclass(slots=True, eq=False)  # compared and hashed by identity
+class PendingAcquire:
+    request: AcquireRequest
+    bucket: Bucket
+    waiter: Waiter
+
+
+class Service:
+    """Runs the ops against the registry; one instance per daemon."""
+
+    def __init__(self, config: Config, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.clock = clock
+        self.loop = loop
+        self.default_timeout = config.server.default_timeout
+        # Only an enforcing learner can make a bucket exhausted or disabled (learning.py).
+        self.learning_enforced = config.features.learning and config.learning.policy != "static"
+        self.registry = Registry(config, clock.monotonic())
+        self.protocol_errors: Counter[str] = Counter()
+        self.connected_clients = 0
+        self.stopping = False
+        self.on_change: Callable[[], None] = lambda: None  # persistence marks itself dirty
+        self.metrics: MetricsHooks = NoMetrics()
+        # Saved learner state of providers created on first use: key -> (snapshot, seconds stale).
+        self.saved_state: Callable[[tuple[str, str]], tuple[dict[str, object], float] | None] = lambda _key: (
+            None
+        )
+        for bucket in self.registry.buckets():
+            self._attach(bucket)
+
+    # -- wiring ---------------------------------------------------------------------------------
+
+    def _attach(self, bucket: Bucket) -> None:
+        bucket.queue = WaitQueue(lambda: bucket.limiter, self.clock.monotonic, self.loop)
+        bucket.learner = BucketLearner(self.learning_settings, baseline_rate(bucket), self.clock.monotonic())
+
+    @property
+    def learning_settings(self) -> LearningSettings:
+        return learning_settings(self.config)
+
+    def _apply(self, bucket: Bucket, decision: Decision | None, now: float) -> str:
+        """Apply a learner's decision to `bucket` (see `apply_decision`); persistence notes changes."""
+        action = apply_decision(bucket, decision, now)
+        if decision is not None:
+            self.on_change()
+        return action
+
+    def apply_learner(self, bucket: Bucket) -> None:
+        """Make the limiter follow a learner that was replaced (restored from state)."""
+        self._apply(bucket, None, self.clock.monotonic())
+
+    def tick(self) -> None:
+        """Time-driven learning (recovery, ends of pauses); the daemon calls it periodically."""
+        now = self.clock.monotonic()
+        for bucket in self.registry.buckets():
+            decision = bucket.learner.tick(now)
+            if decision is not None:
+                self._apply(bucket, decision, now)
+
+    def _provider(self, name: str, now: float) -> Provider:
+        provider = self.registry.providers.get(name)
+        if provider is not None:
+            return provider  # the hot path
+        provider = self.registry.get(name, now, create=True)
+        for bucket in provider.buckets.values():
+            self._attach(bucket)
+            saved = self.saved_state((name, bucket.name))
+            if saved is not None:
+                restore_bucket(self, bucket, *saved)
+        logger.info("provider created on first use: %s", name)
+        return provider
+
+    # -- ops ------------------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response | PendingAcquire:
+        """Run one request; raise RatelimitdError for the error response."""
+        if self.stopping and not isinstance(request, PingRequest | HelloRequest | StatusRequest):
+            raise RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
+        if isinstance(request, AcquireRequest):
+            try:
+                return self.acquire(request)
+            except RatelimitdError as exc:
+                # Timeouts are counted where they happen; unknown providers get no series.
+                if exc.code is not ErrorCode.TIMEOUT and request.provider in self.registry.providers:
+                    self.metrics.on_acquire_error(request.provider)
+                raise
+        if isinstance(request, ReportRequest):
+            return self.report(request)
+        if isinstance(request, PingRequest):
+            return {"id": request.id, "ok": True}
+        if isinstance(request, HelloRequest):
+            return self.hello(request)
+        if isinstance(request, StatusRequest):
+            return self.status(request)
+        return self.reset(request)
+
+    def hello(self, request: HelloRequest) -> Response:
+        return {
+            "id": request.id,
+            "ok": True,
+            "server": "ratelimitd",
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "features": self.config.features.as_dict(),
+        }
+
+    def acquire(self, request: AcquireRequest) -> Response | PendingAcquire:
+        now = self.clock.monotonic()
+        provider = self._provider(request.provider, now)
+        cost = request.cost
+        if cost is not ONE_REQUEST or not provider.one_request_fits:
+            self._check_fits(provider, cost)
+        timeout = self.default_timeout if request.timeout is None else request.timeout
+        bucket = provider.sole
+        if bucket is None or request.exclude or self.learning_enforced:
+            # Issue 7: a multi-bucket provider answers all_buckets_exhausted when none serves
+            # in time; with learning on, even a single bucket may be exhausted or disabled.
+            bucket = choose_bucket(provider, request, now, timeout)
+        queue: WaitQueue = bucket.queue
+        if not queue.live and bucket.limiter.try_take(cost, now) == 0.0:
+            return self._granted(request.id, bucket, 0.0, now)
+        delay = queue.estimate(cost, now)
+        if delay > timeout:
+            # FIFO at a known rate: it cannot be served in time, so say so now.
+            self._count_timeout(bucket)
+            raise self._timeout_error(delay)
+        if queue.live >= self.config.server.max_waiters:
+            self._count_timeout(bucket)
+            raise self._timeout_error(delay, "this bucket already holds max_waiters waiting requests")
+        waiter = queue.push(cost, now)
+        waiter.timeout_handle = self.loop.call_later(timeout, self._expire, bucket, waiter)
+        return PendingAcquire(request, bucket, waiter)
+
+    @staticmethod
+    def _check_fits(provider: Provider, cost: dict[str, float]) -> None:
+        """`cost_too_large` when a unit's cost exceeds its burst: it could never be granted."""
+        # Every bucket of a provider has the same bursts, so the first one answers for all.
+        limiter = next(iter(provider.buckets.values())).limiter
+        too_big = limiter.never_fits(cost)
+        if too_big is not None:
+            burst = limiter.units[too_big].burst
+            raise RatelimitdError(
+                ErrorCode.COST_TOO_LARGE,
+                f"cost: {cost[too_big]:g} {too_big} can never be granted by {provider.name!r}, "
+                f"whose burst is {burst:g} {too_big}",
+            )
+
+    def _expire(self, bucket: Bucket, waiter: Waiter) -> None:
+        now = self.clock.monotonic()
+        retry_after = bucket.queue.estimate({}, now)
+        self._count_timeout(bucket)
+        bucket.queue.cancel(waiter, self._timeout_error(retry_after))
+
+    def _count_timeout(self, bucket: Bucket) -> None:
+        bucket.timeouts += 1
+        self.metrics.on_timeout(bucket)
+
+    @staticmethod
+    def _timeout_error(retry_after: float, why: str = "") -> RatelimitdError:
+        message = f"no permit within the timeout; retry in about {retry_after:.3f} s"
+        return RatelimitdError(
+            ErrorCode.TIMEOUT,
+            f"{message} ({why})" if why else message,
+            retry_after=round(retry_after, 6),
+        )
+
+    def finish(self, pending: PendingAcquire) -> Response:
+        """The response for a waiter whose future is done (raises its RatelimitdError)."""
+        granted_at = pending.waiter.future.result()
+        return self._granted(
+            pending.request.id, pending.bucket, granted_at - pending.waiter.enqueued_at, granted_at
+        )
+
+    def abandon(self, pending: PendingAcquire) -> None:
+        """The client went away: the waiting request is dropped and consumes nothing."""
+        pending.bucket.queue.cancel(pending.waiter)
+
+    def acquire_now(self, obj: dict[str, Any]) -> Response | None:
+        """The common acquire answered straight from the decoded line, or None.
+
+        Only `{"op":"acquire","provider":P[,"id":I]}` for an existing single-bucket
+        provider, with nobody waiting and a permit free now, while learning cannot make a
+        bucket unavailable: the answer is then exactly what `acquire` would give, without
+        building a typed request. Anything else returns None and takes the full path
+        (which re-checks everything; nothing is consumed here unless granted).
+        """
+        # Exactly op, provider and maybe id: any other field (cost, timeout, exclude, or
+        # an unknown one) takes the full path.
+        size = len(obj)
+        if (size != 2 and (size != 3 or "id" not in obj)) or self.stopping or self.learning_enforced:
+            return None
+        rid = obj.get("id")
+        name = obj.get("provider")
+        if (rid is not None and type(rid) is not int and type(rid) is not str) or type(name) is not str:
+            return None
+        provider = self.registry.providers.get(name)
+        if provider is None or not provider.one_request_fits:
+            return None
+        bucket = provider.sole
+        if bucket is None or bucket.queue.live:
+            return None
+        now = self.clock.monotonic()
+        if bucket.limiter.try_take(ONE_REQUEST, now) != 0.0:
+            return None
+        return self._granted(rid, bucket, 0.0, now)
+
+    def _granted(self, rid: RequestId, bucket: Bucket, waited: float, now: float) -> Response:
+        bucket.granted += 1
+        self.metrics.on_granted(bucket, waited)
+        permit = bucket.learner.on_grant(now)
+        return {
+            "id": rid,
+            "ok": True,
+            "provider": bucket.provider,
+            "bucket": bucket.name,
+            "waited": round(waited, 6) if waited else 0.0,
+            "rate": bucket.limiter.primary.rate,
+            "permit": permit,
+        }
+
+    def report(self, request: ReportRequest) -> Response:
+        now = self.clock.monotonic()
+        provider = self._provider(request.provider, now)
+        bucket = provider.buckets.get(request.bucket)
+        if bucket is None:
+            raise RatelimitdError(
+                ErrorCode.BAD_REQUEST,
+                f"bucket: provider {provider.name!r} has no bucket {request.bucket!r} "
+                f"(buckets: {', '.join(provider.buckets)})",
+            )
+        label = status_class(request.status)
+        bucket.reports[label] += 1
+        hint = None
+        if request.headers:
+            hint = parse_headers(
+                request.headers,
+                status=request.status,
+                now_wall=self.clock.wall(),
+                trust=provider.config.trust_headers,
+            )
+            # Malformed headers never fail a report (issue 6): ignored, and counted here.
+            bucket.malformed_headers += hint.malformed
+        learner: BucketLearner = bucket.learner
+        decision = learner.on_report(
+            ReportEvent(
+                status=request.status,
+                network_error=request.status is None,
+                permit=request.permit,
+                reason=request.reason,
+                retry_after=request.retry_after,
+                hint=hint,
+            ),
+            now,
+        )
+        if decision.action == "none" and label not in ("1xx", "2xx", "3xx"):
+            # A failure that changed nothing still belongs in the bucket's bounded history.
+            factor = learner.factor
+            learner.history.append(
+                HistoryEntry(
+                    at_monotonic=now,
+                    kind="report",
+                    status=request.status,
+                    factor_before=factor,
+                    factor_after=factor,
+                    reason=request.reason or decision.reason or label,
+                )
+            )
+        action = self._apply(bucket, decision, now)
+        return {
+            "id": request.id,
+            "ok": True,
+            "provider": provider.name,
+            "bucket": bucket.name,
+            "rate": bucket.limiter.primary.rate,
+            "streak": learner.streak,
+            "action": action,
+        }
+
+    def status(self, request: StatusRequest) -> Response:
+        stats = self.statistics(request.provider)
+        return {
+            "id": request.id,
+            "ok": True,
+            "providers": {name: s.as_json() for name, s in stats.items()},
+        }
+
+    def statistics(self, provider: str | None = None, *, history: bool = True) -> dict[str, ProviderStats]:
+        """Snapshots of every provider (or one); `history=False` skips the per-bucket history
+        (metrics never read it, and building it is most of a scrape's cost)."""
+        now, wall = self.clock.monotonic(), self.clock.wall()
+        providers = self.registry.providers
+        if provider is not None:
+            if provider not in providers:
+                raise RatelimitdError(ErrorCode.UNKNOWN_PROVIDER, f"provider: no provider named {provider!r}")
+            chosen = {provider: providers[provider]}
+        else:
+            chosen = providers
+        return {
+            name: ProviderStats(
+                buckets={
+                    b.name: bucket_statistics(b, now, wall, history=history) for b in p.buckets.values()
+                },
+                configured=p.configured,
+                selection=p.config.selection,
+            )
+            for name, p in chosen.items()
+        }
+
+    def reset(self, request: ResetRequest) -> Response:
+        now = self.clock.monotonic()
+        provider = self.registry.providers.get(request.provider)
+        if provider is None:
+            raise RatelimitdError(
+                ErrorCode.UNKNOWN_PROVIDER, f"provider: no provider named {request.provider!r}"
+            )
+        if request.bucket is not None and request.bucket not in provider.buckets:
+            raise RatelimitdError(
+                ErrorCode.BAD_REQUEST,
+                f"bucket: provider {provider.name!r} has no bucket {request.bucket!r}",
+            )
+        names = [request.bucket] if request.bucket is not None else list(provider.buckets)
+        for name in names:
+            bucket = provider.buckets[name]
+            bucket.learner.reset(now)
+            bucket.applied_pause = None
+            bucket.limiter.set_scale(1.0, now)
+            bucket.limiter.release_hold(now)
+            self._apply(bucket, None, now)
+        self.on_change()
+        logger.info("reset %s buckets %s", provider.name, ",".join(names))
+        return {"id": request.id, "ok": True, "provider": provider.name, "buckets": names}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def waiting(self) -> int:
+        return sum(b.queue.live for b in self.registry.buckets())
+
+    def shut_down(self) -> None:
+        """Refuse new work and answer every waiting acquire with `shutting_down`."""
+        self.stopping = True
+        for bucket in self.registry.buckets():
+            bucket.queue.fail_all(
+                RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
+            )
+
+    def reload(self, config: Config) -> None:
+        """Apply a new config, keeping learned state and waiting acquires."""
+        now = self.clock.monotonic()
+        registry = self.registry
+        registry.config = config
+        self.config = config
+        self.default_timeout = config.server.default_timeout
+        for name, provider_config in config.providers.items():
+            provider = registry.providers.get(name)
+            if provider is None:
+                registry.providers[name] = Provider(provider_config, configured=True, now=now)
+                for bucket in registry.providers[name].buckets.values():
+                    self._attach(bucket)
+                continue
+            provider.configured = True
+            for bucket in provider.reconfigure(provider_config, now):
+                bucket.queue.fail_all(
+                    RatelimitdError(
+                        ErrorCode.UNKNOWN_PROVIDER,
+                        f"bucket {bucket.name!r} was removed by a reload",
+                    )
+                )
+            for bucket in provider.buckets.values():
+                if bucket.queue is None:
+                    self._attach(bucket)
+                    continue
+                # The limiter was rebuilt with the new limits: re-apply what was learned.
+                bucket.learner.baseline_rate = baseline_rate(bucket)
+                bucket.applied_pause = None
+                self._apply(bucket, None, now)
+        for name in [n for n, p in registry.providers.items() if p.configured and n not in config.providers]:
+            provider = registry.providers.pop(name)
+            for bucket in provider.buckets.values():
+                bucket.queue.fail_all(
+                    RatelimitdError(ErrorCode.UNKNOWN_PROVIDER, f"provider {name!r} was removed by a reload")
+                )

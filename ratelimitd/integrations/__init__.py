@@ -1,0 +1,1 @@
+"""Rate limiting inside the HTTP clients users already have (aiohttp)."""

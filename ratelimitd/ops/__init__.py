@@ -1,0 +1,1 @@
+"""Running the daemon in production: lifecycle, metrics, HTTP health, persistence, systemd."""
