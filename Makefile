@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 # Debian packages the tests use: prometheus + promtool (metrics issue),
 # systemd-analyze and systemd-socket-activate (systemd issue).
 DEB_TOOLS := prometheus:prometheus promtool:prometheus systemd-analyze:systemd systemd-socket-activate:systemd
@@ -17,8 +18,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-run: $(BIN)/python
+# Installs only when pyproject.toml changed since the last install (the stamp is older).
+$(RUN_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[fast]'
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/ratelimitd serve
 
 # Install missing Debian packages only when a tool is absent (needs root or sudo).

@@ -36,6 +36,7 @@ from ratelimitd.client.errors import (
     UnknownOp,
 )
 from ratelimitd.client.sync import Client
+from ratelimitd.core.rates import format_rate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -184,7 +185,7 @@ def _report(args: argparse.Namespace) -> int:
             retry_after=args.retry_after,
             headers=dict(args.header) if args.header else None,
         )
-        rate = "-" if result.rate is None else f"{result.rate:.6g}/s"
+        rate = "-" if result.rate is None else format_rate(result.rate)
         where = f"{result.provider}/{result.bucket}"
         _say(f"{where}: action={result.action} streak={result.streak} rate={rate}")
         return EX_OK
@@ -230,13 +231,7 @@ _COLUMNS: Final = (
 def _per_period(value: Any, period: Any) -> str:
     if not isinstance(value, int | float):
         return "-"
-    if not isinstance(period, int | float) or period <= 0:
-        period = 1.0
-    names = {1.0: "s", 60.0: "min", 3600.0: "h", 86400.0: "day"}
-    suffix = names.get(float(period), f"{period:g}s")
-    amount = value * period
-    text = f"{amount:,.0f}" if amount >= 10_000 else f"{amount:.4g}"
-    return f"{text}/{suffix}"
+    return format_rate(float(value), float(period) if isinstance(period, int | float) else None)
 
 
 def format_status(providers: Mapping[str, Any]) -> str:
@@ -275,10 +270,10 @@ def format_status(providers: Mapping[str, Any]) -> str:
 
 def add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `status`, `acquire`, `report` and `reset`; each sets `func(args) -> int`."""
-    socket_help = "the daemon's socket (default: $RATELIMITD_SOCKET, then the runtime directory)"
+    socket_help = "the daemon's socket (default: $RATELIMITD_SOCKET, else the runtime directory's)"
 
     status = subparsers.add_parser("status", help="show providers, buckets and their state")
-    status.add_argument("provider", nargs="?", help="only this provider")
+    status.add_argument("provider", nargs="?", help="only this provider (default: all)")
     status.add_argument("--json", action="store_true", help="print the status op's JSON")
     status.add_argument("--socket", help=socket_help)
     status.set_defaults(func=_status)
@@ -294,11 +289,15 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         "--cost",
         action="append",
         metavar="N|UNIT=N",
-        help="a number of requests, or UNIT=N once per unit (e.g. --cost tokens=1200)",
+        help="a number of requests, or UNIT=N once per unit, e.g. --cost tokens=1200 (default: 1 request)",
     )
-    acquire.add_argument("--timeout", type=_seconds, help="seconds to wait (0: now or fail)")
     acquire.add_argument(
-        "--exclude", action="append", metavar="BUCKET", help="a bucket not to use (repeatable)"
+        "--timeout",
+        type=_seconds,
+        help="seconds to wait; 0: now or fail (default: the daemon's default_timeout, 30 s unless set)",
+    )
+    acquire.add_argument(
+        "--exclude", action="append", metavar="BUCKET", help="a bucket not to use, repeatable (default: none)"
     )
     acquire.add_argument("--json", action="store_true", help="print the permit as one JSON line")
     acquire.add_argument("--socket", help=socket_help)
@@ -307,7 +306,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     report = subparsers.add_parser("report", help="tell the daemon how a call went")
     report.add_argument("provider")
     report.add_argument("status", type=_status_code, help="HTTP status, or network_error")
-    report.add_argument("--bucket", default="default", help="the bucket the permit named")
+    report.add_argument("--bucket", default="default", help="the bucket the permit named (default: default)")
     report.add_argument("--permit", type=int, help="the permit id the call used")
     report.add_argument("--reason", help="the provider's error code, e.g. insufficient_quota")
     report.add_argument("--retry-after", type=_seconds, help="a delay already parsed (seconds)")
@@ -323,7 +322,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
     reset = subparsers.add_parser("reset", help="forget what was learned about a provider")
     reset.add_argument("provider")
-    reset.add_argument("--bucket", help="only this bucket")
+    reset.add_argument("--bucket", help="only this bucket (default: every bucket of the provider)")
     reset.add_argument("--socket", help=socket_help)
     reset.set_defaults(func=_reset)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ratelimitd import __version__
 from ratelimitd.core.errors import ConfigError
+from ratelimitd.core.rates import format_rate
 from ratelimitd.daemon.config import Config, load_config
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  policy: {config.learning.policy}")
     for name, provider in config.providers.items():
         limits = ", ".join(
-            f"{lim.count:g} {lim.unit}/{lim.period:g}s (burst {lim.burst:g})" for lim in provider.limits
+            f"{lim.unit} {format_rate(lim.count / lim.period, lim.period)} (burst {lim.burst:g})"
+            for lim in provider.limits
         )
         print(f"  provider {name}: {limits}; buckets {', '.join(provider.buckets)} ({provider.selection})")
     return 0
@@ -100,16 +102,32 @@ def _version(_args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ratelimitd", description="A host-local rate-limit daemon.")
+    parser.add_argument("--version", action="version", version=f"ratelimitd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the daemon in the foreground")
-    serve.add_argument("--config", help="TOML configuration file (default: $RATELIMITD_CONFIG or embedded)")
-    serve.add_argument("--socket", help="Unix socket path (overrides config and environment)")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--http-port", type=int, help="metrics/health port (0 = any free port)")
+    serve.add_argument(
+        "--config", help="TOML configuration file (default: $RATELIMITD_CONFIG, else the embedded defaults)"
+    )
+    serve.add_argument(
+        "--socket",
+        help="Unix socket path (default: the config's, else $RATELIMITD_SOCKET, else the runtime directory)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default: the config's, else info)",
+    )
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        help="metrics/health port (default: the config's, else 9464; 0 = any free port)",
+    )
     serve.add_argument("--no-http", action="store_true", help="do not serve metrics and health over HTTP")
     serve.set_defaults(func=_serve)
     check = sub.add_parser("check-config", help="validate a configuration file and print it")
-    check.add_argument("file", nargs="?", help="file to check (default: $RATELIMITD_CONFIG or embedded)")
+    check.add_argument(
+        "file", nargs="?", help="file to check (default: $RATELIMITD_CONFIG, else the embedded defaults)"
+    )
     check.set_defaults(func=_check_config)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_version)

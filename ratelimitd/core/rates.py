@@ -1,6 +1,6 @@
-"""Parse rates written for people ("60/minute", "5000/hour", "50/s", "100/10s").
+"""Rates written for people: parse "60/minute", "5000/hour", "50/s", "100/10s", and print them back.
 
-Pure: strings in, numbers out; raises ValueError with a message for people.
+Pure: strings in, numbers out (and back); raises ValueError with a message for people.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ("PERIODS", "parse_period", "parse_rate")
+__all__ = ("PERIODS", "format_rate", "parse_period", "parse_rate")
 
 PERIODS: dict[str, float] = {
     "s": 1.0,
@@ -63,3 +63,27 @@ def parse_rate(text: str) -> tuple[float, float]:
     if count <= 0 or period <= 0:
         raise ValueError(f"rate must be > 0, got {text!r}")
     return count, period
+
+
+_PERIOD_NAMES: dict[float, str] = {1.0: "s", 60.0: "min", 3600.0: "h", 86400.0: "day"}
+
+
+def format_rate(per_second: float, period: float | None = None) -> str:
+    """A rate as people read it, the one format used everywhere: `8.333/s`, `500/min`, `12,000/h`.
+
+    `period` is the limit's own period (seconds) when known, so a limit configured per minute
+    reads per minute; without it the period is the largest of s, min, h, day in which at
+    least one unit passes. Four significant digits; thousands separated from 10,000 up.
+    """
+    if not math.isfinite(per_second) or per_second < 0:
+        return "-"
+    if period is None or period <= 0:
+        period = 86400.0
+        for seconds in (1.0, 60.0, 3600.0):
+            if per_second * seconds >= 1.0:
+                period = seconds
+                break
+    amount = per_second * period
+    text = f"{amount:,.0f}" if amount >= 10_000 else f"{amount:.4g}"
+    suffix = _PERIOD_NAMES.get(float(period), f"{period:g}s")
+    return f"{text}/{suffix}"

@@ -133,6 +133,7 @@ def test_report_then_status_then_reset(daemon: RunningDaemon) -> None:
     assert run.code == 0, run.err
     assert run.out.startswith("cli-rep/default: action=")
     assert "streak=1" in run.out
+    assert run.out.rstrip().endswith("rate=1/min")  # 1/minute configured, printed as status prints it
     network = ratelimitd("report", "cli-rep", "network_error", socket=daemon.socket_path)
     assert network.code == 0, network.err
     bucket = status_json(daemon, "cli-rep")

@@ -250,8 +250,9 @@ def test_check_config_of_an_unreadable_file(tmp_path: Path) -> None:
     assert "cannot read" in result.stderr
 
 
-def test_version_prints_the_package_version() -> None:
-    result = run_cli(["version"])
+@pytest.mark.parametrize("args", [["version"], ["--version"]])
+def test_version_prints_the_package_version(args: list[str]) -> None:
+    result = run_cli(args)
     assert result.returncode == 0
     assert result.stdout.strip() == f"ratelimitd {__version__}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ratelimitd.core.rates import parse_period, parse_rate
+from ratelimitd.core.rates import format_rate, parse_period, parse_rate
 
 
 @pytest.mark.parametrize(
@@ -94,3 +94,27 @@ def test_parse_period(value: str | float, seconds: float) -> None:
 def test_parse_period_rejects(value: str | float) -> None:
     with pytest.raises(ValueError, match=r"got"):
         parse_period(value)
+
+
+@pytest.mark.parametrize(
+    ("per_second", "period", "text"),
+    [
+        (500 / 60, 60.0, "500/min"),  # a limit's own period wins
+        (500 / 60, None, "8.333/s"),  # without one: the largest period with >= 1 unit, s first
+        (0.5, None, "30/min"),
+        (1 / 600, None, "6/h"),
+        (1 / 86400, None, "1/day"),
+        (200000 / 60, 60.0, "200,000/min"),  # thousands separated from 10,000 up
+        (1e6, 1.0, "1,000,000/s"),
+        (10.0, 10.0, "100/10s"),
+        (0.0, None, "0/day"),
+        (float("nan"), None, "-"),
+    ],
+)
+def test_format_rate_one_format_everywhere(per_second: float, period: float | None, text: str) -> None:
+    assert format_rate(per_second, period) == text
+
+
+def test_format_rate_reads_back_as_the_same_rate() -> None:
+    count, period = parse_rate(format_rate(500 / 60, 60.0).replace("min", "minute"))
+    assert count / period == pytest.approx(500 / 60)
