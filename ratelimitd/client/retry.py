@@ -1,4 +1,4 @@
-"""Retry policies for calls made under permits (issue 7), built on tenacity.
+"""Retry policies for calls made under permits, built on tenacity.
 
 Pure: no I/O, no clock reads, no sleeping; the callers in `ratelimitd.client.retry_calls`
 run the attempts. A policy decides, after each failed attempt, how long to wait and
@@ -51,7 +51,7 @@ __all__ = (
 
 MAX_ATTEMPTS_CAP: Final = 100
 DEFAULT_IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
-# Report statuses after which the next attempt goes to another bucket (issue 7 default).
+# Report statuses after which the next attempt goes to another bucket.
 DEFAULT_FAILOVER_ON: Final[frozenset[int | str]] = frozenset({429, "5xx", "network_error"})
 
 OperationKind = Literal["download", "validate", "resolve", "extract", "manifest_fetch"]

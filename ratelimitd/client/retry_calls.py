@@ -1,4 +1,4 @@
-"""Calls made under permits, with retries and failover across buckets (issue 7).
+"""Calls made under permits, with retries and failover across buckets.
 
 Shell: asks the daemon for a permit before every attempt and reports how it went
 after it, sleeps between attempts (tenacity; the sleep is injectable), reads the

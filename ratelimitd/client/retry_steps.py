@@ -1,4 +1,4 @@
-"""What one logical request decides across its attempts (issue 7), for both attempt loops.
+"""What one logical request decides across its attempts, for both attempt loops.
 
 Pure: no I/O, no sleeping, no logging, no clock reads (`now_wall` is a parameter).
 `ratelimitd.client.retry_calls` acquires, sends, reports and waits, awaiting (`call_async`)

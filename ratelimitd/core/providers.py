@@ -66,7 +66,7 @@ class BucketStats:
     pauses: int
     history: list[dict[str, Any]] = field(default_factory=list)
     malformed_headers: int = 0
-    # Why the bucket cannot serve now (a selection reason code, issue 7) and when it can, in seconds.
+    # Why the bucket cannot serve now (a selection reason code) and when it can, in seconds.
     why: str | None = None
     available_in: float | None = None
 

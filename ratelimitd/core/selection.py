@@ -1,4 +1,4 @@
-"""Which bucket (API key) of a provider serves an acquire, and why the others cannot (issue 7).
+"""Which bucket (API key) of a provider serves an acquire, and why the others cannot.
 
 Pure: reads the buckets' limiters, queues and learner states at `now`; never a clock.
 Strategies: `failover` (the first bucket in configured order that can serve now),

@@ -290,7 +290,7 @@ class Service:
                 now_wall=self.clock.wall(),
                 trust=provider.config.trust_headers,
             )
-            # Malformed headers never fail a report (issue 6): ignored, and counted here.
+            # Malformed headers never fail a report: ignored, and counted here.
             bucket.malformed_headers += hint.malformed
         learner: BucketLearner = bucket.learner
         decision = learner.on_report(

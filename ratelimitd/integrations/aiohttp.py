@@ -1,4 +1,4 @@
-"""aiohttp integration (issue 7): a client middleware that takes a permit before each request.
+"""aiohttp integration: a client middleware that takes a permit before each request.
 
 Shell: for a request whose host maps to a provider (or whose middleware names one),
 it acquires a permit, sets the chosen bucket's headers (its API key) and the

@@ -1,4 +1,4 @@
-"""`ratelimitd install-systemd`: copy the units and example files under a prefix (issue 5).
+"""`ratelimitd install-systemd`: copy the units and example files under a prefix.
 
 Writes files only; it never runs systemctl, so it works for packaging (`--prefix
 build/root`) as well as on a live system (`--prefix /`), and prints the commands to run.

@@ -47,7 +47,7 @@ AcquireOutcome = Literal["granted", "timeout", "error"]
 ACQUIRE_OUTCOMES: tuple[AcquireOutcome, ...] = ("granted", "timeout", "error")
 BUCKET_STATES = ("ok", "paused", "cooling_down", "exhausted", "disabled")
 FEATURES = ("learning", "recovery", "pacing", "persist")
-# Upper bounds of the acquire wait histogram, 0.1 ms to 60 s (issue 4).
+# Upper bounds of the acquire wait histogram, 0.1 ms to 60 s.
 WAIT_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,

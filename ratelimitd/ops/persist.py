@@ -1,4 +1,4 @@
-"""Saving and loading learned state (issue 6, gate RATELIMITD_FEATURE_PERSIST).
+"""Saving and loading learned state (gate RATELIMITD_FEATURE_PERSIST).
 
 Shell: files, flock, a worker thread and asyncio; the format itself is pure, in
 `ratelimitd.core.statefile`. Generic over what is saved: per-bucket JSON-able dicts

@@ -1,4 +1,4 @@
-"""systemd integration without a dependency: sd_notify and socket activation (issue 5).
+"""systemd integration without a dependency: sd_notify and socket activation.
 
 Implements the documented `$NOTIFY_SOCKET` datagram protocol (sd_notify(3)) and the
 `LISTEN_FDS` / `LISTEN_PID` / `LISTEN_FDNAMES` convention (sd_listen_fds(3)). Both read
@@ -151,8 +151,7 @@ async def run_watchdog(notifier: Notifier, interval: float) -> None:
     """Send `WATCHDOG=1` every `interval / 2` seconds until cancelled.
 
     It runs on the daemon's own event loop on purpose: if the loop blocks, the
-    pings stop and systemd restarts the service (issue 5, "WATCHDOG=1 from the
-    event loop itself").
+    pings stop and systemd restarts the service.
     """
     period = interval / 2
     while True:

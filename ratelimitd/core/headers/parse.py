@@ -1,4 +1,4 @@
-"""Rate-limit response headers -> one typed `RateLimitHint` (issue 6, "Headers").
+"""Rate-limit response headers -> one typed `RateLimitHint`.
 
 Pure: no clock, no I/O. `now_wall` (unix seconds) turns absolute resets into relative
 seconds. Malformed values never raise: they are dropped and named in `malformed_names`.
@@ -53,7 +53,7 @@ FAMILIES: Final = frozenset(
 # unit, so a limit is never paired with another family's window).
 _PRIORITY: Final = (FAMILY_ANTHROPIC, FAMILY_OPENAI, FAMILY_GITHUB, FAMILY_CROSSREF, FAMILY_IETF)
 
-#: A remaining of 0 with a reset further away than this is a quota, not a rate (issue 6 §5).
+#: A remaining of 0 with a reset further away than this is a quota, not a rate.
 DEFAULT_LONG_RESET_THRESHOLD: Final = 3600.0
 # OpenAI and Anthropic document their limits per minute; the headers do not say it.
 _PER_MINUTE: Final = 60.0

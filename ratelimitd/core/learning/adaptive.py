@@ -56,7 +56,7 @@ def seed_points(streak: int) -> int:
 
 
 class AdaptiveRules:
-    """Round, noise and recovery bookkeeping of one bucket (issue 6, items 1-3)."""
+    """Round, noise and recovery bookkeeping of one bucket."""
 
     # Slots: one of these per bucket, and a dict of ~30 attributes costs ~1.5 KB more each.
     __slots__ = (

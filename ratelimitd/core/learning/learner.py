@@ -1,4 +1,4 @@
-"""Learning a bucket's real rate from 429s and headers (issue 6): one `BucketLearner` per bucket.
+"""Learning a bucket's real rate from 429s and headers: one `BucketLearner` per bucket.
 
 Pure: no I/O, no asyncio, no clock reads; every method takes `now` (monotonic seconds).
 

@@ -1,4 +1,4 @@
-"""The learning core's value types: settings, one report, one decision (issue 6).
+"""The learning core's value types: settings, one report, one decision.
 
 Pure data; `ratelimitd.core.learning.learner` re-exports all of them.
 """
