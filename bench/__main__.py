@@ -24,6 +24,7 @@ BENCHMARKS: Final[tuple[tuple[str, list[str], list[str]], ...]] = (
     ("bench.limiter_core", [], ["--quick"]),
     ("bench.metrics_overhead", [], ["--rounds", "1", "--acquires", "20000"]),
     ("bench.learning", [], ["--quick"]),
+    ("bench.structured_fields", [], ["--quick"]),
 )
 
 

@@ -292,8 +292,11 @@ def _fold(headers: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """Lower-case names; same-name list fields combine (RFC 9110 §5.3), others must agree."""
     fields: dict[str, str] = {}
     conflicting: set[str] = set()
-    for raw_name, value in headers.items():
+    for raw_name, raw_value in headers.items():
         name = raw_name.strip().lower()
+        # A field value excludes its leading and trailing whitespace (RFC 9110 §5.5); a
+        # structured field parser must not see it (a tab at the edge fails RFC 9651 parsing).
+        value = raw_value.strip(" \t")
         if name not in fields:
             fields[name] = value
         elif name in _LIST_FIELDS:

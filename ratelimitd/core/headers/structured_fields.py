@@ -1,8 +1,8 @@
-"""A small parser for HTTP Structured Field Values (RFC 8941): Lists and Dictionaries.
+"""A small parser for HTTP Structured Field Values (RFC 9651): Items, Lists, Dictionaries.
 
-Pure: strings in, values out. Only what the IETF RateLimit fields need: bare items
-with parameters; an inner list is parsed and skipped-as-invalid by the caller.
-Every syntax error raises ValueError (RFC 8941 §4.2: the whole field then fails).
+Pure: strings in, values out. Passes every parsing case of httpwg's structured-field-tests
+(tests/unit/test_structured_field_suite.py). Every syntax error raises ValueError
+(RFC 9651 §4.2: the whole field then fails).
 """
 
 from __future__ import annotations
@@ -11,8 +11,18 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
 
-__all__ = ("BareItem", "Item", "Token", "parse_dictionary", "parse_list")
+__all__ = (
+    "BareItem",
+    "Date",
+    "DisplayString",
+    "Item",
+    "Token",
+    "parse_dictionary",
+    "parse_item",
+    "parse_list",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +32,21 @@ class Token:
     value: str
 
 
-BareItem = int | float | str | bytes | bool | Token
+@dataclass(frozen=True, slots=True)
+class Date:
+    """An SF Date (`@1659578233`, RFC 9651 §3.3.7): integer unix seconds."""
+
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class DisplayString:
+    """An SF Display String (`%"f%c3%bc"`, RFC 9651 §3.3.8): Unicode text."""
+
+    value: str
+
+
+BareItem = int | float | str | bytes | bool | Token | Date | DisplayString
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +58,12 @@ class Item:
 
 
 _KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
+_PARAMETER_KEY = re.compile(r"; *([a-z*][a-z0-9_\-.*]*)")
 _TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*")
 _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]*)?")
 _BYTES = re.compile(r":([A-Za-z0-9+/=]*):")
+# RFC 9651 §4.2.10: printable ASCII except `%` and `"` as is, anything else as lower-case `%xx`.
+_DISPLAY = re.compile(r'%"((?:[ !#$&-~]|%[0-9a-f]{2})*)"')
 
 
 class _Parser:
@@ -46,17 +73,19 @@ class _Parser:
         if not text.isascii():
             raise ValueError("structured field must be ASCII")
         self.text = text
+        self.end = len(text)
         self.pos = 0
 
     def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
+        """The next character, or "" at the end."""
+        return self.text[self.pos : self.pos + 1]
 
     def skip(self, chars: str) -> None:
-        while self.pos < len(self.text) and self.text[self.pos] in chars:
+        while self.pos < self.end and self.text[self.pos] in chars:
             self.pos += 1
 
     def at_end(self) -> bool:
-        return self.pos >= len(self.text)
+        return self.pos >= self.end
 
     def expect_member_separator(self) -> bool:
         """After a member: end of input (False), or `OWS , OWS` then another member (True)."""
@@ -98,6 +127,14 @@ class _Parser:
                 raise ValueError(f"bad base64 in byte sequence: {exc}") from exc
         if char == "-" or char.isdigit():
             return self.number()
+        if char == "@":
+            self.pos += 1
+            date = self.number()
+            if not isinstance(date, int):
+                raise ValueError(f"a date must be an integer, got {date!r}")
+            return Date(date)
+        if char == "%":
+            return self.display_string()
         match = _TOKEN.match(self.text, self.pos)
         if match is None:
             raise ValueError(f"unexpected {char!r} at {self.pos}")
@@ -124,33 +161,45 @@ class _Parser:
                 out.append(char)
         raise ValueError("unterminated string")
 
+    def display_string(self) -> DisplayString:
+        match = _DISPLAY.match(self.text, self.pos)
+        if match is None:
+            raise ValueError(f"bad display string at {self.pos}")
+        self.pos = match.end()
+        try:
+            return DisplayString(unquote_to_bytes(match.group(1)).decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"display string is not UTF-8: {exc}") from exc
+
     def number(self) -> int | float:
         match = _NUMBER.match(self.text, self.pos)
         if match is None:
             raise ValueError(f"bad number at {self.pos}")
         text = match.group()
         self.pos = match.end()
-        digits = text.lstrip("-")
-        if "." in digits:
-            whole, _, fraction = digits.partition(".")
-            if len(whole) > 12 or not 1 <= len(fraction) <= 3:
+        whole, dot, fraction = text.partition(".")
+        digits = len(whole) - (text[0] == "-")
+        if dot:
+            if digits > 12 or not 1 <= len(fraction) <= 3:
                 raise ValueError(f"decimal out of range: {text}")
             return float(text)
-        if len(digits) > 15:
+        if digits > 15:
             raise ValueError(f"integer out of range: {text}")
         return int(text)
 
     def parameters(self) -> dict[str, BareItem]:
         params: dict[str, BareItem] = {}
-        while self.peek() == ";":
-            self.pos += 1
-            self.skip(" ")
-            name = self.key()
+        text = self.text
+        while self.pos < self.end and text[self.pos] == ";":
+            match = _PARAMETER_KEY.match(text, self.pos)
+            if match is None:
+                raise ValueError(f"expected a parameter key at {self.pos + 1}")
+            self.pos = match.end()
             value: BareItem = True
-            if self.peek() == "=":
+            if text[self.pos : self.pos + 1] == "=":
                 self.pos += 1
                 value = self.bare_item()
-            params[name] = value
+            params[match.group(1)] = value
         return params
 
     def item_or_inner_list(self) -> Item:
@@ -171,9 +220,19 @@ class _Parser:
                 raise ValueError(f"bad inner list at {self.pos}")
 
 
+def parse_item(text: str) -> Item:
+    """Parse an SF Item (RFC 9651 §4.2.3); raises ValueError on any syntax error."""
+    parser = _Parser(text.strip(" "))
+    item = Item(parser.bare_item(), parser.parameters())
+    if not parser.at_end():
+        raise ValueError(f"unexpected {parser.peek()!r} after the item at {parser.pos}")
+    return item
+
+
 def parse_list(text: str) -> list[Item]:
-    """Parse an SF List (RFC 8941 §4.2.1); raises ValueError on any syntax error."""
-    parser = _Parser(text.strip(" \t"))
+    """Parse an SF List (RFC 9651 §4.2.1); raises ValueError on any syntax error."""
+    # Only SP is trimmed at the edges (RFC 9651 §4.2 steps 2 and 6); a tab there fails.
+    parser = _Parser(text.strip(" "))
     members: list[Item] = []
     if parser.at_end():
         return members
@@ -184,8 +243,8 @@ def parse_list(text: str) -> list[Item]:
 
 
 def parse_dictionary(text: str) -> dict[str, Item]:
-    """Parse an SF Dictionary (RFC 8941 §4.2.2); a key without `=` is the Boolean true."""
-    parser = _Parser(text.strip(" \t"))
+    """Parse an SF Dictionary (RFC 9651 §4.2.2); a key without `=` is the Boolean true."""
+    parser = _Parser(text.strip(" "))
     members: dict[str, Item] = {}
     if parser.at_end():
         return members
