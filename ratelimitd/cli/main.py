@@ -41,7 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ratelimitd: {exc}", file=sys.stderr)
         return 2
     config = _apply_flags(config, args)
-    setup_logging(config.server.log_level)
+    setup_logging(config.server.log_level, config.server.log_format)
     daemon = Daemon(config, environ=os.environ, config_path=args.config)
     try:
         _run(daemon.run())
@@ -67,6 +67,8 @@ def _apply_flags(config: Config, args: argparse.Namespace) -> Config:
         server = dataclasses.replace(server, socket=Path(args.socket))
     if args.log_level:
         server = dataclasses.replace(server, log_level=args.log_level)
+    if args.log_format:
+        server = dataclasses.replace(server, log_format=args.log_format)
     http = config.http
     if args.http_port is not None:
         http = dataclasses.replace(http, port=args.http_port)
@@ -116,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="log level (default: the config's, else info)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines as text or one JSON object each, for log shippers (default: the config's, else text)",
     )
     serve.add_argument(
         "--http-port",

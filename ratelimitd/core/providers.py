@@ -121,6 +121,7 @@ class Bucket:
 
     __slots__ = (
         "applied_pause",
+        "events",
         "granted",
         "learner",
         "limiter",
@@ -152,6 +153,7 @@ class Bucket:
         self.malformed_headers = 0  # report headers ignored because they did not parse
         self.recoveries = 0
         self.pauses = 0
+        self.events: Any = None  # core.causes.BucketEvents, made on the first learning event
         # Attached by the service: the wait queue, the learner and the metric children.
         self.queue: Any = None
         self.learner: Any = None

@@ -46,6 +46,7 @@ __all__ = (
 
 PROVIDER_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 Selection = Literal["failover", "round_robin", "most_headroom"]
 Policy = Literal["static", "seed", "adaptive"]
 FEATURE_NAMES = ("learning", "recovery", "pacing", "persist")
@@ -87,7 +88,9 @@ class ServerConfig:
     max_timeout: float = 3600.0
     shutdown_timeout: float = 2.0
     log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
     create_providers: bool = True
+    idle_ttl: float = 3600.0  # providers created on first use and idle this long are dropped; 0: never
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -312,7 +315,9 @@ _SERVER = {
     "max_timeout": "positive",
     "shutdown_timeout": "seconds",
     "log_level": "choice:debug|info|warning|error",
+    "log_format": "choice:text|json",
     "create_providers": "bool",
+    "idle_ttl": "seconds",
 }
 _HTTP = {"enabled": "bool", "host": "str", "port": "port", "metrics": "bool"}
 _FEATURES = dict.fromkeys(FEATURE_NAMES, "bool")
@@ -328,6 +333,7 @@ _PERSIST = {"path": "path", "save_interval": "positive", "max_age": "positive"}
 _ENV = {
     "RATELIMITD_SOCKET": ("server", "socket"),
     "RATELIMITD_LOG_LEVEL": ("server", "log_level"),
+    "RATELIMITD_LOG_FORMAT": ("server", "log_format"),
     "RATELIMITD_MAX_PROVIDERS": ("server", "max_providers"),
     "RATELIMITD_DEFAULT_TIMEOUT": ("server", "default_timeout"),
     "RATELIMITD_HTTP_ENABLED": ("http", "enabled"),

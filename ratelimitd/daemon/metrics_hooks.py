@@ -23,6 +23,8 @@ class MetricsHooks(Protocol):
 
     def on_protocol_error(self, code: ErrorCode) -> None: ...
 
+    def on_provider_dropped(self, provider: str) -> None: ...
+
 
 class NoMetrics:
     def on_granted(self, bucket: Bucket, waited: float) -> None:
@@ -35,4 +37,7 @@ class NoMetrics:
         pass
 
     def on_protocol_error(self, code: ErrorCode) -> None:
+        pass
+
+    def on_provider_dropped(self, provider: str) -> None:
         pass

@@ -8,6 +8,7 @@ whose future the transport watches; `finish` turns it into the response.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from ratelimitd.core.providers import Bucket, Provider, ProviderStats, Registry,
 from ratelimitd.core.selection import choose_bucket
 from ratelimitd.core.stats import bucket_statistics
 from ratelimitd.daemon.decisions import apply_decision, baseline_rate, learning_settings
+from ratelimitd.daemon.events import note_429, note_decision, note_reset, pause_cause
 from ratelimitd.daemon.learned_state import restore_bucket
 from ratelimitd.daemon.metrics_hooks import MetricsHooks, NoMetrics
 from ratelimitd.daemon.waiters import Waiter, WaitQueue
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
 
+    from ratelimitd.core.causes import Cause
     from ratelimitd.daemon.clock import Clock
     from ratelimitd.daemon.config import Config
 
@@ -77,6 +80,11 @@ class Service:
         self.saved_state: Callable[[tuple[str, str]], tuple[dict[str, object], float] | None] = lambda _key: (
             None
         )
+        # Providers created on first use: name -> (activity count, monotonic time it last changed).
+        self._activity: dict[str, tuple[int, float]] = {}
+        self._last_sweep = -math.inf
+        # Called with each bucket of an idle provider before it is dropped (persistence keeps it).
+        self.on_drop: Callable[[Bucket], None] = lambda _bucket: None
         for bucket in self.registry.buckets():
             self._attach(bucket)
 
@@ -90,11 +98,23 @@ class Service:
     def learning_settings(self) -> LearningSettings:
         return learning_settings(self.config)
 
-    def _apply(self, bucket: Bucket, decision: Decision | None, now: float) -> str:
-        """Apply a learner's decision to `bucket` (see `apply_decision`); persistence notes changes."""
+    def _apply(
+        self, bucket: Bucket, decision: Decision | None, now: float, pause_cause: Cause | None = None
+    ) -> str:
+        """Apply a learner's decision to `bucket` (see `apply_decision`); persistence notes changes,
+        the bucket's events count and log them."""
+        factor_before, pause_before = bucket.limiter.scale, bucket.applied_pause
         action = apply_decision(bucket, decision, now)
         if decision is not None:
             self.on_change()
+            note_decision(
+                bucket,
+                decision,
+                factor_before=factor_before,
+                pause_before=pause_before,
+                now=now,
+                pause_cause=pause_cause,
+            )
         return action
 
     def apply_learner(self, bucket: Bucket) -> None:
@@ -282,6 +302,8 @@ class Service:
             )
         label = status_class(request.status)
         bucket.reports[label] += 1
+        if label == "429":
+            note_429(bucket, now)
         hint = None
         if request.headers:
             hint = parse_headers(
@@ -317,7 +339,8 @@ class Service:
                     reason=request.reason or decision.reason or label,
                 )
             )
-        action = self._apply(bucket, decision, now)
+        why = pause_cause(request.status, request.retry_after, hint) if decision.pause_until else None
+        action = self._apply(bucket, decision, now, why)
         return {
             "id": request.id,
             "ok": True,
@@ -373,16 +396,68 @@ class Service:
         names = [request.bucket] if request.bucket is not None else list(provider.buckets)
         for name in names:
             bucket = provider.buckets[name]
+            factor_before = bucket.limiter.scale
             bucket.learner.reset(now)
             bucket.applied_pause = None
             bucket.limiter.set_scale(1.0, now)
             bucket.limiter.release_hold(now)
             self._apply(bucket, None, now)
+            note_reset(bucket, factor_before=factor_before, now=now)
         self.on_change()
-        logger.info("reset %s buckets %s", provider.name, ",".join(names))
+        logger.info(
+            "reset %s buckets %s",
+            provider.name,
+            ",".join(names),
+            extra={"event": "reset", "provider": provider.name, "reason": "reset"},
+        )
         return {"id": request.id, "ok": True, "provider": provider.name, "buckets": names}
 
     # -- lifecycle ------------------------------------------------------------------------------
+
+    def drop_idle(self) -> list[str]:
+        """Drop providers created on first use that were idle for `server.idle_ttl` seconds.
+
+        Idle means no acquire, report or waiter since an earlier call: activity is read
+        from the buckets' counters here, so the acquire path pays nothing for it. Call
+        it as often as you like: it looks at most every `min(5 s, idle_ttl / 4)`, so a
+        provider is dropped at most that late. Each bucket goes
+        through `on_drop` first (its learned state is kept for a later first use).
+        """
+        ttl = self.config.server.idle_ttl
+        now = self.clock.monotonic()
+        if ttl <= 0 or now - self._last_sweep < min(5.0, ttl / 4):
+            return []
+        self._last_sweep = now
+        dropped = []
+        activity = self._activity
+        for name, provider in list(self.registry.providers.items()):
+            if provider.configured:
+                continue
+            buckets = provider.buckets.values()
+            count = sum(b.granted + b.timeouts + sum(b.reports.values()) + b.queue.live for b in buckets)
+            seen = activity.get(name)
+            if seen is None or seen[0] != count or any(b.queue.live for b in buckets):
+                activity[name] = (count, now)
+                continue
+            if now - seen[1] < ttl:
+                continue
+            for bucket in buckets:
+                self.on_drop(bucket)
+            del self.registry.providers[name]
+            del activity[name]
+            self.metrics.on_provider_dropped(name)
+            dropped.append(name)
+        for name in [n for n in activity if n not in self.registry.providers]:
+            del activity[name]  # removed otherwise (reload)
+        if dropped:
+            logger.info(
+                "dropped %d providers idle for %g s: %s",
+                len(dropped),
+                ttl,
+                ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""),
+                extra={"event": "idle_dropped"},
+            )
+        return dropped
 
     def waiting(self) -> int:
         return sum(b.queue.live for b in self.registry.buckets())

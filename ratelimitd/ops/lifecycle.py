@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from ratelimitd import __version__
 from ratelimitd.core.errors import ConfigError
+from ratelimitd.core.learning.persist import snapshot
 from ratelimitd.core.paths import default_socket_path, default_state_path
 from ratelimitd.core.readiness import Readiness
 from ratelimitd.daemon.clock import Clock, SystemClock
@@ -38,13 +39,17 @@ from ratelimitd.daemon.config import Config, load_config
 from ratelimitd.daemon.learned_state import collect_snapshots, restore_learners
 from ratelimitd.daemon.server import UnixServer, bind_unix_socket
 from ratelimitd.daemon.service import Service
+from ratelimitd.ops.logs import flush_event_limits
 from ratelimitd.ops.persist import PeriodicSaver, StateStore
 from ratelimitd.ops.systemd import Notifier, listen_fds, run_watchdog
 
 TICK_INTERVAL = 0.25  # seconds between learning ticks (recovery steps, ends of pauses)
+SLOW_TICKS = 20  # every this many ticks (5 s): housekeeping
 
 if TYPE_CHECKING:
     from collections.abc import Callable, MutableMapping
+
+    from ratelimitd.core.providers import Bucket
 
 __all__ = ("Daemon",)
 
@@ -162,9 +167,14 @@ class Daemon:
         return dirty
 
     async def _tick_forever(self, service: Service) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(TICK_INTERVAL)
             service.tick()
+            service.drop_idle()  # looks only every few seconds
+            ticks += 1
+            if ticks % SLOW_TICKS == 0:
+                flush_event_limits()  # the count of log lines held back in a storm
 
     async def _start_state(self, stack: AsyncExitStack, service: Service) -> None:
         """Load learned state (PERSIST gate) and save it periodically and at stop."""
@@ -191,6 +201,14 @@ class Daemon:
             return snapshot, max(0.0, self.clock.wall() - last_seen)
 
         service.saved_state = saved_state
+
+        def carry(bucket: Bucket) -> None:
+            # An idle provider is dropped: what it learned is kept for its next first use.
+            now, wall = self.clock.monotonic(), self.clock.wall()
+            store.carry((bucket.provider, bucket.name), snapshot(bucket.learner, now, wall), wall)
+            self._mark_dirty()
+
+        service.on_drop = carry
         saver = PeriodicSaver(
             store,
             lambda: collect_snapshots(service),

@@ -170,6 +170,10 @@ class Metrics:
         """One error response sent, whatever the op."""
         self._protocol_errors[code.value] += 1
 
+    def on_provider_dropped(self, provider: str) -> None:
+        """An idle provider was dropped: its series go (a later first use starts them at 0)."""
+        self._providers.pop(provider, None)
+
     def _counters(self, provider: str) -> _ProviderCounters:
         counters = self._providers.get(provider)
         if counters is not None:

@@ -120,6 +120,13 @@ class StateStore:
         entry = self._carried.get(key)
         return None if entry is None else (entry[0], dict(entry[1]))
 
+    def carry(self, key: BucketKey, snapshot: Mapping[str, object], now_wall: float) -> None:
+        """Keep `snapshot` of a bucket that leaves the daemon (an idle provider dropped) until
+        `max_age`, for `carried_snapshot` when it comes back; written from the next save on."""
+        with self._write_lock:
+            self._live.pop(key, None)
+            self._carried[key] = (now_wall, snapshot)
+
     def acquire_lock(self) -> None:
         """Take `<path>.lock` with flock(LOCK_EX | LOCK_NB) for this store's lifetime.
 
