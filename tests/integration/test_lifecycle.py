@@ -233,7 +233,7 @@ def test_check_config_prints_ok_and_the_effective_config(tmp_path: Path) -> None
     result = run_cli(["check-config", str(good)])
     assert result.returncode == 0, result.stderr
     assert f"{good}: OK" in result.stdout
-    assert "provider openai: 60 requests/60s (burst 5); buckets k1, k2 (failover)" in result.stdout
+    assert "provider openai: requests 60/min (burst 5); buckets k1, k2 (failover)" in result.stdout
 
 
 def test_check_config_applies_the_environment(tmp_path: Path) -> None:
