@@ -329,7 +329,7 @@ class AsyncClient(ClientCore[AsyncLimiter]):
     ) -> ReportResult:
         """Tell the daemon how a call went (an HTTP status or `"network_error"`).
 
-        `details` are `reason`, `retry_after` and `headers` (see `ReportDetails`). With
+        `details` are `reason`, `retry_after`, `headers` and `used` (see `ReportDetails`). With
         `fallback="local"`, a report that cannot reach the daemon (or is about a local
         permit) is dropped and the result's `action` is `"dropped"`.
         """

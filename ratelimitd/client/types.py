@@ -73,17 +73,25 @@ class ReportDetails(TypedDict, total=False):
     retry_after: float | None
     #: The raw response headers; the daemon parses `Retry-After` and rate-limit headers.
     headers: Mapping[str, str] | None
+    #: What the call really consumed, per unit (e.g. `{"tokens": 812}` from the response's
+    #: `usage`): the daemon settles the permit's estimated cost against it.
+    used: Mapping[str, float] | None
 
 
 @dataclass(frozen=True, slots=True)
 class ReportResult:
-    """The daemon's answer to a report; `action` is `dropped` when the client kept it."""
+    """The daemon's answer to a report; `action` is `dropped` when the client kept it.
+
+    `settled` is None for a report without `used`, else whether the daemon still
+    remembered the permit and settled the difference.
+    """
 
     provider: str
     bucket: str
     rate: float | None
     streak: int
     action: str
+    settled: bool | None = None
 
 
 def encode_line(body: Mapping[str, Any]) -> bytes:
@@ -134,6 +142,7 @@ def report_body(
     reason: str | None = None,
     retry_after: float | None = None,
     headers: Mapping[str, str] | None = None,
+    used: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The `report` request; absent details are left out."""
     body: dict[str, Any] = {"op": "report", "provider": provider, "bucket": bucket}
@@ -147,6 +156,13 @@ def report_body(
     if headers:
         # aiohttp's header names are a str subclass (istr) that orjson refuses as keys.
         body["headers"] = {str(name): str(value) for name, value in headers.items()}
+    if used:
+        for unit, amount in used.items():
+            if isinstance(amount, bool) or not isinstance(amount, int | float):
+                raise TypeError(f"used.{unit}: must be a number, got {type(amount).__name__}")
+            if not math.isfinite(amount) or amount < 0:
+                raise ValueError(f"used.{unit}: must be a finite number >= 0, got {amount!r}")
+        body["used"] = dict(used)
     return body
 
 
@@ -195,12 +211,14 @@ def permit_from_response(provider: str, response: Mapping[str, Any]) -> Permit:
 
 def report_result_from_response(provider: str, bucket: str, response: Mapping[str, Any]) -> ReportResult:
     streak = response.get("streak")
+    settled = response.get("settled")
     return ReportResult(
         provider=str(response.get("provider", provider)),
         bucket=str(response.get("bucket", bucket)),
         rate=_float(response.get("rate")),
         streak=streak if isinstance(streak, int) and not isinstance(streak, bool) else 0,
         action=str(response.get("action", "none")),
+        settled=settled if isinstance(settled, bool) else None,
     )
 
 

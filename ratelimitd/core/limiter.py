@@ -56,6 +56,14 @@ class UnitLimit:
     def take(self, cost: float, now: float) -> None:
         self._tat = max(self._tat, now) + cost / self.rate
 
+    def settle(self, amount: float, now: float) -> None:
+        """Take `amount` more (> 0; may go into debt, delaying later grants) or give back
+        `-amount` (< 0; never beyond a full burst)."""
+        if amount >= 0:
+            self._tat = max(self._tat, now) + amount / self.rate
+        else:
+            self._tat = max(now, self._tat + amount / self.rate)
+
     def available(self, now: float) -> float:
         """Units that could be taken at once now."""
         return self.burst - max(0.0, self._tat - now) * self.rate
@@ -138,6 +146,13 @@ class BucketLimiter:
                 total[unit] = total.get(unit, 0.0) + amount
         # Above one burst, GCRA's delay is linear in the amount, so the sum is exact.
         return self.delay_for(total, now)
+
+    def settle(self, difference: Mapping[str, float], now: float) -> None:
+        """Apply a report's `used` minus the granted cost, per unit; units not limited are ignored."""
+        for unit, amount in difference.items():
+            limit = self._units.get(unit)
+            if limit is not None:
+                limit.settle(amount, now)
 
     def set_scale(self, factor: float, now: float) -> None:
         """Every unit's rate becomes its baseline × `factor`, keeping each fill level."""

@@ -35,6 +35,7 @@ __all__ = (
 
 PROTOCOL_VERSION: Final = 1
 MAX_HEADERS: Final = 200
+MAX_UNITS: Final = 16  # units in a cost or a report's `used`
 _NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _valid_names: set[str] = set()  # names already checked; bounded below
 _VALID_NAMES_MAX = 8192
@@ -69,6 +70,7 @@ class ReportRequest(NamedTuple):
     reason: str | None
     retry_after: float | None
     headers: dict[str, str]
+    used: dict[str, float] | None = None  # what the call consumed, per unit (settles the grant)
 
 
 class StatusRequest(NamedTuple):
@@ -166,6 +168,21 @@ def _headers(value: Any) -> dict[str, str]:
     return value
 
 
+def _used(value: Any) -> dict[str, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise _bad("used: must be an object of unit -> number >= 0, naming at least one unit")
+    if len(value) > MAX_UNITS:
+        raise _bad(f"used: at most {MAX_UNITS} units, got {len(value)}")
+    used: dict[str, float] = {}
+    for unit, amount in value.items():
+        if not _NAME.fullmatch(unit):
+            raise _bad(f"used: unit names are 1-128 characters of A-Z a-z 0-9 . _ - :, got {unit[:140]!r}")
+        used[unit] = _number(amount, f"used.{unit}", positive=False)
+    return used
+
+
 def _reason(value: Any) -> str | None:
     if value is None:
         return None
@@ -245,6 +262,7 @@ def parse_object(obj: Any, *, max_timeout: float) -> Request:
             _reason(obj.get("reason")),
             None if retry_after is None else _number(retry_after, "retry_after", positive=False),
             _headers(obj.get("headers")),
+            _used(obj.get("used")),
         )
     if op == "ping":
         return PingRequest(rid)

@@ -124,6 +124,7 @@ class Bucket:
         "events",
         "granted",
         "learner",
+        "ledger",
         "limiter",
         "malformed_headers",
         "metrics",
@@ -157,6 +158,7 @@ class Bucket:
         # Attached by the service: the wait queue, the learner and the metric children.
         self.queue: Any = None
         self.learner: Any = None
+        self.ledger: Any = None  # the costs of recent grants, by permit (settlement.py)
         self.metrics: Any = None
 
     def reconfigure(self, config: ProviderConfig, now: float) -> None:

@@ -32,6 +32,7 @@ from ratelimitd.core.protocol import (
 )
 from ratelimitd.core.providers import Bucket, Provider, ProviderStats, Registry, status_class
 from ratelimitd.core.selection import choose_bucket
+from ratelimitd.core.settlement import GrantLedger, settlement
 from ratelimitd.core.stats import bucket_statistics
 from ratelimitd.daemon.decisions import apply_decision, baseline_rate, learning_settings
 from ratelimitd.daemon.events import note_429, note_decision, note_reset, pause_cause
@@ -93,6 +94,7 @@ class Service:
     def _attach(self, bucket: Bucket) -> None:
         bucket.queue = WaitQueue(lambda: bucket.limiter, self.clock.monotonic, self.loop)
         bucket.learner = BucketLearner(self.learning_settings, baseline_rate(bucket), self.clock.monotonic())
+        bucket.ledger = GrantLedger()
 
     @property
     def learning_settings(self) -> LearningSettings:
@@ -190,7 +192,7 @@ class Service:
             bucket = choose_bucket(provider, request, now, timeout)
         queue: WaitQueue = bucket.queue
         if not queue.live and bucket.limiter.try_take(cost, now) == 0.0:
-            return self._granted(request.id, bucket, 0.0, now)
+            return self._granted(request.id, bucket, cost, 0.0, now)
         delay = queue.estimate(cost, now)
         if delay > timeout:
             # FIFO at a known rate: it cannot be served in time, so say so now.
@@ -239,8 +241,9 @@ class Service:
     def finish(self, pending: PendingAcquire) -> Response:
         """The response for a waiter whose future is done (raises its RatelimitdError)."""
         granted_at = pending.waiter.future.result()
+        request = pending.request
         return self._granted(
-            pending.request.id, pending.bucket, granted_at - pending.waiter.enqueued_at, granted_at
+            request.id, pending.bucket, request.cost, granted_at - pending.waiter.enqueued_at, granted_at
         )
 
     def abandon(self, pending: PendingAcquire) -> None:
@@ -274,12 +277,15 @@ class Service:
         now = self.clock.monotonic()
         if bucket.limiter.try_take(ONE_REQUEST, now) != 0.0:
             return None
-        return self._granted(rid, bucket, 0.0, now)
+        return self._granted(rid, bucket, ONE_REQUEST, 0.0, now)
 
-    def _granted(self, rid: RequestId, bucket: Bucket, waited: float, now: float) -> Response:
+    def _granted(
+        self, rid: RequestId, bucket: Bucket, cost: dict[str, float], waited: float, now: float
+    ) -> Response:
         bucket.granted += 1
         self.metrics.on_granted(bucket, waited)
         permit = bucket.learner.on_grant(now)
+        bucket.ledger.remember(permit, cost, now)  # a report's `used` settles against it
         return {
             "id": rid,
             "ok": True,
@@ -300,6 +306,8 @@ class Service:
                 f"bucket: provider {provider.name!r} has no bucket {request.bucket!r} "
                 f"(buckets: {', '.join(provider.buckets)})",
             )
+        if request.used is not None:
+            self._check_used(provider, request.used)
         label = status_class(request.status)
         bucket.reports[label] += 1
         if label == "429":
@@ -341,7 +349,7 @@ class Service:
             )
         why = pause_cause(request.status, request.retry_after, hint) if decision.pause_until else None
         action = self._apply(bucket, decision, now, why)
-        return {
+        response: Response = {
             "id": request.id,
             "ok": True,
             "provider": provider.name,
@@ -350,6 +358,31 @@ class Service:
             "streak": learner.streak,
             "action": action,
         }
+        if request.used is not None:
+            response["settled"] = self._settle(bucket, request.permit, request.used, now)
+        return response
+
+    @staticmethod
+    def _check_used(provider: Provider, used: dict[str, float]) -> None:
+        """`bad_request` for a unit the provider does not limit: most likely a typo (`tokns`)."""
+        units = next(iter(provider.buckets.values())).limiter.units
+        for unit in used:
+            if unit not in units:
+                raise RatelimitdError(
+                    ErrorCode.BAD_REQUEST,
+                    f"used.{unit}: provider {provider.name!r} does not limit {unit!r} "
+                    f"(units: {', '.join(units)})",
+                )
+
+    @staticmethod
+    def _settle(bucket: Bucket, permit: int | None, used: dict[str, float], now: float) -> bool:
+        """Take or give back the difference between `used` and the grant's cost (protocol.md)."""
+        granted = None if permit is None else bucket.ledger.take(permit)
+        if granted is None:
+            return False
+        bucket.limiter.settle(settlement(granted, used), now)
+        bucket.queue.reschedule()  # tokens given back may serve a waiter now
+        return True
 
     def status(self, request: StatusRequest) -> Response:
         stats = self.statistics(request.provider)
