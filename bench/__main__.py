@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 # (module, argv for a full run, argv for --quick); a `main(quick: bool)` gets the flag instead.
 BENCHMARKS: Final[tuple[tuple[str, list[str], list[str]], ...]] = (
     ("bench.throughput", [], ["--quick"]),
+    ("bench.raw_client", [], ["--quick"]),
+    ("bench.scale", [], ["--quick"]),
     ("bench.limiter_core", [], ["--quick"]),
     ("bench.metrics_overhead", [], ["--rounds", "1", "--acquires", "20000"]),
     ("bench.learning", [], ["--quick"]),

@@ -74,10 +74,12 @@ def _answers_ping(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _server(argv: list[str], path: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _server(
+    argv: list[str], path: Path, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server process until its socket answers a ping; SIGTERM it on exit."""
     with log.open("ab") as out:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
     try:
         deadline = time.monotonic() + STARTUP_BOUND
         while not _answers_ping(path):
@@ -101,15 +103,21 @@ def echo_server(directory: Path) -> contextlib.AbstractContextManager[subprocess
 
 
 def daemon(
-    directory: Path, *, metrics: bool, config: str = CONFIG, name: str = "daemon"
+    directory: Path,
+    *,
+    metrics: bool,
+    config: str = CONFIG,
+    name: str = "daemon",
+    env: dict[str, str] | None = None,
+    http_port: int = 0,
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     path = directory / f"{name}.sock"
     config_path = directory / f"{name}.toml"
     config_path.write_text(config, "utf-8")
     argv = [sys.executable, "-m", "ratelimitd", "serve", "--socket", str(path)]
     argv += ["--config", str(config_path)]
-    argv += ["--http-port", "0"] if metrics else ["--no-http"]
-    return _server(argv, path, directory / f"{name}.log")
+    argv += ["--http-port", str(http_port)] if metrics else ["--no-http"]
+    return _server(argv, path, directory / f"{name}.log", env)
 
 
 def socket_of(process: subprocess.Popen[bytes]) -> Path:
@@ -225,10 +233,16 @@ def _pipeline_once(path: Path, chunks: list[bytes], expected: int) -> tuple[floa
 
 def pipelined(server: str, path: Path, acquires: int, repetitions: int) -> PipelineRow:
     lines = [orjson.dumps({"op": "acquire", "provider": PROVIDER, "id": i}) + b"\n" for i in range(acquires)]
-    chunks = [b"".join(lines[i : i + 256]) for i in range(0, acquires, 256)]
-    _pipeline_once(path, chunks[:20], min(acquires, 20 * 256))  # warm-up
-    best, errors = min(_pipeline_once(path, chunks, acquires) for _ in range(repetitions))
-    return PipelineRow(server, acquires, best, errors)
+    return pipelined_lines(server, path, lines, repetitions)
+
+
+def pipelined_lines(server: str, path: Path, lines: list[bytes], repetitions: int) -> PipelineRow:
+    """`lines` (each ending in a newline) sent over one connection; the best of `repetitions`."""
+    count = len(lines)
+    chunks = [b"".join(lines[i : i + 256]) for i in range(0, count, 256)]
+    _pipeline_once(path, chunks[:20], min(count, 20 * 256))  # warm-up
+    best, errors = min(_pipeline_once(path, chunks, count) for _ in range(repetitions))
+    return PipelineRow(server, count, best, errors)
 
 
 # -- memory -------------------------------------------------------------------------------------

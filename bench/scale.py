@@ -1,0 +1,200 @@
+"""The daemon with 10,000 providers: status, a /metrics scrape, memory.
+
+One daemon in the default configuration (HTTP and metrics on) with N providers
+configured, each used by one acquire. While a full `status` is read (and then a
+`/metrics` scrape), another connection sends one `ping` at a time: its slowest
+answer is the longest the event loop was not serving anyone. Printed: the
+seconds each took, that largest stall (beside the stall with nothing else going
+on, the baseline), the answer's size, and the daemon's VmRSS.
+
+    python -m bench.scale [--quick] [--providers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+
+from bench.throughput import daemon, rss_mib, socket_of
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = ("ScaleRow", "main", "run")
+
+
+def config(count: int) -> str:
+    lines = [f"[server]\nmax_providers = {count}\nlog_level = 'warning'\n"]
+    lines += [f'[providers.p{i:05d}]\nrate = "60/minute"\nburst = 10\n' for i in range(count)]
+    return "\n".join(lines)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Pinger:
+    """Pings the daemon one at a time on its own connection; keeps the slowest round trip."""
+
+    def __init__(self, path: Path) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.connect(str(path))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self.slowest = 0.0
+        self.pings = 0
+
+    def _run(self) -> None:
+        clock = time.perf_counter
+        while not self._stop.is_set():
+            started = clock()
+            self._sock.sendall(b'{"op":"ping"}\n')
+            data = b""
+            while not data.endswith(b"\n"):
+                data += self._sock.recv(4096)
+            self.slowest = max(self.slowest, clock() - started)
+            self.pings += 1
+
+    def __enter__(self) -> Pinger:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    parts = []
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            raise RuntimeError("the daemon closed the connection")
+        parts.append(data)
+        if data.endswith(b"\n"):
+            return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleRow:
+    what: str
+    seconds: float
+    stall: float  # the slowest ping round trip meanwhile
+    size: int  # bytes of the answer
+
+
+def _timed(path: Path, what: str, action: Callable[[], bytes]) -> ScaleRow:
+    with Pinger(path) as pinger:
+        time.sleep(0.05)
+        started = time.perf_counter()
+        body = action()
+        seconds = time.perf_counter() - started
+        time.sleep(0.05)
+    return ScaleRow(what, seconds, pinger.slowest, len(body))
+
+
+def run(count: int) -> tuple[list[ScaleRow], dict[str, float]]:
+    directory = Path(tempfile.mkdtemp(prefix="rl-scale-"))
+    port = _free_port()
+    rows: list[ScaleRow] = []
+    memory: dict[str, float] = {}
+    try:
+        with daemon(directory, metrics=True, config=config(count), name="scale", http_port=port) as process:
+            path = socket_of(process)
+            memory["configured, idle"] = rss_mib(process.pid)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect(str(path))
+                for first in range(0, count, 500):  # in slices: the daemon stops reading a deaf client
+                    chunk = range(first, min(count, first + 500))
+                    sock.sendall(
+                        b"".join(
+                            orjson.dumps({"op": "acquire", "provider": f"p{i:05d}", "id": i}) + b"\n"
+                            for i in chunk
+                        )
+                    )
+                    seen = 0
+                    while seen < len(chunk):
+                        seen += sock.recv(1 << 20).count(b"\n")
+                memory["one acquire each"] = rss_mib(process.pid)
+
+                def status(request: dict[str, object]) -> Callable[[], bytes]:
+                    def send() -> bytes:
+                        sock.sendall(orjson.dumps(request) + b"\n")
+                        return _read_line(sock)
+
+                    return send
+
+                rows.append(_timed(path, "nothing (baseline)", lambda: b""))
+                rows.append(_timed(path, "status", status({"op": "status"})))
+                rows.append(_timed(path, "status, history false", status({"op": "status", "history": False})))
+                rows.append(_timed(path, "status, limit 1000", status({"op": "status", "limit": 1000})))
+
+            def scrape() -> bytes:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                try:
+                    connection.request("GET", "/metrics")
+                    return connection.getresponse().read()
+                finally:
+                    connection.close()
+
+            scrape()  # the first scrape builds what later ones reuse
+            rows.append(_timed(path, "/metrics scrape", scrape))
+            memory["after status and scrapes"] = rss_mib(process.pid)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return rows, memory
+
+
+def format_results(count: int, rows: Sequence[ScaleRow], memory: dict[str, float]) -> str:
+    out = [f"## {count:,} providers (metrics and HTTP on): time, largest loop stall, size"]
+    out.append(f"{'request':<24} {'ms':>8} {'stall ms':>9} {'bytes':>12}")
+    out.extend(
+        f"{row.what:<24} {row.seconds * 1e3:>8.1f} {row.stall * 1e3:>9.1f} {row.size:>12,}" for row in rows
+    )
+    out.append("")
+    out.append(f"## {count:,} providers: daemon VmRSS")
+    for label, mib in memory.items():
+        out.append(f"{label:<28} {mib * 1.048576:>7.1f} MB")
+    out.append("")
+    out.append("## targets")
+    by_name = {row.what: row for row in rows}
+    status = by_name["status"]
+    scrape = by_name["/metrics scrape"]
+    worst = max(row.stall for row in rows if row.what != "nothing (baseline)")
+    rss = max(memory.values()) * 1.048576
+    out.append(f"largest loop stall <= 10 ms: {worst * 1e3:.1f} ms, {'met' if worst <= 0.010 else 'NOT met'}")
+    out.append(f"full status: {status.seconds * 1e3:.0f} ms (no bound; the stall is what matters)")
+    scrape_met = "met" if scrape.seconds < 0.1 else "NOT met"
+    out.append(f"/metrics scrape < 100 ms: {scrape.seconds * 1e3:.0f} ms, {scrape_met}")
+    out.append(f"RSS <= 150 MB: {rss:.1f} MB, {'met' if rss <= 150 else 'NOT met'}")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="1,000 providers")
+    parser.add_argument("--providers", type=int, help="how many providers (default 10,000)")
+    args = parser.parse_args(argv)
+    count = args.providers or (1000 if args.quick else 10_000)
+    started = time.perf_counter()
+    rows, memory = run(count)
+    print(format_results(count, rows, memory), end="")
+    print(f"(took {time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
