@@ -53,7 +53,6 @@ from ratelimitd.client.types import (
     Status,
     acquire_body,
     check_response,
-    permit_from_response,
     providers_from_response,
     report_body,
     report_result_from_response,
@@ -302,7 +301,7 @@ class AsyncClient(ClientCore[AsyncLimiter]):
         except DaemonUnavailable as exc:
             self._raise_unless_falling_back(exc)
             return await self._acquire_locally(provider, cost, timeout, exc)
-        return permit_from_response(provider, response)
+        return self._permit(provider, response)
 
     @contextlib.asynccontextmanager
     async def permit(

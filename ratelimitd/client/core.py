@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypedDict, Type
 from tenacity import BaseRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ratelimitd.client.errors import ConnectionLost, DaemonUnavailable, PermitTimeout
-from ratelimitd.client.types import LOCAL_FALLBACK_BUCKET, Fallback, Permit, ReportResult, encode_line
+from ratelimitd.client.types import (
+    LOCAL_FALLBACK_BUCKET,
+    Fallback,
+    Permit,
+    ReportResult,
+    encode_line,
+    permit_from_response,
+)
 from ratelimitd.core.errors import ErrorCode
 from ratelimitd.core.paths import default_socket_path
 
@@ -30,6 +37,8 @@ __all__ = ("FALLBACK_PROBE_INTERVAL", "ClientCore", "ClientOptions", "local_time
 
 #: While falling back locally, how often to try the daemon again (seconds).
 FALLBACK_PROBE_INTERVAL: Final = 1.0
+
+_MAX_WARNED_UNITS: Final = 1024  # (provider, unit) pairs warned about, at most
 
 LimiterT = TypeVar("LimiterT")
 RetryingT = TypeVar("RetryingT", bound=BaseRetrying)
@@ -90,12 +99,29 @@ class ClientCore(ABC, Generic[LimiterT]):
         self._local: dict[str, LimiterT] = {}
         self._in_fallback = False
         self._next_probe = 0.0  # monotonic time of the next connection attempt in fallback
+        self._warned_units: set[tuple[str, str]] = set()
 
     def _request_line(self, body: dict[str, Any]) -> tuple[int, bytes]:
         """Give `body` the next request id; return the id and the line to send."""
         rid = next(self._ids)
         body["id"] = rid
         return rid, encode_line(body)
+
+    def _permit(self, provider: str, response: dict[str, Any]) -> Permit:
+        """The permit of a granted acquire; a unit the daemon ignored is warned about once."""
+        permit = permit_from_response(provider, response)
+        for unit in permit.ignored_units:
+            key = (permit.provider, unit)
+            if key not in self._warned_units and len(self._warned_units) < _MAX_WARNED_UNITS:
+                self._warned_units.add(key)
+                self._logger.warning(
+                    "ratelimitd: provider %r does not limit the unit %r, so that part of the cost "
+                    "is ignored (a typo? the units it limits are in `ratelimitd status %s`)",
+                    permit.provider,
+                    unit,
+                    permit.provider,
+                )
+        return permit
 
     def _acquire_timeout(self, timeout: float | None) -> float | None:
         """The `timeout` an acquire sends: its own, else the client's `default_timeout`."""

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from ratelimitd.client.async_client import AsyncClient
     from ratelimitd.client.sync import Client
-    from ratelimitd.client.types import Cost, Permit
+    from ratelimitd.client.types import Cost, Permit, ReportDetails
 
 __all__ = (
     "RATE_LIMIT_HEADER_PREFIXES",
@@ -101,6 +101,14 @@ def error_reason(body: bytes) -> str | None:
         if isinstance(value, str) and 0 < len(value) <= _MAX_REASON_CHARS and value.isprintable():
             return value
     return None
+
+
+def _details(outcome: Outcome) -> ReportDetails:
+    """What a report says beyond the status: the body's error code, rate-limit headers, usage."""
+    details: ReportDetails = {"reason": outcome.reason, "headers": rate_limit_headers(outcome.headers)}
+    if outcome.used:
+        details["used"] = outcome.used
+    return details
 
 
 def _start(
@@ -208,9 +216,8 @@ async def call_async(
             raise failure from exc
         described = describe(result)
         outcome = await described if inspect.isawaitable(described) else described
-        await client.report_for(
-            permit, outcome.status, reason=outcome.reason, headers=rate_limit_headers(outcome.headers)
-        )
+        if outcome.report:
+            await client.report_for(permit, outcome.status, **_details(outcome))
         return _settle(request, permit, outcome, result, release)
 
     result: R = await AsyncRetrying(sleep=sleep, **_tenacity_hooks(request, rng))(attempt)
@@ -255,9 +262,8 @@ def call_sync(
                 raise
             raise failure from exc
         outcome = describe(result)
-        client.report_for(
-            permit, outcome.status, reason=outcome.reason, headers=rate_limit_headers(outcome.headers)
-        )
+        if outcome.report:
+            client.report_for(permit, outcome.status, **_details(outcome))
         return _settle(request, permit, outcome, result, release)
 
     result: R = Retrying(sleep=sleep, **_tenacity_hooks(request, rng))(attempt)

@@ -32,11 +32,18 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How one call went: an HTTP status or `network_error`, its headers, the body's error code."""
+    """How one call went: an HTTP status or `network_error`, its headers, the body's error code.
+
+    `used` is what the call consumed per unit, when known now (settles the permit's cost).
+    `report=False` leaves the report to the caller, who sends it once it knows more (an
+    integration that reads the token usage at the end of the body it passes on).
+    """
 
     status: int | Literal["network_error"]
     headers: Mapping[str, str] = field(default_factory=dict)
     reason: str | None = None
+    used: Mapping[str, float] | None = None
+    report: bool = True
 
 
 @dataclass(frozen=True, slots=True)

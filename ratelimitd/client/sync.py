@@ -28,7 +28,6 @@ from ratelimitd.client.types import (
     Status,
     acquire_body,
     check_response,
-    permit_from_response,
     providers_from_response,
     report_body,
     report_result_from_response,
@@ -223,7 +222,7 @@ class Client(ClientCore[LocalBucket]):
         except DaemonUnavailable as exc:
             self._raise_unless_falling_back(exc)
             return self._acquire_locally(provider, cost, timeout, exc)
-        return permit_from_response(provider, response)
+        return self._permit(provider, response)
 
     @contextlib.contextmanager
     def permit(

@@ -57,6 +57,8 @@ class Permit:
     permit: int | None
     waited: float
     rate: float | None
+    #: Units of the cost the provider does not limit (the daemon ignored them; a typo?).
+    ignored_units: tuple[str, ...] = ()
 
     @property
     def local(self) -> bool:
@@ -200,12 +202,14 @@ def _float(value: Any) -> float | None:
 def permit_from_response(provider: str, response: Mapping[str, Any]) -> Permit:
     """A Permit from a granted `acquire` response (lenient: absent fields get defaults)."""
     permit = response.get("permit")
+    ignored = response.get("ignored_units")
     return Permit(
         provider=str(response.get("provider", provider)),
         bucket=str(response.get("bucket", "default")),
         permit=permit if isinstance(permit, int) and not isinstance(permit, bool) else None,
         waited=_float(response.get("waited")) or 0.0,
         rate=_float(response.get("rate")),
+        ignored_units=tuple(str(unit) for unit in ignored) if isinstance(ignored, list) else (),
     )
 
 

@@ -1,0 +1,419 @@
+"""What the httpx and httpx2 transports share: one implementation for both flavours.
+
+Shell: a transport wraps an inner transport. For a request whose host maps to a provider
+it estimates the cost, acquires a permit, sets the chosen bucket's headers (its API key)
+and the idempotency key, sends, and reports the status, the rate-limit headers and, once
+the body has passed through, the tokens the answer's `usage` counted (settling the
+estimate). With a retry policy it retries and fails over across buckets
+(`ratelimitd.client.retry_calls`); without one (the default) every request is one
+attempt and the caller's own retry loop (an SDK's `max_retries`) decides.
+
+`ratelimitd.integrations.httpx` and `.httpx2` bind these mixins to each library's
+transport and stream classes; nothing here imports either library.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+import orjson
+
+from ratelimitd.client.errors import BadRequest, RatelimitdClientError
+from ratelimitd.client.retry import RetriesExhausted, RetryPolicy
+from ratelimitd.client.retry_calls import Outcome, call_async, call_sync, error_reason, rate_limit_headers
+from ratelimitd.integrations.tokens import estimate_body
+from ratelimitd.integrations.usage_stream import UsageReader
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import AsyncIterator, Awaitable, Iterator
+
+    from ratelimitd.client.async_client import AsyncClient
+    from ratelimitd.client.retry_steps import AttemptContext
+    from ratelimitd.client.sync import Client
+    from ratelimitd.client.types import Cost, Permit
+
+__all__ = (
+    "ONE_ATTEMPT",
+    "AsyncRateLimiting",
+    "SyncRateLimiting",
+    "token_cost",
+)
+
+logger = logging.getLogger(__name__)
+
+#: No retries here: every request is one attempt, and the caller's loop retries.
+ONE_ATTEMPT = RetryPolicy(name="one_attempt", max_attempts=1)
+_MAX_ERROR_BODY = 1024 * 1024  # an error body is read (for its error code) up to this size
+
+
+class _URL(Protocol):
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def path(self) -> str: ...
+
+
+class RequestLike(Protocol):
+    """What the transports use of an httpx (or httpx2) `Request`."""
+
+    @property
+    def url(self) -> _URL: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def headers(self) -> MutableMapping[str, str]: ...
+    @property
+    def content(self) -> bytes: ...
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class ResponseLike(Protocol):
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+RequestT = TypeVar("RequestT", bound=RequestLike)
+ResponseT = TypeVar("ResponseT", bound=ResponseLike)
+CostFunction = Callable[[Any], "Cost"]
+
+
+def token_cost(request: RequestLike) -> Cost:
+    """One request, plus its estimated tokens when it is an LLM call (OpenAI chat completions,
+    responses, embeddings; Anthropic messages): `{"requests": 1, "tokens": N}`; else 1."""
+    if request.method != "POST" or not request.headers.get("content-type", "").startswith("application/json"):
+        return 1
+    try:
+        body = orjson.loads(request.content)
+    except (orjson.JSONDecodeError, RuntimeError):  # RuntimeError: a streamed body, not read
+        return 1
+    tokens = estimate_body(request.url.path, body)
+    return 1 if tokens is None else {"requests": 1, "tokens": tokens}
+
+
+class _Attempts:
+    """The last permit and network error of one logical request (for the reports and errors)."""
+
+    __slots__ = ("error", "permit")
+
+    def __init__(self) -> None:
+        self.permit: Permit | None = None
+        self.error: BaseException | None = None
+
+
+class _Settings(Generic[RequestT]):
+    """The transports' settings and the decisions both share."""
+
+    def _configure(
+        self,
+        *,
+        hosts: Mapping[str, str] | None,
+        provider: str | None,
+        policy: RetryPolicy | str | None,
+        bucket_headers: Mapping[str, Mapping[str, Mapping[str, str]]] | None,
+        idempotency_header: str,
+        cost: Cost | Callable[[RequestT], Cost],
+        settle_usage: bool,
+        rng: Callable[[], float],
+    ) -> None:
+        self.hosts = dict(hosts or {})
+        self.provider = provider
+        self.policy: RetryPolicy | str = ONE_ATTEMPT if policy is None else policy
+        self.bucket_headers = bucket_headers or {}
+        self.idempotency_header = idempotency_header
+        self.cost = cost
+        self.settle_usage = settle_usage
+        self.rng = rng
+        for name, buckets in self.bucket_headers.items():
+            for bucket, headers in buckets.items():
+                if not headers:
+                    raise ValueError(f"bucket_headers[{name!r}][{bucket!r}]: no headers (no API key) given")
+
+    def provider_for(self, request: RequestT) -> str | None:
+        """The provider of a request: the fixed one, else by `host:port`, else by host."""
+        if self.provider is not None:
+            return self.provider
+        url = request.url
+        return self.hosts.get(f"{url.host}:{url.port}") or self.hosts.get(url.host)
+
+    def cost_of(self, request: RequestT) -> Cost:
+        cost = self.cost
+        return cost(request) if callable(cost) else cost
+
+    def _prepare(self, request: RequestT, provider: str) -> Callable[[AttemptContext], None]:
+        """A function setting the headers of each attempt: the bucket's own, the idempotency key."""
+        per_bucket = self.bucket_headers.get(provider, {})
+        names = {name for headers in per_bucket.values() for name in headers}
+
+        def prepare(ctx: AttemptContext) -> None:
+            headers = request.headers
+            for name in names:  # no key of another bucket may stay on a retried request
+                headers.pop(name, None)
+            headers.update(per_bucket.get(ctx.bucket, {}))
+            headers.update(ctx.headers)
+
+        return prepare
+
+    @staticmethod
+    def _reads_usage(cost: Cost, response: ResponseLike) -> UsageReader | None:
+        """A reader of the answer's usage when the cost estimated tokens and the body may say."""
+        if not isinstance(cost, Mapping) or "tokens" not in cost or not 200 <= response.status_code < 300:
+            return None
+        content_type = response.headers.get("content-type", "")
+        if not UsageReader.wanted(content_type):
+            return None
+        return UsageReader(content_type, response.headers.get("content-encoding", ""))
+
+    @staticmethod
+    def _error_body_wanted(response: ResponseLike) -> bool:
+        if response.status_code < 400:
+            return False
+        length = response.headers.get("content-length")
+        return length is None or (length.isdigit() and int(length) <= _MAX_ERROR_BODY)
+
+    @staticmethod
+    def _outcome(response: ResponseLike, body: bytes | None, *, report: bool = True) -> Outcome:
+        reason = None
+        if body is not None and "json" in response.headers.get("content-type", ""):
+            reason = error_reason(body)
+        return Outcome(response.status_code, response.headers, reason, report=report)
+
+    @staticmethod
+    def _used(permit: Permit, tokens: float | None) -> dict[str, float] | None:
+        if tokens is None or "tokens" in permit.ignored_units:
+            return None
+        return {"tokens": tokens}
+
+    @staticmethod
+    def _exhausted(exc: RetriesExhausted, attempts: _Attempts) -> Any:
+        """The last answer when the retries ran out (the caller reads its status), else the error."""
+        if exc.last_result is not None:
+            return exc.last_result
+        if attempts.error is not None:
+            raise attempts.error
+        raise exc
+
+
+def _report_failed(exc: BaseException) -> None:
+    logger.warning("ratelimitd: the report after the body could not be sent: %s", exc)
+
+
+class SyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
+    """The blocking transport, less the library's base classes (see `ratelimitd.httpx`)."""
+
+    client: Client
+    network_errors: tuple[type[BaseException], ...]
+
+    def _inner_send(self, request: RequestT) -> ResponseT:
+        raise NotImplementedError
+
+    def _wrap_stream(self, response: ResponseT, chunks: Callable[[], Iterator[bytes]]) -> None:
+        """Replace `response.stream` with one yielding `chunks()` (which ends with the report)."""
+        raise NotImplementedError
+
+    def _read(self, response: ResponseT) -> bytes:
+        raise NotImplementedError
+
+    def _close_response(self, response: ResponseT) -> None:
+        raise NotImplementedError
+
+    def _raw_chunks(self, response: ResponseT) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def handle_request(self, request: RequestT) -> ResponseT:
+        provider = self.provider_for(request)
+        if provider is None:
+            return self._inner_send(request)
+        cost = self.cost_of(request)
+        prepare = self._prepare(request, provider)
+        attempts = _Attempts()
+
+        def send(ctx: AttemptContext) -> ResponseT:
+            prepare(ctx)
+            attempts.permit = ctx.permit
+            try:
+                return self._inner_send(request)
+            except self.network_errors as exc:
+                attempts.error = exc
+                raise
+
+        def describe(response: ResponseT) -> Outcome:
+            permit = attempts.permit
+            assert permit is not None
+            reader = self._reads_usage(cost, response) if self.settle_usage else None
+            if reader is not None:
+                self._settle_after_body(response, reader, permit)
+                return self._outcome(response, None, report=False)
+            body = self._read(response) if self._error_body_wanted(response) else None
+            return self._outcome(response, body)
+
+        try:
+            return call_sync(
+                self.client,
+                provider,
+                send,
+                describe,
+                policy=self.policy,
+                cost=cost,
+                network_errors=self.network_errors,
+                idempotency_header=self.idempotency_header,
+                rng=self.rng,
+                sleep=time.sleep,
+                release=self._close_response,
+            )
+        except RetriesExhausted as exc:
+            result: ResponseT = self._exhausted(exc, attempts)
+            return result
+
+    def _report_after_body(
+        self, permit: Permit, status: int, headers: dict[str, str], used: dict[str, float] | None
+    ) -> None:
+        try:
+            try:
+                self.client.report_for(permit, status, headers=headers, used=used)
+            except BadRequest:
+                if used is None:
+                    raise
+                # A daemon that does not list ignored units refused one: the status still counts.
+                self.client.report_for(permit, status, headers=headers)
+        except (RatelimitdClientError, OSError) as exc:
+            _report_failed(exc)
+
+    def _settle_after_body(self, response: ResponseT, reader: UsageReader, permit: Permit) -> None:
+        raw = self._raw_chunks(response)
+        status, headers = response.status_code, rate_limit_headers(response.headers)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                for chunk in raw:
+                    reader.feed(chunk)
+                    yield chunk
+            finally:
+                # Reached at the end of the body, or when the caller closes it early.
+                self._report_after_body(permit, status, headers, self._used(permit, reader.tokens))
+
+        self._wrap_stream(response, chunks)
+
+
+class AsyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
+    """The asyncio transport, less the library's base classes (see `ratelimitd.httpx`)."""
+
+    client: AsyncClient
+    network_errors: tuple[type[BaseException], ...]
+    sleep: Callable[[float], Awaitable[None]]
+
+    async def _inner_send(self, request: RequestT) -> ResponseT:
+        raise NotImplementedError
+
+    def _wrap_stream(self, response: ResponseT, chunks: Callable[[], AsyncIterator[bytes]]) -> None:
+        raise NotImplementedError
+
+    async def _read(self, response: ResponseT) -> bytes:
+        raise NotImplementedError
+
+    async def _close_response(self, response: ResponseT) -> None:
+        raise NotImplementedError
+
+    def _raw_chunks(self, response: ResponseT) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+    async def handle_async_request(self, request: RequestT) -> ResponseT:
+        provider = self.provider_for(request)
+        if provider is None:
+            return await self._inner_send(request)
+        cost = self.cost_of(request)
+        prepare = self._prepare(request, provider)
+        attempts = _Attempts()
+        closing: list[asyncio.Task[None]] = []
+
+        async def send(ctx: AttemptContext) -> ResponseT:
+            prepare(ctx)
+            attempts.permit = ctx.permit
+            try:
+                return await self._inner_send(request)
+            except self.network_errors as exc:
+                attempts.error = exc
+                raise
+
+        async def describe(response: ResponseT) -> Outcome:
+            permit = attempts.permit
+            assert permit is not None
+            reader = self._reads_usage(cost, response) if self.settle_usage else None
+            if reader is not None:
+                self._settle_after_body(response, reader, permit)
+                return self._outcome(response, None, report=False)
+            body = await self._read(response) if self._error_body_wanted(response) else None
+            return self._outcome(response, body)
+
+        async def release(response: ResponseT) -> None:
+            await self._close_response(response)
+
+        try:
+            return await call_async(
+                self.client,
+                provider,
+                send,
+                describe,
+                policy=self.policy,
+                cost=cost,
+                network_errors=self.network_errors,
+                idempotency_header=self.idempotency_header,
+                rng=self.rng,
+                sleep=self.sleep,
+                release=_closer(closing, release),
+            )
+        except RetriesExhausted as exc:
+            result: ResponseT = self._exhausted(exc, attempts)
+            return result
+        finally:
+            for task in closing:
+                await task
+
+    async def _report_after_body(
+        self, permit: Permit, status: int, headers: dict[str, str], used: dict[str, float] | None
+    ) -> None:
+        try:
+            try:
+                await self.client.report_for(permit, status, headers=headers, used=used)
+            except BadRequest:
+                if used is None:
+                    raise
+                await self.client.report_for(permit, status, headers=headers)
+        except (RatelimitdClientError, OSError) as exc:
+            _report_failed(exc)
+
+    def _settle_after_body(self, response: ResponseT, reader: UsageReader, permit: Permit) -> None:
+        raw = self._raw_chunks(response)
+        status, headers = response.status_code, rate_limit_headers(response.headers)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in raw:
+                    reader.feed(chunk)
+                    yield chunk
+            finally:
+                await self._report_after_body(permit, status, headers, self._used(permit, reader.tokens))
+
+        self._wrap_stream(response, chunks)
+
+
+def _closer(
+    tasks: list[asyncio.Task[None]], close: Callable[[Any], Awaitable[None]]
+) -> Callable[[Any], object]:
+    """`release` is called without awaiting: close each retried answer in a task awaited at the end."""
+    import asyncio
+
+    def release(response: Any) -> None:
+        tasks.append(asyncio.ensure_future(close(response)))
+
+    return release
