@@ -24,7 +24,7 @@ import orjson
 from ratelimitd.client.errors import BadRequest, RatelimitdClientError
 from ratelimitd.client.retry import RetriesExhausted, RetryPolicy
 from ratelimitd.client.retry_calls import Outcome, call_async, call_sync, error_reason, rate_limit_headers
-from ratelimitd.integrations.tokens import estimate_body
+from ratelimitd.integrations.tokens import TOKEN_UNITS, TokenUsage, estimate_body
 from ratelimitd.integrations.usage_stream import UsageReader
 
 if TYPE_CHECKING:
@@ -89,8 +89,9 @@ CostFunction = Callable[[Any], "Cost"]
 
 
 def token_cost(request: RequestLike) -> Cost:
-    """One request, plus its estimated tokens when it is an LLM call (OpenAI chat completions,
-    responses, embeddings; Anthropic messages): `{"requests": 1, "tokens": N}`; else 1."""
+    """One request, plus its estimated tokens when it is an LLM call: OpenAI chat completions,
+    responses and embeddings `{"requests": 1, "tokens": N}`, Anthropic messages
+    `{"requests": 1, "input_tokens": I, "output_tokens": O}`; any other request 1."""
     if request.method != "POST" or not request.headers.get("content-type", "").startswith("application/json"):
         return 1
     try:
@@ -98,7 +99,7 @@ def token_cost(request: RequestLike) -> Cost:
     except (orjson.JSONDecodeError, RuntimeError):  # RuntimeError: a streamed body, not read
         return 1
     tokens = estimate_body(request.url.path, body)
-    return 1 if tokens is None else {"requests": 1, "tokens": tokens}
+    return 1 if tokens is None else {"requests": 1.0, **tokens}
 
 
 class _Attempts:
@@ -167,7 +168,9 @@ class _Settings(Generic[RequestT]):
     @staticmethod
     def _reads_usage(cost: Cost, response: ResponseLike) -> UsageReader | None:
         """A reader of the answer's usage when the cost estimated tokens and the body may say."""
-        if not isinstance(cost, Mapping) or "tokens" not in cost or not 200 <= response.status_code < 300:
+        if not isinstance(cost, Mapping) or not 200 <= response.status_code < 300:
+            return None
+        if not any(unit in cost for unit in TOKEN_UNITS):
             return None
         content_type = response.headers.get("content-type", "")
         if not UsageReader.wanted(content_type):
@@ -189,10 +192,15 @@ class _Settings(Generic[RequestT]):
         return Outcome(response.status_code, response.headers, reason, report=report)
 
     @staticmethod
-    def _used(permit: Permit, tokens: float | None) -> dict[str, float] | None:
-        if tokens is None or "tokens" in permit.ignored_units:
+    def _used(permit: Permit, cost: Cost, usage: TokenUsage) -> dict[str, float] | None:
+        """The token units the cost estimated and the daemon limits, as the answer counted them."""
+        if not isinstance(cost, Mapping):
             return None
-        return {"tokens": tokens}
+        told = usage.units()
+        used: dict[str, float] = {
+            u: told[u] for u in TOKEN_UNITS if u in cost and u in told and u not in permit.ignored_units
+        }
+        return used or None
 
     @staticmethod
     def _exhausted(exc: RetriesExhausted, attempts: _Attempts) -> Any:
@@ -252,7 +260,7 @@ class SyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
             assert permit is not None
             reader = self._reads_usage(cost, response) if self.settle_usage else None
             if reader is not None:
-                self._settle_after_body(response, reader, permit)
+                self._settle_after_body(response, reader, permit, cost)
                 return self._outcome(response, None, report=False)
             body = self._read(response) if self._error_body_wanted(response) else None
             return self._outcome(response, body)
@@ -289,7 +297,9 @@ class SyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
         except (RatelimitdClientError, OSError) as exc:
             _report_failed(exc)
 
-    def _settle_after_body(self, response: ResponseT, reader: UsageReader, permit: Permit) -> None:
+    def _settle_after_body(
+        self, response: ResponseT, reader: UsageReader, permit: Permit, cost: Cost
+    ) -> None:
         raw = self._raw_chunks(response)
         status, headers = response.status_code, rate_limit_headers(response.headers)
 
@@ -300,7 +310,7 @@ class SyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
                     yield chunk
             finally:
                 # Reached at the end of the body, or when the caller closes it early.
-                self._report_after_body(permit, status, headers, self._used(permit, reader.tokens))
+                self._report_after_body(permit, status, headers, self._used(permit, cost, reader.usage))
 
         self._wrap_stream(response, chunks)
 
@@ -350,7 +360,7 @@ class AsyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
             assert permit is not None
             reader = self._reads_usage(cost, response) if self.settle_usage else None
             if reader is not None:
-                self._settle_after_body(response, reader, permit)
+                self._settle_after_body(response, reader, permit, cost)
                 return self._outcome(response, None, report=False)
             body = await self._read(response) if self._error_body_wanted(response) else None
             return self._outcome(response, body)
@@ -392,7 +402,9 @@ class AsyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
         except (RatelimitdClientError, OSError) as exc:
             _report_failed(exc)
 
-    def _settle_after_body(self, response: ResponseT, reader: UsageReader, permit: Permit) -> None:
+    def _settle_after_body(
+        self, response: ResponseT, reader: UsageReader, permit: Permit, cost: Cost
+    ) -> None:
         raw = self._raw_chunks(response)
         status, headers = response.status_code, rate_limit_headers(response.headers)
 
@@ -402,7 +414,7 @@ class AsyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
                     reader.feed(chunk)
                     yield chunk
             finally:
-                await self._report_after_body(permit, status, headers, self._used(permit, reader.tokens))
+                await self._report_after_body(permit, status, headers, self._used(permit, cost, reader.usage))
 
         self._wrap_stream(response, chunks)
 

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 __all__ = (
+    "TOKEN_UNITS",
+    "Estimate",
     "TokenUsage",
     "estimate_anthropic_messages",
     "estimate_body",
@@ -103,25 +105,31 @@ def _output_limit(body: Mapping[str, Any], *names: str) -> int:
     return DEFAULT_OUTPUT_TOKENS
 
 
-def estimate_openai_chat(body: Mapping[str, Any]) -> int:
-    """A chat completions body: its messages, plus `max_completion_tokens` (or `max_tokens`) × `n`."""
+Estimate = tuple[int, int]  # (prompt tokens, output tokens at most)
+
+
+def estimate_openai_chat(body: Mapping[str, Any]) -> Estimate:
+    """A chat completions body: its messages; `max_completion_tokens` (or `max_tokens`) × `n`."""
     n = body.get("n")
     choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
     output = _output_limit(body, "max_completion_tokens", "max_tokens")
-    return _PER_REQUEST + _messages_tokens(body.get("messages")) + output * choices
+    return _PER_REQUEST + _messages_tokens(body.get("messages")), output * choices
 
 
-def estimate_openai_responses(body: Mapping[str, Any]) -> int:
-    """A responses body: `instructions` and `input` (text or items), plus `max_output_tokens`."""
+def estimate_openai_responses(body: Mapping[str, Any]) -> Estimate:
+    """A responses body: `instructions` and `input` (text or items); `max_output_tokens`."""
     prompt = _content_tokens(body.get("instructions"))
     items = body.get("input")
     prompt += estimate_text(items) if isinstance(items, str) else _messages_tokens(items)
-    return _PER_REQUEST + prompt + _output_limit(body, "max_output_tokens")
+    return _PER_REQUEST + prompt, _output_limit(body, "max_output_tokens")
 
 
-def estimate_openai_embeddings(body: Mapping[str, Any]) -> int:
+def estimate_openai_embeddings(body: Mapping[str, Any]) -> Estimate:
     """An embeddings body: its `input` (a string or a list of them; token arrays counted as is)."""
-    value = body.get("input")
+    return _embedding_input(body.get("input")), 0
+
+
+def _embedding_input(value: Any) -> int:
     if isinstance(value, str):
         return max(1, estimate_text(value))
     if isinstance(value, list):
@@ -137,33 +145,41 @@ def estimate_openai_embeddings(body: Mapping[str, Any]) -> int:
     return 1
 
 
-def estimate_anthropic_messages(body: Mapping[str, Any]) -> int:
-    """A messages body: `system`, `messages` and tool definitions, plus `max_tokens`."""
+def estimate_anthropic_messages(body: Mapping[str, Any]) -> Estimate:
+    """A messages body: `system`, `messages` and tool definitions; `max_tokens`."""
     prompt = _content_tokens(body.get("system")) + _messages_tokens(body.get("messages"))
     for tool in body.get("tools") or ():
         if isinstance(tool, Mapping):
             prompt += _content_tokens(tool.get("description")) + estimate_text(
                 str(tool.get("input_schema", ""))
             )
-    return _PER_REQUEST + prompt + _output_limit(body, "max_tokens")
+    return _PER_REQUEST + prompt, _output_limit(body, "max_tokens")
 
 
-# Which estimator a request path takes (the last path segments of each API).
+# Which estimator a request path takes (the last path segments of each API), and the units
+# its provider counts: OpenAI one `tokens` limit, Anthropic separate input and output limits
+# (as the built-in `openai` and `anthropic` profiles name them).
 _BY_PATH: Final = (
-    ("/chat/completions", estimate_openai_chat),
-    ("/responses", estimate_openai_responses),
-    ("/embeddings", estimate_openai_embeddings),
-    ("/messages", estimate_anthropic_messages),
+    ("/chat/completions", estimate_openai_chat, False),
+    ("/responses", estimate_openai_responses, False),
+    ("/embeddings", estimate_openai_embeddings, False),
+    ("/messages", estimate_anthropic_messages, True),
 )
+#: The units a token cost may name, and so a report's `used`.
+TOKEN_UNITS: Final = ("tokens", "input_tokens", "output_tokens")
 
 
-def estimate_body(path: str, body: Any) -> int | None:
-    """The token estimate of a decoded JSON request body sent to `path`, or None for other APIs."""
+def estimate_body(path: str, body: Any) -> dict[str, float] | None:
+    """The token cost of a decoded JSON request body sent to `path`, or None for other APIs:
+    `{"tokens": N}` for OpenAI, `{"input_tokens": I, "output_tokens": O}` for Anthropic."""
     if not isinstance(body, Mapping):
         return None
-    for suffix, estimate in _BY_PATH:
+    for suffix, estimate, split in _BY_PATH:
         if path.endswith(suffix):
-            return estimate(body)
+            prompt, output = estimate(body)
+            if split:
+                return {"input_tokens": float(prompt), "output_tokens": float(output)}
+            return {"tokens": float(prompt + output)}
     return None
 
 
@@ -204,6 +220,17 @@ class TokenUsage:
         total = _count(usage, "total_tokens")
         if total is not None:
             self.total = total
+
+    def units(self) -> dict[str, float]:
+        """What was used in each of `TOKEN_UNITS` the answer told (empty when it said nothing)."""
+        used: dict[str, float] = {}
+        if (tokens := self.tokens) is not None:
+            used["tokens"] = tokens
+        if self.input is not None:
+            used["input_tokens"] = self.input
+        if self.output is not None:
+            used["output_tokens"] = self.output
+        return used
 
     @property
     def tokens(self) -> float | None:

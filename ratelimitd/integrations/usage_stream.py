@@ -25,7 +25,7 @@ _MAX_LINE_BYTES: Final = 1024 * 1024  # one SSE line (a stream's event) kept at 
 
 
 class UsageReader:
-    """Fed the raw chunks of one body; `tokens` says what its `usage` counted, or None."""
+    """Fed the raw chunks of one body; `usage` says what it counted."""
 
     __slots__ = ("_buffer", "_decoder", "_failed", "_sse", "_usage")
 
@@ -77,8 +77,13 @@ class UsageReader:
     @property
     def tokens(self) -> float | None:
         """Input plus output tokens, once the whole body was fed (None: unknown)."""
+        return self.usage.tokens
+
+    @property
+    def usage(self) -> TokenUsage:
+        """What the body's `usage` said, once it was all fed (empty when unknown)."""
         if self._failed:
-            return None
+            return TokenUsage()
         if self._sse:
             if self._buffer:
                 self._line(bytes(self._buffer))
@@ -87,6 +92,7 @@ class UsageReader:
             try:
                 self._usage.feed(orjson.loads(self._buffer))
             except orjson.JSONDecodeError:
-                return None
+                self._failed = True
+                return TokenUsage()
             self._buffer.clear()
-        return self._usage.tokens
+        return self._usage

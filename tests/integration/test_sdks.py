@@ -27,18 +27,18 @@ if TYPE_CHECKING:
 
 SDKS = ("openai", "anthropic")
 MODES = [(sdk, mode) for sdk in SDKS for mode in ("sync", "async")]
+# OpenAI counts one `tokens` limit, Anthropic input and output tokens apart.
+TOKENS = {
+    "openai": '{{ unit = "tokens", rate = "{rate}", burst = {burst} }}',
+    "anthropic": '{{ unit = "input_tokens", rate = "{rate}", burst = {burst} }}, '
+    '{{ unit = "output_tokens", rate = "{rate}", burst = {burst} }}',
+}
 PROVIDERS = """
 [providers.{name}]
-limits = [
-  {{ unit = "requests", rate = "1000/second", burst = 100 }},
-  {{ unit = "tokens", rate = "600000/minute", burst = 20000 }},
-]
+limits = [{{ unit = "requests", rate = "1000/second", burst = 100 }}, {fast}]
 
 [providers.{name}-stream]
-limits = [
-  {{ unit = "requests", rate = "1000/second", burst = 100 }},
-  {{ unit = "tokens", rate = "1/minute", burst = 2000 }},
-]
+limits = [{{ unit = "requests", rate = "1000/second", burst = 100 }}, {slow}]
 
 [providers.{name}-keys]
 rate = "1000/second"
@@ -53,7 +53,12 @@ KEYS = {"k1": {"Authorization": "Bearer key-1"}, "k2": {"Authorization": "Bearer
 @pytest.fixture(scope="module")
 def daemon(module_daemon_factory: DaemonFactory) -> RunningDaemon:
     config = "[server]\ncreate_providers = false\n" + "".join(
-        PROVIDERS.format(name=f"{sdk}-{mode}") for sdk, mode in MODES
+        PROVIDERS.format(
+            name=f"{sdk}-{mode}",
+            fast=TOKENS[sdk].format(rate="600000/minute", burst=20000),
+            slow=TOKENS[sdk].format(rate="1/minute", burst=2000),
+        )
+        for sdk, mode in MODES
     )
     return module_daemon_factory(config)
 
@@ -189,14 +194,15 @@ async def test_a_429_storm_slows_the_whole_host(
 async def test_a_stream_settles_its_tokens_from_the_final_event(
     daemon: RunningDaemon, fake: tuple[FakeLLM, str], sdk: str, mode: str
 ) -> None:
-    # 2,000 tokens that refill at 1 a minute; the call is estimated at ~110 and uses 100+
-    # 1,940 are then left only if the stream's usage was settled (1,890 otherwise).
+    # 2,000 tokens that refill at 1 a minute; the call is estimated at ~110 (100 of output)
+    # and uses 30 (20 of output): the difference comes back only if the stream was settled.
     api, base = fake
     api.usage_input, api.usage_output = 10, 20
     provider = f"{sdk}-{mode}-stream"
     events = await call_sdk(daemon, sdk, mode, base, max_retries=0, stream=True, provider=provider)
     assert events
+    unit, left = ("tokens", 1970) if sdk == "openai" else ("output_tokens", 1980)
     async with AsyncClient(daemon.socket_path) as client:
-        await client.acquire(provider, {"requests": 1, "tokens": 1940}, timeout=0)
+        await client.acquire(provider, {"requests": 1, unit: left - 10}, timeout=0)
         with pytest.raises(PermitTimeout):
-            await client.acquire(provider, {"requests": 1, "tokens": 60}, timeout=0)
+            await client.acquire(provider, {"requests": 1, unit: 60}, timeout=0)

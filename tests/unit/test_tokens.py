@@ -37,23 +37,23 @@ def test_estimate_text_counts_words_numbers_and_punctuation() -> None:
 
 def test_chat_adds_the_output_limit_times_n() -> None:
     body = {"messages": [{"role": "user", "content": "Hello world"}], "max_completion_tokens": 50, "n": 2}
-    assert estimate_openai_chat(body) == 3 + 4 + 2 + 100
+    assert estimate_openai_chat(body) == (3 + 4 + 2, 100)
     body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hello world"}]}]}
-    assert estimate_openai_chat(body) == 3 + 4 + 2 + DEFAULT_OUTPUT_TOKENS
+    assert estimate_openai_chat(body) == (3 + 4 + 2, DEFAULT_OUTPUT_TOKENS)
 
 
 def test_responses_embeddings_and_messages() -> None:
-    assert estimate_openai_responses({"input": "Hello world", "max_output_tokens": 10}) == 3 + 2 + 10
-    assert estimate_openai_embeddings({"input": ["Hello world", "Hello"]}) == 3
-    assert estimate_openai_embeddings({"input": [[1, 2, 3]]}) == 3
+    assert estimate_openai_responses({"input": "Hello world", "max_output_tokens": 10}) == (3 + 2, 10)
+    assert estimate_openai_embeddings({"input": ["Hello world", "Hello"]}) == (3, 0)
+    assert estimate_openai_embeddings({"input": [[1, 2, 3]]}) == (3, 0)
     body = {"system": "Be brief", "messages": [{"role": "user", "content": "Hello world"}], "max_tokens": 7}
-    assert estimate_anthropic_messages(body) == 3 + 2 + 4 + 2 + 7
+    assert estimate_anthropic_messages(body) == (3 + 2 + 4 + 2, 7)
 
 
-def test_estimate_body_picks_the_api_by_path() -> None:
+def test_estimate_body_picks_the_api_and_its_units_by_path() -> None:
     body = {"messages": [{"role": "user", "content": "Hello world"}], "max_tokens": 7}
-    assert estimate_body("/v1/chat/completions", body) == estimate_openai_chat(body)
-    assert estimate_body("/v1/messages", body) == estimate_anthropic_messages(body)
+    assert estimate_body("/v1/chat/completions", body) == {"tokens": 3 + 4 + 2 + 7}
+    assert estimate_body("/v1/messages", body) == {"input_tokens": 3 + 4 + 2, "output_tokens": 7}
     assert estimate_body("/v1/models", body) is None
     assert estimate_body("/v1/chat/completions", ["not", "an", "object"]) is None
 
@@ -84,7 +84,7 @@ def test_a_stream_usage_is_read_across_chunk_boundaries() -> None:
     reader = UsageReader("text/event-stream; charset=utf-8")
     for start in range(0, len(body), 7):
         reader.feed(body[start : start + 7])
-    assert reader.tokens == 42
+    assert reader.usage.units() == {"tokens": 42, "input_tokens": 30, "output_tokens": 12}
 
 
 def test_responses_stream_final_event() -> None:
