@@ -15,6 +15,7 @@ import orjson
 from ratelimitd.core.errors import ErrorCode, RatelimitdError
 
 __all__ = (
+    "MAX_STATUS_LIMIT",
     "ONE_REQUEST",
     "PROTOCOL_VERSION",
     "AcquireRequest",
@@ -76,6 +77,12 @@ class ReportRequest(NamedTuple):
 class StatusRequest(NamedTuple):
     id: RequestId
     provider: str | None
+    limit: int | None = None  # at most this many providers, in name order, after `after`
+    after: str | None = None  # a provider name (exclusive); the answer's `next`
+    history: bool = True  # False leaves each bucket's history out
+
+
+MAX_STATUS_LIMIT: Final = 1000
 
 
 class ResetRequest(NamedTuple):
@@ -199,6 +206,22 @@ def _permit(value: Any) -> int | None:
     return value
 
 
+def _limit(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_STATUS_LIMIT:
+        raise _bad(f"limit: must be an integer 1-{MAX_STATUS_LIMIT}, got {value!r}")
+    return value
+
+
+def _flag(value: Any, field: str, *, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _bad(f"{field}: must be true or false, got {value!r}")
+    return value
+
+
 def request_id(obj: dict[str, Any]) -> RequestId:
     """The request's `id` when it is a string or an integer (else it cannot be echoed)."""
     value = obj.get("id")
@@ -269,7 +292,13 @@ def parse_object(obj: Any, *, max_timeout: float) -> Request:
     if op == "hello":
         return HelloRequest(rid)
     if op == "status":
-        return StatusRequest(rid, _name(obj, "provider", required=False))
+        return StatusRequest(
+            rid,
+            _name(obj, "provider", required=False),
+            _limit(obj.get("limit")),
+            _name(obj, "after", required=False),
+            _flag(obj.get("history"), "history", default=True),
+        )
     if op == "reset":
         return ResetRequest(
             rid, _name(obj, "provider", required=True) or "", _name(obj, "bucket", required=False)

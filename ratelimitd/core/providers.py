@@ -70,8 +70,9 @@ class BucketStats:
     why: str | None = None
     available_in: float | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        return {
+    def as_json(self, *, history: bool = True) -> dict[str, Any]:
+        """The status op's view; `history=False` leaves the `history` key out."""
+        body = {
             "limits": {
                 unit: {
                     "rate": lim.rate,
@@ -98,8 +99,10 @@ class BucketStats:
             "recoveries": self.recoveries,
             "pauses": self.pauses,
             "malformed_headers": self.malformed_headers,
-            "history": self.history,
         }
+        if history:
+            body["history"] = self.history
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +111,11 @@ class ProviderStats:
     configured: bool
     selection: str
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, *, history: bool = True) -> dict[str, Any]:
         return {
             "configured": self.configured,
             "selection": self.selection,
-            "buckets": {name: b.as_json() for name, b in self.buckets.items()},
+            "buckets": {name: b.as_json(history=history) for name, b in self.buckets.items()},
         }
 
 

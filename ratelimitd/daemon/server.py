@@ -15,12 +15,14 @@ import os
 import socket
 import stat
 import time
+from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from ratelimitd.core.errors import ErrorCode, RatelimitdError
 from ratelimitd.core.protocol import decode, encode, encode_error, parse_object, request_id
 from ratelimitd.daemon.service import PendingAcquire, Service
+from ratelimitd.daemon.status import StatusSlices
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -50,6 +52,13 @@ class Connection(asyncio.Protocol):
         # per pipelined acquire than keeping 1,000 orjson buffers alive until a join.
         self._out: bytearray | None = None
         self._closing = False
+        # A status of many providers goes out in slices (ratelimitd.daemon.status); answers
+        # made meanwhile would land inside its line, so they wait in `_held`.
+        self._slices: deque[StatusSlices] = deque()
+        self._held: bytearray | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._slice_writer: asyncio.Task[None] | None = None
 
     # -- asyncio callbacks ----------------------------------------------------------------------
 
@@ -72,14 +81,18 @@ class Connection(asyncio.Protocol):
             self._service.abandon(pending)
         self._pending.clear()
         self._buffer.clear()
+        if self._slice_writer is not None:
+            self._slice_writer.cancel()
 
     def pause_writing(self) -> None:
         # The client is not reading its answers: stop reading its questions.
+        self._writable.clear()
         if self._transport is not None:
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self._transport is not None and not self._closing:
+        self._writable.set()
+        if self._transport is not None and not self._closing and self._held is None:
             self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -114,7 +127,9 @@ class Connection(asyncio.Protocol):
     # -- requests -------------------------------------------------------------------------------
 
     def _send(self, payload: bytes) -> None:
-        if self._out is not None:
+        if self._held is not None:
+            self._held += payload
+        elif self._out is not None:
             self._out += payload
         elif self._transport is not None and not self._transport.is_closing():
             self._transport.write(payload)
@@ -150,6 +165,8 @@ class Connection(asyncio.Protocol):
             return
         if type(result) is dict:
             self._send(encode(result))
+        elif isinstance(result, StatusSlices):
+            self._write_slices(result)
         else:
             assert isinstance(result, PendingAcquire)
             self._pending.add(result)
@@ -173,6 +190,45 @@ class Connection(asyncio.Protocol):
             return
         self._send(encode(body))
 
+    def _write_slices(self, answer: StatusSlices) -> None:
+        """Start writing `answer` piece by piece; later answers wait until its line is done."""
+        self._slices.append(answer)
+        if self._held is not None or self._transport is None:
+            return  # the running writer takes it next
+        if self._out:  # answers to earlier lines of this read go out first
+            self._transport.write(bytes(self._out))
+            self._out.clear()
+        self._held = bytearray()
+        self._transport.pause_reading()  # no new questions while the line is being written
+        self._slice_writer = asyncio.get_running_loop().create_task(self._slice_loop())
+
+    async def _slice_loop(self) -> None:
+        transport = self._transport
+        assert transport is not None
+        try:
+            while self._slices:
+                answer = self._slices.popleft()
+                try:
+                    for piece in answer:
+                        if transport.is_closing():
+                            return
+                        transport.write(piece)
+                        await self._writable.wait()  # the client reads slower than we write
+                        await asyncio.sleep(0)  # let every other connection run
+                except Exception:
+                    # Part of the line is out: no error fits inside it, so the line ends the connection.
+                    logger.exception("internal error while writing a status answer; closing the connection")
+                    transport.close()
+                    return
+        finally:
+            held, self._held = self._held, None
+            self._slice_writer = None
+            if not transport.is_closing():
+                if held:
+                    transport.write(bytes(held))
+                if not self._closing and self._writable.is_set():
+                    transport.resume_reading()
+
     def _too_long(self) -> None:
         limit = self._server.max_line_bytes
         self._error(
@@ -189,7 +245,9 @@ class Connection(asyncio.Protocol):
 
     def has_unsent(self) -> bool:
         transport = self._transport
-        return transport is not None and not transport.is_closing() and transport.get_write_buffer_size() > 0
+        if transport is None or transport.is_closing():
+            return False
+        return self._slice_writer is not None or transport.get_write_buffer_size() > 0
 
     def close(self) -> None:
         if self._transport is not None:

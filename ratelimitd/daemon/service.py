@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ratelimitd import __version__
 from ratelimitd.core.errors import ErrorCode, RatelimitdError
 from ratelimitd.core.headers.parse import parse_headers
@@ -33,11 +35,11 @@ from ratelimitd.core.protocol import (
 from ratelimitd.core.providers import Bucket, Provider, ProviderStats, Registry, status_class
 from ratelimitd.core.selection import choose_bucket
 from ratelimitd.core.settlement import GrantLedger, settlement
-from ratelimitd.core.stats import bucket_statistics
 from ratelimitd.daemon.decisions import apply_decision, baseline_rate, learning_settings
 from ratelimitd.daemon.events import note_429, note_decision, note_reset, pause_cause
 from ratelimitd.daemon.learned_state import restore_bucket
 from ratelimitd.daemon.metrics_hooks import MetricsHooks, NoMetrics
+from ratelimitd.daemon.status import StatusSlices, provider_statistics, status_slices
 from ratelimitd.daemon.waiters import Waiter, WaitQueue
 
 if TYPE_CHECKING:
@@ -146,7 +148,7 @@ class Service:
 
     # -- ops ------------------------------------------------------------------------------------
 
-    def handle(self, request: Request) -> Response | PendingAcquire:
+    def handle(self, request: Request) -> Response | PendingAcquire | StatusSlices:
         """Run one request; raise RatelimitdError for the error response."""
         if self.stopping and not isinstance(request, PingRequest | HelloRequest | StatusRequest):
             raise RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
@@ -165,7 +167,8 @@ class Service:
         if isinstance(request, HelloRequest):
             return self.hello(request)
         if isinstance(request, StatusRequest):
-            return self.status(request)
+            # One provider is small; many are written in slices by the transport.
+            return self.status(request) if request.provider is not None else self.status_slices(request)
         return self.reset(request)
 
     def hello(self, request: HelloRequest) -> Response:
@@ -385,12 +388,13 @@ class Service:
         return True
 
     def status(self, request: StatusRequest) -> Response:
-        stats = self.statistics(request.provider)
-        return {
-            "id": request.id,
-            "ok": True,
-            "providers": {name: s.as_json() for name, s in stats.items()},
-        }
+        """The whole answer at once (one provider, tests); transports write `status_slices`."""
+        body: Response = orjson.loads(b"".join(self.status_slices(request)))
+        return body
+
+    def status_slices(self, request: StatusRequest, *, with_id: bool = True) -> StatusSlices:
+        """The answer in pieces, so a status of many providers never stops the loop for long."""
+        return status_slices(self.registry, self.clock, request, with_id=with_id)
 
     def statistics(self, provider: str | None = None, *, history: bool = True) -> dict[str, ProviderStats]:
         """Snapshots of every provider (or one); `history=False` skips the per-bucket history
@@ -403,16 +407,7 @@ class Service:
             chosen = {provider: providers[provider]}
         else:
             chosen = providers
-        return {
-            name: ProviderStats(
-                buckets={
-                    b.name: bucket_statistics(b, now, wall, history=history) for b in p.buckets.values()
-                },
-                configured=p.configured,
-                selection=p.config.selection,
-            )
-            for name, p in chosen.items()
-        }
+        return {name: provider_statistics(p, now, wall, history=history) for name, p in chosen.items()}
 
     def reset(self, request: ResetRequest) -> Response:
         now = self.clock.monotonic()

@@ -17,11 +17,11 @@ from aiohttp import hdrs, web
 from prometheus_client.exposition import choose_encoder
 
 from ratelimitd.core.errors import ErrorCode, RatelimitdError
-from ratelimitd.core.protocol import StatusRequest
+from ratelimitd.core.protocol import StatusRequest, parse_object
 from ratelimitd.core.readiness import Readiness
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator, Mapping
     from types import TracebackType
 
     from prometheus_client import CollectorRegistry
@@ -38,9 +38,9 @@ DEFAULT_PORT = 9464
 
 
 class StatusSource(Protocol):
-    """The status op (`ratelimitd.daemon.service.Service.status`)."""
+    """The status op in slices (`ratelimitd.daemon.service.Service.status_slices`)."""
 
-    def status(self, request: StatusRequest) -> dict[str, Any]: ...
+    def status_slices(self, request: StatusRequest, *, with_id: bool = True) -> Iterable[bytes]: ...
 
 
 def is_loopback(host: str) -> bool:
@@ -55,6 +55,21 @@ def is_loopback(host: str) -> bool:
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _status_fields(query: Mapping[str, str]) -> dict[str, Any]:
+    """Query parameters as the status op's fields (numbers and flags from their text)."""
+    fields: dict[str, Any] = {"op": "status"}
+    for name in ("provider", "after"):
+        if name in query:
+            fields[name] = query[name]
+    if "limit" in query:
+        text = query["limit"]
+        fields["limit"] = int(text) if text.isdigit() else text  # not a number: a bad_request below
+    if "history" in query:
+        flag = query["history"].lower()
+        fields["history"] = {"true": True, "1": True, "false": False, "0": False}.get(flag, flag)
+    return fields
 
 
 _ERROR_STATUS = {ErrorCode.UNKNOWN_PROVIDER: 404, ErrorCode.BAD_REQUEST: 400}
@@ -152,12 +167,19 @@ class HttpServer:
             return _json({"ready": True})
         return _json({"ready": False, "reasons": self._readiness.reasons()}, status=503)
 
-    async def _v1_status(self, request: web.Request) -> web.Response:
-        provider = request.query.get("provider")
+    async def _v1_status(self, request: web.Request) -> web.StreamResponse:
+        """The status op; `provider`, `limit`, `after` and `history` as query parameters."""
         try:
-            body = self._status.status(StatusRequest(id=None, provider=provider))
+            status = parse_object(_status_fields(request.query), max_timeout=0.0)
+            assert isinstance(status, StatusRequest)
+            pieces = self._status.status_slices(status, with_id=False)
         except RatelimitdError as exc:
             error = {"ok": False, "error": exc.code.value, "message": exc.message, **exc.fields}
             return _json(error, status=_ERROR_STATUS.get(exc.code, 500))
-        body.pop("id", None)  # no request id over HTTP
-        return _json(body)
+        response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "application/json"})
+        await response.prepare(request)
+        for piece in pieces:
+            await response.write(piece)  # waits while the client is slow to read
+            await asyncio.sleep(0)  # many providers: let acquires run between slices
+        await response.write_eof()
+        return response

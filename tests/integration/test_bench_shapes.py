@@ -42,11 +42,11 @@ def test_scale_bench_prints_status_scrape_and_memory() -> None:
         "nothing (baseline)",
         "status",
         "status, history false",
-        "status, limit 1000",
+        "status, limit 100",
         "/metrics scrape",
     ]
     sizes = {row[0]: int(row[-1].replace(",", "")) for row in rows}
-    assert sizes["status"] > 0
+    assert sizes["status"] > sizes["status, history false"] > sizes["status, limit 100"] > 0
     assert sizes["/metrics scrape"] > 0
     assert len(memory.strip().splitlines()) == 4
     assert all(

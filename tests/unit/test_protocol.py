@@ -41,6 +41,31 @@ def test_hello_ping_status_reset() -> None:
     assert _parse({"op": "ping", "id": None}) == PingRequest(None)
     assert _parse({"op": "status"}) == StatusRequest(None, None)
     assert _parse({"op": "status", "provider": "openai"}) == StatusRequest(None, "openai")
+    paged = {"op": "status", "limit": 1000, "after": "a:b", "history": False}
+    assert _parse(paged) == StatusRequest(None, None, 1000, "a:b", False)
+    assert _parse({"op": "status", "limit": None, "after": None, "history": None}) == StatusRequest(
+        None, None
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"limit": 0}, "limit: must be an integer 1-1000, got 0"),
+        ({"limit": 1001}, "limit: must be an integer 1-1000, got 1001"),
+        ({"limit": 2.5}, "limit: must be an integer 1-1000, got 2.5"),
+        ({"limit": True}, "limit: must be an integer 1-1000, got True"),
+        ({"limit": "10"}, "limit: must be an integer 1-1000, got '10'"),
+        ({"after": 3}, "after: must be a string, got int"),
+        ({"after": "no spaces"}, "after: must be 1-128 characters"),
+        ({"history": "no"}, "history: must be true or false, got 'no'"),
+        ({"history": 0}, "history: must be true or false, got 0"),
+    ],
+)
+def test_bad_status_paging_fields_name_the_field(fields: dict[str, Any], message: str) -> None:
+    error = _error({"op": "status", "id": 3, **fields})
+    assert error.code is ErrorCode.BAD_REQUEST
+    assert error.message.startswith(message)
     assert _parse({"op": "reset", "provider": "openai"}) == ResetRequest(None, "openai", None)
     assert _parse({"op": "reset", "provider": "openai", "bucket": "k1"}) == ResetRequest(None, "openai", "k1")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 from support import run_due
 
@@ -18,6 +19,7 @@ from ratelimitd.core.errors import ErrorCode, RatelimitdError
 from ratelimitd.core.protocol import parse_object, parse_request
 from ratelimitd.daemon.config import Config, parse_config
 from ratelimitd.daemon.service import PendingAcquire, Service
+from ratelimitd.daemon.status import StatusSlices
 
 if TYPE_CHECKING:
     import asyncio
@@ -67,7 +69,10 @@ def service(make_service: Callable[..., Service]) -> Service:
 def call(service: Service, **request: Any) -> Any:
     import json
 
-    return service.handle(parse_request(json.dumps(request).encode(), max_timeout=3600.0))
+    result = service.handle(parse_request(json.dumps(request).encode(), max_timeout=3600.0))
+    if isinstance(result, StatusSlices):  # the line the transport would write, piece by piece
+        return orjson.loads(b"".join(result))
+    return result
 
 
 def fails(service: Service, code: ErrorCode, **request: Any) -> RatelimitdError:
@@ -425,3 +430,52 @@ def test_the_acquire_fast_path_declines_when_it_would_not_grant_at_once(
     assert learning.acquire_now({"op": "acquire", "provider": "multi"}) is None  # may be disabled
     learning.shut_down()
     assert learning.acquire_now({"op": "acquire", "provider": "multi"}) is None  # stopping
+
+
+def _many(count: int) -> str:
+    return CONFIG + "".join(f'[providers.m{i:03d}]\nrate = "1/s"\n' for i in range(count))
+
+
+def test_status_pages_walk_every_provider_in_name_order_once(make_service: Callable[..., Service]) -> None:
+    service = make_service(_many(120))
+    everyone = call(service, op="status")["providers"]
+    assert len(everyone) == 123  # more than two slices of the written answer
+    seen: list[str] = []
+    after = None
+    while True:
+        page = call(service, op="status", limit=50, after=after, id=1)
+        assert page["id"] == 1
+        assert len(page["providers"]) <= 50
+        seen.extend(page["providers"])
+        after = page["next"]
+        if after is None:
+            break
+        assert after == seen[-1]
+    assert seen == sorted(everyone)
+    assert "next" not in everyone
+    last = call(service, op="status", after=seen[-1])
+    assert last["providers"] == {}
+    assert last["next"] is None
+
+
+def test_status_without_history_leaves_it_out(make_service: Callable[..., Service]) -> None:
+    service = make_service()
+    call(service, op="report", provider="fast", status=429)
+    full = call(service, op="status")["providers"]["fast"]["buckets"]["default"]
+    assert full["history"], "a 429 is in the bucket's history"
+    lean = call(service, op="status", history=False)["providers"]["fast"]["buckets"]["default"]
+    assert "history" not in lean
+    assert lean == {key: value for key, value in full.items() if key != "history"}
+
+
+def test_status_of_many_providers_comes_in_slices_of_one_line(make_service: Callable[..., Service]) -> None:
+    service = make_service(_many(120))
+    answer = service.handle(parse_request(b'{"op":"status","id":"s"}', max_timeout=60.0))
+    assert isinstance(answer, StatusSlices)
+    pieces = list(answer)
+    assert len(pieces) >= 4  # head, three slices of at most SLICE_PROVIDERS, tail
+    line = b"".join(pieces)
+    assert line.count(b"\n") == 1
+    assert line.endswith(b"\n")
+    assert orjson.loads(line)["id"] == "s"
+    fails(service, ErrorCode.UNKNOWN_PROVIDER, op="status", provider="nobody")
