@@ -22,10 +22,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hostile import as_user_command
 from support import NdjsonClient, clean_env, rss_kib, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+    from hostile import ThrowawayUser
 
 __all__ = (
     "RATELIMITD_SCRIPT",
@@ -56,7 +59,9 @@ class RunningDaemon:
         config_path: Path | None,
         log_path: Path,
         http: bool,
+        user: ThrowawayUser | None = None,
     ) -> None:
+        self.user = user
         self.command = list(command)
         self.env = dict(env)
         self.cwd = cwd
@@ -71,6 +76,16 @@ class RunningDaemon:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         with self.log_path.open("ab") as log:
+            if self.user is not None:  # as another user (tests/hostile.py)
+                assert self.command[:2] == [sys.executable, "-m"], "as a user: python -m only"
+                return subprocess.Popen(
+                    as_user_command(self.user, *self.command[1:]),
+                    env={**self.env, "HOME": str(self.user.home)},
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    cwd=self.user.home,
+                )
             return subprocess.Popen(
                 self.command, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.cwd
             )
@@ -225,6 +240,7 @@ class DaemonLauncher:
         http: bool = False,
         script: bool = False,
         ready: bool = True,
+        user: ThrowawayUser | None = None,
     ) -> RunningDaemon:
         index = len(self.started)
         sock = socket_path or self.socket_dir / f"d{index}.sock"
@@ -234,7 +250,7 @@ class DaemonLauncher:
             command += ["--socket", str(sock)]
         config_path: Path | None = None
         if config is not None:
-            config_path = self.work_dir / f"daemon{index}.toml"
+            config_path = (user.home if user is not None else self.work_dir) / f"daemon{index}.toml"
             config_path.write_text(config)
             command += ["--config", str(config_path)]
         command += list(args)
@@ -246,6 +262,7 @@ class DaemonLauncher:
             config_path=config_path,
             log_path=self.work_dir / f"daemon{index}.log",
             http=http,
+            user=user,
         )
         self.started.append(daemon)
         if ready:

@@ -28,6 +28,7 @@ from ratelimitd.client.errors import (
     BadRequest,
     CostTooLarge,
     DaemonUnavailable,
+    Forbidden,
     InvalidJson,
     LineTooLong,
     PermitTimeout,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from ratelimitd.client.types import Cost, Status
 
 __all__ = (
+    "EX_NOPERM",
     "EX_OK",
     "EX_TEMPFAIL",
     "EX_UNAVAILABLE",
@@ -59,6 +61,7 @@ EX_ERROR: Final = 1
 EX_USAGE: Final = 2
 EX_UNAVAILABLE: Final = 69  # sysexits.h
 EX_TEMPFAIL: Final = 75  # sysexits.h
+EX_NOPERM: Final = 77  # sysexits.h
 
 _RETRY_LATER = (PermitTimeout, AllBucketsExhausted, ShuttingDown)
 _BAD_REQUEST = (BadRequest, CostTooLarge, InvalidJson, UnknownOp, LineTooLong)
@@ -146,6 +149,9 @@ def _run(args: argparse.Namespace, action: Callable[[Client], int]) -> int:
     except _BAD_REQUEST as exc:
         _say(f"ratelimitd: {exc}", err)
         return EX_USAGE
+    except Forbidden as exc:
+        _say(f"ratelimitd: {exc}", err)
+        return EX_NOPERM
     except RatelimitdClientError as exc:
         _say(f"ratelimitd: {exc}", err)
         return EX_ERROR

@@ -30,7 +30,7 @@ logger = logging.getLogger("ratelimitd")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from ratelimitd.daemon.server import SocketInUseError
+    from ratelimitd.daemon.unix_socket import SocketInUseError, UnsafeSocketDirError
     from ratelimitd.ops.lifecycle import Daemon
     from ratelimitd.ops.logs import setup_logging
     from ratelimitd.ops.persist import StateLockedError
@@ -45,7 +45,14 @@ def _serve(args: argparse.Namespace) -> int:
     daemon = Daemon(config, environ=os.environ, config_path=args.config)
     try:
         _run(daemon.run())
-    except (SocketInUseError, StateLockedError, ConfigError, OSError, ValueError) as exc:
+    except (
+        SocketInUseError,
+        UnsafeSocketDirError,
+        StateLockedError,
+        ConfigError,
+        OSError,
+        ValueError,
+    ) as exc:
         logger.error("cannot start: %s", exc)
         return STARTUP_FAILURE
     logger.info("stopped")

@@ -8,7 +8,9 @@
 One pipelined Unix-socket connection serves every task of the client: each
 request carries an integer `id` and a reader callback matches the responses,
 which may come back in any order (protocol.md, Transport). A broken connection
-fails the requests in flight with `ConnectionLost`; the next call reconnects.
+fails the requests in flight with `ConnectionLost`; the next call reconnects. The
+daemon closes connections idle for its `idle_timeout`: a request that meets such
+a close is sent again, once, on a new connection.
 When the daemon cannot be reached, `fallback="raise"` raises `DaemonUnavailable`
 and `fallback="local"` limits each provider in this process at `fallback_rate`.
 """
@@ -32,6 +34,7 @@ from ratelimitd.client.errors import (
     ConnectionLost,
     CostTooLarge,
     DaemonUnavailable,
+    Forbidden,
     InternalError,
     InvalidJson,
     LineTooLong,
@@ -78,6 +81,7 @@ __all__ = (
     "ConnectionLost",
     "CostTooLarge",
     "DaemonUnavailable",
+    "Forbidden",
     "InternalError",
     "InvalidJson",
     "LineTooLong",
@@ -262,8 +266,21 @@ class AsyncClient(ClientCore[AsyncLimiter]):
         :raises ConnectionLost: the connection broke before the answer came.
         """
         connection = self._connection
+        # An idle connection may have just been closed by the daemon (server.idle_timeout)
+        # without this loop having seen it yet; a request lost that way was never read.
+        idle = connection is not None and not connection.closed and not connection.pending
         if connection is None or connection.closed:
             connection = await self._connect()
+        try:
+            response = await self._send(connection, body)
+        except ConnectionLost:
+            if not idle:
+                raise
+            logger.debug("the daemon closed an idle connection; sending again on a new one")
+            response = await self._send(await self._connect(), body)
+        return check_response(response)
+
+    async def _send(self, connection: _Connection, body: dict[str, Any]) -> dict[str, Any]:
         rid, line = self._request_line(body)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         connection.pending[rid] = future
@@ -272,11 +289,10 @@ class AsyncClient(ClientCore[AsyncLimiter]):
         try:
             if connection.paused:
                 await connection.drain()
-            response = await future
+            return await future
         finally:
             # A caller that gave up (cancelled) leaves no entry; a late answer is dropped.
             connection.pending.pop(rid, None)
-        return check_response(response)
 
     # -- ops ------------------------------------------------------------------------------------
 

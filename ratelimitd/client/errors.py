@@ -21,6 +21,7 @@ __all__ = (
     "ConnectionLost",
     "CostTooLarge",
     "DaemonUnavailable",
+    "Forbidden",
     "InternalError",
     "InvalidJson",
     "LineTooLong",
@@ -109,6 +110,10 @@ class ShuttingDown(RatelimitdClientError):
     """The daemon is stopping; retrying reaches the next daemon."""
 
 
+class Forbidden(RatelimitdClientError):
+    """The daemon does not trust this process's user for that provider (e.g. a `reset`)."""
+
+
 class InternalError(RatelimitdClientError):
     """A bug in the daemon; it logged it and keeps serving."""
 
@@ -124,6 +129,7 @@ _BY_CODE: Final[dict[ErrorCode, type[RatelimitdClientError]]] = {
     ErrorCode.TIMEOUT: PermitTimeout,
     ErrorCode.ALL_BUCKETS_EXHAUSTED: AllBucketsExhausted,
     ErrorCode.SHUTTING_DOWN: ShuttingDown,
+    ErrorCode.FORBIDDEN: Forbidden,
     ErrorCode.INTERNAL: InternalError,
 }
 

@@ -184,25 +184,38 @@ class Client(ClientCore[LocalBucket]):
         :raises ConnectionLost: the connection broke (or went silent) before the answer.
         """
         with self._lock:
-            sock = self._connect()
-            rid, request_line = self._request_line(body)
+            # A kept connection may be closed by the daemon (server.idle_timeout) just as this
+            # request goes out; it was then never read: sent again once on a new connection.
+            reused = self._sock is not None
             try:
-                sock.settimeout(wait if wait is not None else self.request_timeout)
-                sock.sendall(request_line)
-                while True:
-                    line = self._read_line(sock)
-                    if not line:
-                        continue
-                    response = orjson.loads(line)
-                    # Skip answers to requests abandoned earlier (an interrupted acquire).
-                    if isinstance(response, dict) and response.get("id") in (rid, None):
-                        break
-            except (OSError, orjson.JSONDecodeError) as exc:
-                self._disconnect()
-                raise ConnectionLost(self.socket_path, str(exc) or type(exc).__name__) from exc
+                response = self._send(self._connect(), body, wait)
+            except ConnectionLost as exc:
+                # Closed, not timed out: a timeout may have left the request running.
+                if not reused or not isinstance(exc.__cause__, BrokenPipeError | ConnectionResetError):
+                    raise
+                logger.debug("the daemon closed an idle connection; sending again on a new one")
+                response = self._send(self._connect(), body, wait)
             if response.get("error") == ErrorCode.LINE_TOO_LONG:
                 self._disconnect()  # the daemon closes it after this error
         return check_response(response)
+
+    def _send(self, sock: socket.socket, body: dict[str, Any], wait: float | None) -> dict[str, Any]:
+        """One request and its answer (callers hold self._lock)."""
+        rid, request_line = self._request_line(body)
+        try:
+            sock.settimeout(wait if wait is not None else self.request_timeout)
+            sock.sendall(request_line)
+            while True:
+                line = self._read_line(sock)
+                if not line:
+                    continue
+                response = orjson.loads(line)
+                # Skip answers to requests abandoned earlier (an interrupted acquire).
+                if isinstance(response, dict) and response.get("id") in (rid, None):
+                    return response
+        except (OSError, orjson.JSONDecodeError) as exc:
+            self._disconnect()
+            raise ConnectionLost(self.socket_path, str(exc) or type(exc).__name__) from exc
 
     # -- ops ------------------------------------------------------------------------------------
 

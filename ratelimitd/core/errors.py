@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     ALL_BUCKETS_EXHAUSTED = "all_buckets_exhausted"
     SHUTTING_DOWN = "shutting_down"
+    FORBIDDEN = "forbidden"
     INTERNAL = "internal"
 
 

@@ -9,7 +9,9 @@ environment variables < command-line flags (applied by the caller with
 
 from __future__ import annotations
 
+import grp
 import math
+import pwd
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -25,10 +27,11 @@ from ratelimitd.core.config_fields import (
     check_table,
 )
 from ratelimitd.core.errors import ConfigError
+from ratelimitd.core.peers import Trust
 from ratelimitd.core.rates import parse_period, parse_rate
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = (
     "PROVIDER_NAME",
@@ -74,15 +77,20 @@ class ProviderConfig:
     selection: Selection = "failover"
     profile: str | None = None
     trust_headers: frozenset[str] | None = None
+    # Peers whose reports and resets change this provider (None: the `[trusted_peers]` default).
+    trusted_peers: Trust | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
     socket: Path | None = None
     socket_mode: int = 0o660
+    socket_dir_mode: int = 0o700  # of the socket's directory, when the daemon creates it
     max_line_bytes: int = 65536
     max_providers: int = 1000
     max_connections: int = 1024
+    max_connections_per_uid: int = 512  # one user cannot take every connection
+    idle_timeout: float = 300.0  # close a connection with nothing in flight this long; 0 = never
     max_waiters: int = 100_000
     default_timeout: float = 30.0
     max_timeout: float = 3600.0
@@ -99,6 +107,8 @@ class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 9464
     metrics: bool = True
+    max_connections: int = 64  # beyond: 503; keeps HTTP from using the socket's descriptors
+    idle_timeout: float = 30.0  # close a connection idle (or slow to send its request) this long
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +150,8 @@ class Config:
         LimitConfig(unit="requests", count=10.0, period=1.0, burst=10.0),
     )
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
+    # Trusted beside the daemon's uid and root (None: the socket's group); protocol.md.
+    trusted_peers: Trust | None = None
 
     def provider_for(self, name: str) -> ProviderConfig:
         """The configured provider, or one made from the defaults (created on demand)."""
@@ -221,7 +233,7 @@ def _parse_provider(name: str, raw: Any, problems: Problems) -> ProviderConfig |
         problems.add(path, "provider names are 1-128 characters of A-Z a-z 0-9 . _ - :")
         return None
     table = check_table(raw, path, problems)
-    allowed = {"limits", "rate", "burst", "buckets", "selection", "profile", "trust_headers"}
+    allowed = {"limits", "rate", "burst", "buckets", "selection", "profile", "trust_headers", "trusted_peers"}
     check_keys(table, allowed, path, problems)
     profile = table.get("profile")
     base: tuple[LimitConfig, ...] = ()
@@ -273,6 +285,11 @@ def _parse_provider(name: str, raw: Any, problems: Problems) -> ProviderConfig |
             trust = None
     elif isinstance(profile, str):
         trust = _profile_trust(profile)
+    trusted_peers = (
+        _parse_trust(table["trusted_peers"], f"{path}.trusted_peers", problems)
+        if "trusted_peers" in table
+        else None
+    )
     if not limits:
         return None
     return ProviderConfig(
@@ -282,7 +299,43 @@ def _parse_provider(name: str, raw: Any, problems: Problems) -> ProviderConfig |
         selection=selection,
         profile=profile if isinstance(profile, str) else None,
         trust_headers=frozenset(trust) if trust is not None else None,
+        trusted_peers=trusted_peers,
     )
+
+
+def _parse_trust(raw: Any, path: str, problems: Problems) -> Trust | None:
+    """`{uids = [...], gids = [...]}`: numbers, or user and group names resolved now."""
+    table = check_table(raw, path, problems)
+    check_keys(table, {"uids", "gids"}, path, problems)
+    uids = _ids(
+        table.get("uids", []), f"{path}.uids", problems, lookup=lambda name: pwd.getpwnam(name).pw_uid
+    )
+    gids = _ids(
+        table.get("gids", []), f"{path}.gids", problems, lookup=lambda name: grp.getgrnam(name).gr_gid
+    )
+    if uids is None or gids is None:
+        return None
+    return Trust(uids=uids, gids=gids)
+
+
+def _ids(raw: Any, path: str, problems: Problems, *, lookup: Callable[[str], int]) -> frozenset[int] | None:
+    if not isinstance(raw, list):
+        problems.add(path, f"expected an array of ids or names, got {raw!r}")
+        return None
+    found: set[int] = set()
+    for item in raw:
+        if isinstance(item, int) and not isinstance(item, bool) and 0 <= item < 2**32 - 1:
+            found.add(item)
+        elif isinstance(item, str) and item:
+            try:
+                found.add(lookup(item))
+            except KeyError:
+                problems.add(path, f"no such {'user' if path.endswith('uids') else 'group'}: {item!r}")
+                return None
+        else:
+            problems.add(path, f"expected an id (0 to 4294967294) or a name, got {item!r}")
+            return None
+    return frozenset(found)
 
 
 def _profile_trust(profile: str) -> list[str] | None:
@@ -307,9 +360,12 @@ def _profile_limits(profile: Any, path: str, problems: Problems) -> tuple[LimitC
 _SERVER = {
     "socket": "path",
     "socket_mode": "mode",
+    "socket_dir_mode": "mode",
     "max_line_bytes": "int",
     "max_providers": "int",
     "max_connections": "int",
+    "max_connections_per_uid": "int",
+    "idle_timeout": "seconds",
     "max_waiters": "int",
     "default_timeout": "seconds",
     "max_timeout": "positive",
@@ -319,7 +375,14 @@ _SERVER = {
     "create_providers": "bool",
     "idle_ttl": "seconds",
 }
-_HTTP = {"enabled": "bool", "host": "str", "port": "port", "metrics": "bool"}
+_HTTP = {
+    "enabled": "bool",
+    "host": "str",
+    "port": "port",
+    "metrics": "bool",
+    "max_connections": "int",
+    "idle_timeout": "positive",
+}
 _FEATURES = dict.fromkeys(FEATURE_NAMES, "bool")
 _LEARNING = {
     "policy": "choice:static|seed|adaptive",
@@ -372,7 +435,7 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], source
     problems = Problems()
     check_keys(
         document,
-        {"server", "http", "features", "learning", "persist", "defaults", "providers"},
+        {"server", "http", "features", "learning", "persist", "defaults", "providers", "trusted_peers"},
         "",
         problems,
     )
@@ -412,6 +475,11 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], source
         provider = _parse_provider(name, raw, problems)
         if provider is not None:
             providers[name] = provider
+    trusted_peers = (
+        _parse_trust(document["trusted_peers"], "trusted_peers", problems)
+        if "trusted_peers" in document
+        else None
+    )
     server = ServerConfig(**sections["server"])
     if len(providers) > server.max_providers:
         problems.add(
@@ -431,6 +499,7 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], source
         persist=PersistConfig(**sections["persist"]),
         default_limits=default_limits,
         providers=providers,
+        trusted_peers=trusted_peers,
     )
 
 

@@ -8,33 +8,28 @@ responses go out in completion order, matched by `id` (protocol.md, Transport).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import logging
-import os
-import socket
-import stat
 import time
-from collections import deque
+from collections import Counter, deque
 from functools import partial
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from ratelimitd.core.errors import ErrorCode, RatelimitdError
+from ratelimitd.core.peers import Peer
 from ratelimitd.core.protocol import decode, encode, encode_error, parse_object, request_id
+from ratelimitd.daemon.peercred import peer_of
 from ratelimitd.daemon.service import PendingAcquire, Service
 from ratelimitd.daemon.status import StatusSlices
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    import socket
 
-__all__ = ("Connection", "SocketInUseError", "UnixServer", "bind_unix_socket")
+__all__ = ("Connection", "UnixServer")
 
 logger = logging.getLogger(__name__)
 _OPEN_BRACE = ord("{")
-
-
-class SocketInUseError(Exception):
-    """Another live daemon answers on the socket path."""
+# When the kernel cannot say who connected: trusted nowhere, limited like one user.
+_UNKNOWN_PEER: Final = Peer(pid=0, uid=-1, gid=-1)
 
 
 class Connection(asyncio.Protocol):
@@ -59,6 +54,11 @@ class Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._slice_writer: asyncio.Task[None] | None = None
+        self.peer = _UNKNOWN_PEER
+        self._untrusted: Peer | None = None  # the peer, unless trusted everywhere (fast path)
+        self._counted = False  # in the server's per-uid counts
+        self.active = True  # read or answered since the last idle sweep
+        self._idle_sweeps = 0
 
     # -- asyncio callbacks ----------------------------------------------------------------------
 
@@ -67,9 +67,19 @@ class Connection(asyncio.Protocol):
         self._transport = cast("asyncio.Transport", transport)
         server = self._server
         if len(server.connections) >= server.max_connections:
-            server.refused_connection()
-            self._transport.abort()
+            server.refuse(self._transport, "max_connections")
             return
+        try:
+            self.peer = peer_of(transport.get_extra_info("socket"))
+        except (OSError, AttributeError, TypeError):
+            logger.warning("cannot read the peer credentials of a connection; treating it as untrusted")
+        if server.per_uid[self.peer.uid] >= server.max_connections_per_uid:
+            server.refuse(self._transport, "max_connections_per_uid", self.peer)
+            return
+        server.per_uid[self.peer.uid] += 1
+        self._counted = True
+        if not self._service.trusted_everywhere(self.peer):
+            self._untrusted = self.peer
         server.connections.add(self)
         self._service.connected_clients += 1
 
@@ -77,6 +87,12 @@ class Connection(asyncio.Protocol):
         if self in self._server.connections:
             self._server.connections.discard(self)
             self._service.connected_clients -= 1
+        if self._counted:
+            self._counted = False
+            per_uid = self._server.per_uid
+            per_uid[self.peer.uid] -= 1
+            if per_uid[self.peer.uid] <= 0:
+                del per_uid[self.peer.uid]
         for pending in list(self._pending):
             self._service.abandon(pending)
         self._pending.clear()
@@ -96,6 +112,7 @@ class Connection(asyncio.Protocol):
             self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        self.active = True
         buffer = self._buffer
         if buffer:
             buffer += data
@@ -147,13 +164,13 @@ class Connection(asyncio.Protocol):
         try:
             obj = decode(line)
             if type(obj) is dict and obj.get("op") == "acquire":
-                granted = service.acquire_now(obj)
+                granted = service.acquire_now(obj, self._untrusted)
                 if granted is not None:
                     self._send(encode(granted))
                     return
             request = parse_object(obj, max_timeout=self._max_timeout)
             rid = request.id
-            result = service.handle(request)
+            result = service.handle(request, self._untrusted)
         except RatelimitdError as error:
             if rid is None and isinstance(obj, dict):
                 rid = request_id(obj)  # echo the id of a request that failed validation
@@ -174,6 +191,7 @@ class Connection(asyncio.Protocol):
 
     def _finish(self, pending: PendingAcquire, future: asyncio.Future[float]) -> None:
         self._pending.discard(pending)
+        self.active = True
         if future.cancelled():
             return  # abandoned: the client is gone
         try:
@@ -243,6 +261,15 @@ class Connection(asyncio.Protocol):
                 self._out.clear()
             self._transport.close()
 
+    def idle_for_two_sweeps(self) -> bool:
+        """Called by each idle sweep: True once two sweeps in a row found nothing going on."""
+        if self._pending or self.active or self._slice_writer is not None:
+            self.active = False
+            self._idle_sweeps = 0
+            return False
+        self._idle_sweeps += 1
+        return self._idle_sweeps >= 2
+
     def has_unsent(self) -> bool:
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -257,67 +284,71 @@ class Connection(asyncio.Protocol):
 class UnixServer:
     """Accepts connections on a bound Unix socket and tracks them for shutdown."""
 
-    def __init__(self, service: Service, *, max_line_bytes: int, max_connections: int) -> None:
+    def __init__(
+        self,
+        service: Service,
+        *,
+        max_line_bytes: int,
+        max_connections: int,
+        max_connections_per_uid: int | None = None,
+        idle_timeout: float = 0.0,
+    ) -> None:
         self.service = service
         self.max_line_bytes = max_line_bytes
         self.max_timeout = service.config.server.max_timeout
         self.max_connections = max_connections
+        self.max_connections_per_uid = max_connections_per_uid or max_connections
+        self.idle_timeout = idle_timeout  # 0: never close idle connections
         self.connections: set[Connection] = set()
+        self.per_uid: Counter[int] = Counter()  # open connections per peer uid
         self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._last_refusal_log = 0.0
+        self._refusals_unlogged = 0
 
     def count_error(self, code: ErrorCode) -> None:
         self.service.protocol_errors[code.value] += 1
         self.service.metrics.on_protocol_error(code)
 
-    def refused_connection(self) -> None:
+    def refuse(self, transport: asyncio.Transport, reason: str, peer: Peer | None = None) -> None:
+        """Close a new connection at once; counted, and logged at most once per 10 s."""
+        transport.abort()
+        self.service.refused_connections[("socket", reason)] += 1
         now = time.monotonic()
-        if now - self._last_refusal_log > 10.0:
-            self._last_refusal_log = now
-            logger.warning("refusing connections: max_connections (%d) reached", self.max_connections)
+        if now - self._last_refusal_log < 10.0:
+            self._refusals_unlogged += 1
+            return
+        self._last_refusal_log = now
+        limit = self.max_connections if reason == "max_connections" else self.max_connections_per_uid
+        who = f" from uid {peer.uid} (pid {peer.pid})" if peer is not None else ""
+        more = f"; {self._refusals_unlogged} more refused before" if self._refusals_unlogged else ""
+        self._refusals_unlogged = 0
+        logger.warning("refusing a connection%s: %s (%d) reached%s", who, reason, limit, more)
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(lambda: Connection(self), sock=sock, backlog=1024)
+        if self.idle_timeout > 0:
+            self._sweeper = loop.create_task(self._close_idle_forever())
+
+    async def _close_idle_forever(self) -> None:
+        # One timer for all connections: each is closed after 2-3 sweeps with nothing
+        # read, answered or waiting, i.e. idle for idle_timeout to 1.5 x idle_timeout.
+        while True:
+            await asyncio.sleep(self.idle_timeout / 2)
+            idle = [c for c in self.connections if c.idle_for_two_sweeps()]
+            for connection in idle:
+                connection.close()
+            if idle:
+                self.service.idle_closed += len(idle)
+                logger.debug("closed %d idle connections", len(idle))
 
     def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
 
     def close_connections(self) -> None:
         for connection in list(self.connections):
             connection.close()
-
-
-def bind_unix_socket(path: Path, mode: int) -> socket.socket:
-    """Bind `path`, replacing a stale socket file; refuse when a live daemon answers there."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if path.exists() or path.is_symlink():
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise SocketInUseError(f"{path} exists and is not a socket; refusing to replace it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.settimeout(1.0)
-            probe.connect(str(path))
-        except OSError as exc:
-            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-                raise
-            logger.info("replacing stale socket file %s", path)
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        else:
-            raise SocketInUseError(f"another ratelimitd is serving on {path}")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o777 & ~mode)  # no window where the socket is wider than `mode`
-    try:
-        sock.bind(str(path))
-    except OSError:
-        sock.close()
-        raise
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, mode)
-    sock.setblocking(False)
-    return sock

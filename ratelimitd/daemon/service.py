@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,7 @@ from ratelimitd.core.errors import ErrorCode, RatelimitdError
 from ratelimitd.core.headers.parse import parse_headers
 from ratelimitd.core.learning.history import HistoryEntry
 from ratelimitd.core.learning.learner import BucketLearner, Decision, LearningSettings, ReportEvent
+from ratelimitd.core.peers import Peer, PermitOwners, Trust
 from ratelimitd.core.protocol import (
     ONE_REQUEST,
     PROTOCOL_VERSION,
@@ -61,6 +64,7 @@ class PendingAcquire:
     request: AcquireRequest
     bucket: Bucket
     waiter: Waiter
+    peer: Peer | None = None  # None: a peer trusted everywhere
 
 
 class Service:
@@ -88,8 +92,51 @@ class Service:
         self._last_sweep = -math.inf
         # Called with each bucket of an idle provider before it is dropped (persistence keeps it).
         self.on_drop: Callable[[Bucket], None] = lambda _bucket: None
+        # Authorization (protocol.md, "Who may do what"): the daemon's uid and root are
+        # trusted everywhere; the socket's group by default (the lifecycle sets it).
+        self.daemon_uid = os.geteuid()
+        self.socket_gid: int | None = None
+        self.permit_owners = PermitOwners()
+        # Connections refused, by (listener, reason); closed for being idle.
+        self.refused_connections: Counter[tuple[str, str]] = Counter()
+        self.idle_closed = 0
+        self.untrusted_reports = 0  # reports that only counted: untrusted peer, not its permit
+        self.forbidden_resets = 0
+        self._last_untrusted_log = 0.0
         for bucket in self.registry.buckets():
             self._attach(bucket)
+
+    # -- who may do what ------------------------------------------------------------------------
+
+    def trusted_everywhere(self, peer: Peer) -> bool:
+        """The daemon's own uid and root: trusted for every provider, whatever the config."""
+        return peer.uid == self.daemon_uid or peer.uid == 0
+
+    def trusts(self, peer: Peer | None, provider: str) -> bool:
+        """Whether `peer`'s reports and resets may change `provider` (None: in-process, trusted)."""
+        if peer is None or self.trusted_everywhere(peer):
+            return True
+        configured = self.config.providers.get(provider)
+        trust = configured.trusted_peers if configured is not None else None
+        if trust is None:
+            trust = self.config.trusted_peers
+        if trust is None:
+            trust = Trust(gids=frozenset() if self.socket_gid is None else frozenset({self.socket_gid}))
+        return trust.allows(peer)
+
+    def _log_untrusted(self, what: str, peer: Peer, provider: str) -> None:
+        # One line per 10 s at most: a peer repeating itself must not flood the log.
+        now = time.monotonic()
+        if now - self._last_untrusted_log >= 10.0:
+            self._last_untrusted_log = now
+            logger.warning(
+                "%s from an untrusted peer (uid %d, pid %d) for provider %s "
+                "(see trusted_peers in the configuration; further ones for 10 s not logged)",
+                what,
+                peer.uid,
+                peer.pid,
+                provider,
+            )
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -148,20 +195,20 @@ class Service:
 
     # -- ops ------------------------------------------------------------------------------------
 
-    def handle(self, request: Request) -> Response | PendingAcquire | StatusSlices:
-        """Run one request; raise RatelimitdError for the error response."""
+    def handle(self, request: Request, peer: Peer | None = None) -> Response | PendingAcquire | StatusSlices:
+        """Run one request from `peer` (None: trusted everywhere); raise RatelimitdError."""
         if self.stopping and not isinstance(request, PingRequest | HelloRequest | StatusRequest):
             raise RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
         if isinstance(request, AcquireRequest):
             try:
-                return self.acquire(request)
+                return self.acquire(request, peer)
             except RatelimitdError as exc:
                 # Timeouts are counted where they happen; unknown providers get no series.
                 if exc.code is not ErrorCode.TIMEOUT and request.provider in self.registry.providers:
                     self.metrics.on_acquire_error(request.provider)
                 raise
         if isinstance(request, ReportRequest):
-            return self.report(request)
+            return self.report(request, peer)
         if isinstance(request, PingRequest):
             return {"id": request.id, "ok": True}
         if isinstance(request, HelloRequest):
@@ -169,7 +216,7 @@ class Service:
         if isinstance(request, StatusRequest):
             # One provider is small; many are written in slices by the transport.
             return self.status(request) if request.provider is not None else self.status_slices(request)
-        return self.reset(request)
+        return self.reset(request, peer)
 
     def hello(self, request: HelloRequest) -> Response:
         return {
@@ -181,7 +228,7 @@ class Service:
             "features": self.config.features.as_dict(),
         }
 
-    def acquire(self, request: AcquireRequest) -> Response | PendingAcquire:
+    def acquire(self, request: AcquireRequest, peer: Peer | None = None) -> Response | PendingAcquire:
         now = self.clock.monotonic()
         provider = self._provider(request.provider, now)
         cost = request.cost
@@ -195,7 +242,7 @@ class Service:
             bucket = choose_bucket(provider, request, now, timeout)
         queue: WaitQueue = bucket.queue
         if not queue.live and bucket.limiter.try_take(cost, now) == 0.0:
-            return self._granted(request.id, bucket, cost, 0.0, now)
+            return self._granted(request.id, bucket, cost, 0.0, now, peer)
         delay = queue.estimate(cost, now)
         if delay > timeout:
             # FIFO at a known rate: it cannot be served in time, so say so now.
@@ -206,7 +253,7 @@ class Service:
             raise self._timeout_error(delay, "this bucket already holds max_waiters waiting requests")
         waiter = queue.push(cost, now)
         waiter.timeout_handle = self.loop.call_later(timeout, self._expire, bucket, waiter)
-        return PendingAcquire(request, bucket, waiter)
+        return PendingAcquire(request, bucket, waiter, peer)
 
     @staticmethod
     def _check_fits(provider: Provider, cost: dict[str, float]) -> None:
@@ -246,14 +293,19 @@ class Service:
         granted_at = pending.waiter.future.result()
         request = pending.request
         return self._granted(
-            request.id, pending.bucket, request.cost, granted_at - pending.waiter.enqueued_at, granted_at
+            request.id,
+            pending.bucket,
+            request.cost,
+            granted_at - pending.waiter.enqueued_at,
+            granted_at,
+            pending.peer,
         )
 
     def abandon(self, pending: PendingAcquire) -> None:
         """The client went away: the waiting request is dropped and consumes nothing."""
         pending.bucket.queue.cancel(pending.waiter)
 
-    def acquire_now(self, obj: dict[str, Any]) -> Response | None:
+    def acquire_now(self, obj: dict[str, Any], peer: Peer | None = None) -> Response | None:
         """The common acquire answered straight from the decoded line, or None.
 
         Only `{"op":"acquire","provider":P[,"id":I]}` for an existing single-bucket
@@ -280,15 +332,24 @@ class Service:
         now = self.clock.monotonic()
         if bucket.limiter.try_take(ONE_REQUEST, now) != 0.0:
             return None
-        return self._granted(rid, bucket, ONE_REQUEST, 0.0, now)
+        return self._granted(rid, bucket, ONE_REQUEST, 0.0, now, peer)
 
     def _granted(
-        self, rid: RequestId, bucket: Bucket, cost: dict[str, float], waited: float, now: float
+        self,
+        rid: RequestId,
+        bucket: Bucket,
+        cost: dict[str, float],
+        waited: float,
+        now: float,
+        peer: Peer | None = None,
     ) -> Response:
         bucket.granted += 1
         self.metrics.on_granted(bucket, waited)
         permit = bucket.learner.on_grant(now)
         bucket.ledger.remember(permit, cost, now)  # a report's `used` settles against it
+        if peer is not None and not self.trusts(peer, bucket.provider):
+            # Its report about this permit may then change the bucket (protocol.md).
+            self.permit_owners.record(bucket.provider, bucket.name, permit, peer.uid)
         return {
             "id": rid,
             "ok": True,
@@ -299,7 +360,7 @@ class Service:
             "permit": permit,
         }
 
-    def report(self, request: ReportRequest) -> Response:
+    def report(self, request: ReportRequest, peer: Peer | None = None) -> Response:
         now = self.clock.monotonic()
         provider = self._provider(request.provider, now)
         bucket = provider.buckets.get(request.bucket)
@@ -313,6 +374,26 @@ class Service:
             self._check_used(provider, request.used)
         label = status_class(request.status)
         bucket.reports[label] += 1
+        if (
+            peer is not None
+            and not self.trusts(peer, provider.name)
+            and not self.permit_owners.held_by(provider.name, bucket.name, request.permit, peer.uid)
+        ):
+            # Counted, nothing else: an untrusted peer may not pause, cut or disable a
+            # bucket for everyone with a report about a call it was not granted.
+            self.untrusted_reports += 1
+            self._log_untrusted("report ignored", peer, provider.name)
+            return {
+                "id": request.id,
+                "ok": True,
+                "provider": provider.name,
+                "bucket": bucket.name,
+                "rate": bucket.limiter.primary.rate,
+                "streak": bucket.learner.streak,
+                "action": "none",
+                "trusted": False,
+                **({"settled": False} if request.used is not None else {}),
+            }
         if label == "429":
             note_429(bucket, now)
         hint = None
@@ -409,8 +490,16 @@ class Service:
             chosen = providers
         return {name: provider_statistics(p, now, wall, history=history) for name, p in chosen.items()}
 
-    def reset(self, request: ResetRequest) -> Response:
+    def reset(self, request: ResetRequest, peer: Peer | None = None) -> Response:
         now = self.clock.monotonic()
+        if peer is not None and not self.trusts(peer, request.provider):
+            self.forbidden_resets += 1
+            self._log_untrusted("reset refused", peer, request.provider)
+            raise RatelimitdError(
+                ErrorCode.FORBIDDEN,
+                f"provider: uid {peer.uid} may not reset {request.provider!r} "
+                "(not among the peers the daemon trusts for it)",
+            )
         provider = self.registry.providers.get(request.provider)
         if provider is None:
             raise RatelimitdError(

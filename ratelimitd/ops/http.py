@@ -3,6 +3,9 @@
 Shell: binds 127.0.0.1:9464 by default (`[http]` in the config); any address that
 is not loopback must be configured explicitly and is logged as a warning, since
 the endpoints have no authentication. Start and stop with `async with HttpServer(...)`.
+Connections are capped (`max_connections`; more get a 503 and are closed) and closed
+when idle or slow to send a request (`idle_timeout`), so HTTP clients cannot use up the
+file descriptors the Unix socket's clients need.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Any, Protocol, Self
+import time
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self, cast
 
 import orjson
 from aiohttp import hdrs, web
@@ -21,7 +25,7 @@ from ratelimitd.core.protocol import StatusRequest, parse_object
 from ratelimitd.core.readiness import Readiness
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
     from types import TracebackType
 
     from prometheus_client import CollectorRegistry
@@ -35,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 # 9464 is the port OpenTelemetry's Prometheus exporter uses; not taken by a common daemon.
 DEFAULT_PORT = 9464
+_BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 41\r\n"
+    b"Connection: close\r\n\r\ntoo many connections (http.max_connections)"
+)
 
 
 class StatusSource(Protocol):
@@ -85,6 +93,66 @@ class _Collected:
         return iter(self._families)
 
 
+class _Refused(asyncio.Protocol):
+    """A connection over the cap: a 503, then closed once the request is read (at most 1 s).
+
+    Closing with the request still unread would reset the connection and lose the 503.
+    """
+
+    _transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self._transport = cast("asyncio.Transport", transport)
+        self._transport.write(_BUSY)
+        asyncio.get_running_loop().call_later(1.0, self._close)
+
+    def data_received(self, data: bytes) -> None:
+        self._close()
+
+    def eof_received(self) -> bool:
+        self._close()
+        return False
+
+    def _close(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's handler for one connection, counted from accept until it is lost.
+
+    Counted here, not by aiohttp: a burst of connections is accepted (protocols made)
+    before any of them reports `connection_made`, and the cap must see them all.
+    """
+
+    __slots__ = ("_inner", "_live")
+
+    def __init__(self, inner: asyncio.Protocol, live: set[_Counted]) -> None:
+        self._inner = inner
+        self._live = live
+        live.add(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._live.discard(self)
+        self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
 class HttpServer:
     """The aiohttp app and its listening site; `port` is the bound port once entered.
 
@@ -93,6 +161,7 @@ class HttpServer:
     :param registry: what `/metrics` serves.
     :param readiness: what `/readyz` reports.
     :param status: what `/v1/status` asks.
+    :param on_refused: called for each connection refused over `config.max_connections`.
     """
 
     def __init__(
@@ -102,9 +171,16 @@ class HttpServer:
         registry: CollectorRegistry | None,
         readiness: Readiness,
         status: StatusSource,
+        on_refused: Callable[[], None] = lambda: None,
     ) -> None:
         self.host = config.host
         self.port = config.port
+        self.max_connections = config.max_connections
+        self._on_refused = on_refused
+        self._listener: asyncio.Server | None = None
+        self._live: set[_Counted] = set()
+        self._last_refusal_log = 0.0
+        self._refusals_unlogged = 0
         self._readiness = readiness
         self._status = status
         app = web.Application()
@@ -114,8 +190,11 @@ class HttpServer:
         self._registry = registry
         if config.metrics and registry is not None:
             app.router.add_get("/metrics", self._metrics)
-        # Scrapes every few seconds would flood the log: no access log.
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Scrapes every few seconds would flood the log: no access log. aiohttp's keep-alive
+        # timer also runs before the first request, so it closes silent and slow clients.
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=config.idle_timeout
+        )
 
     async def __aenter__(self) -> Self:
         if not is_loopback(self.host):
@@ -125,13 +204,14 @@ class HttpServer:
                 self.host,
             )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         try:
-            await site.start()
+            self._listener = await asyncio.get_running_loop().create_server(
+                self._accept, self.host, self.port, reuse_address=True
+            )
         except OSError:
             await self._runner.cleanup()
             raise
-        self.port = int(self._runner.addresses[0][1])
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         logger.info("http: serving /metrics /healthz /readyz /v1/status on %s:%d", self.host, self.port)
         return self
 
@@ -141,7 +221,27 @@ class HttpServer:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if self._listener is not None:
+            self._listener.close()
         await self._runner.cleanup()
+
+    def _accept(self) -> asyncio.BaseProtocol:
+        """aiohttp's handler for a new connection, or a 503 once `max_connections` are open."""
+        handlers = self._runner.server
+        assert handlers is not None
+        if len(self._live) < self.max_connections:
+            return _Counted(handlers(), self._live)
+        self._on_refused()
+        now = time.monotonic()
+        if now - self._last_refusal_log < 10.0:
+            self._refusals_unlogged += 1
+        else:
+            more = f"; {self._refusals_unlogged} more refused before" if self._refusals_unlogged else ""
+            self._last_refusal_log, self._refusals_unlogged = now, 0
+            logger.warning(
+                "http: refusing a connection: max_connections (%d) reached%s", self.max_connections, more
+            )
+        return _Refused()
 
     async def _metrics(self, request: web.Request) -> web.Response:
         """The registry in the format the scraper asks for (OpenMetrics or text 0.0.4).

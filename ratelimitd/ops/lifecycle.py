@@ -1,7 +1,7 @@
 """The daemon's lifecycle: build from a Config, start, serve, reload, drain, stop.
 
 Start, in order (each step undone in reverse on the way out):
-  1. config (already loaded by the caller)
+  1. config (already loaded by the caller); the open-file limit raised to the hard limit
   2. learned state (when the persist gate is on)
   3. the core: registry, service
   4. HTTP: metrics and health (when enabled)
@@ -12,7 +12,7 @@ Stop (SIGTERM/SIGINT):
   2. stop accepting connections
   3. every waiting acquire and every new request gets `shutting_down`
   4. flush answers, close connections (bounded by shutdown_timeout)
-  5. save learned state, close HTTP, remove the socket file if we created it
+  5. save learned state, close HTTP, remove the socket file if it is still the one bound here
 Reload (SIGHUP): RELOADING=1, re-read the config, apply it keeping learned state and
 waiters (a config that fails to load is logged and the running one stays), READY=1.
 """
@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 from contextlib import AsyncExitStack
@@ -37,8 +38,9 @@ from ratelimitd.core.readiness import Readiness
 from ratelimitd.daemon.clock import Clock, SystemClock
 from ratelimitd.daemon.config import Config, load_config
 from ratelimitd.daemon.learned_state import collect_snapshots, restore_learners
-from ratelimitd.daemon.server import UnixServer, bind_unix_socket
+from ratelimitd.daemon.server import UnixServer
 from ratelimitd.daemon.service import Service
+from ratelimitd.daemon.unix_socket import BoundSocket, bind_unix_socket
 from ratelimitd.ops.logs import flush_event_limits
 from ratelimitd.ops.persist import PeriodicSaver, StateStore
 from ratelimitd.ops.systemd import Notifier, listen_fds, run_watchdog
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
 
     from ratelimitd.core.providers import Bucket
 
-__all__ = ("Daemon",)
+__all__ = ("Daemon", "raise_fd_limit")
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class Daemon:
         self.service: Service | None = None
         self.server: UnixServer | None = None
         self.socket_path: Path | None = None
+        self.bound: BoundSocket | None = None  # the socket file bound here (not systemd's)
         self.readiness = Readiness(config="loading", state="loading", socket="not bound yet")
         self.store: StateStore | None = None
         self.http: object | None = None  # the HttpServer, when HTTP is enabled
@@ -106,18 +109,22 @@ class Daemon:
         loop = asyncio.get_running_loop()
         async with AsyncExitStack() as stack:
             self.notifier.status("starting")
+            raise_fd_limit()
             self.readiness.set("config", True)
             self.service = service = Service(self.config, self.clock, loop)
             service.on_change = self._mark_dirty
             await self._start_state(stack, service)
             await self._start_http(stack, service)
-            sock, owned = self._listening_socket()
-            if owned:
-                stack.callback(self._remove_socket_file)
+            sock = self._listening_socket()
+            if self.bound is not None:
+                stack.callback(self.bound.remove_file)
+            service.socket_gid = self._socket_gid()
             self.server = server = UnixServer(
                 service,
                 max_line_bytes=self.config.server.max_line_bytes,
                 max_connections=self.config.server.max_connections,
+                max_connections_per_uid=self.config.server.max_connections_per_uid,
+                idle_timeout=self.config.server.idle_timeout,
             )
             await server.start(sock)
             self.readiness.set("socket", True)
@@ -244,10 +251,16 @@ class Daemon:
         from ratelimitd.ops.http import HttpServer
 
         self.http = await stack.enter_async_context(
-            HttpServer(http, registry=registry, readiness=self.readiness, status=service)
+            HttpServer(
+                http,
+                registry=registry,
+                readiness=self.readiness,
+                status=service,
+                on_refused=lambda: service.refused_connections.update([("http", "max_connections")]),
+            )
         )
 
-    def _listening_socket(self) -> tuple[socket.socket, bool]:
+    def _listening_socket(self) -> socket.socket:
         """The socket systemd passed (not ours to unlink), else one bound here."""
         passed = listen_fds(self.environ)
         for sock in passed:
@@ -256,17 +269,23 @@ class Daemon:
                 name = sock.getsockname()
                 self.socket_path = Path(name) if isinstance(name, str) and name else None
                 logger.info("using the socket passed by systemd: %s", self.socket_path)
-                return sock, False
+                return sock
         if passed:
             raise ConfigError("LISTEN_FDS", ["no AF_UNIX stream socket among the passed descriptors"])
         path = self.config.server.socket or default_socket_path(self.environ, os.getuid())
         self.socket_path = path
-        return bind_unix_socket(path, self.config.server.socket_mode), True
+        server = self.config.server
+        self.bound = bind_unix_socket(path, server.socket_mode, dir_mode=server.socket_dir_mode)
+        return self.bound.sock
 
-    def _remove_socket_file(self) -> None:
-        if self.socket_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.socket_path.unlink()
+    def _socket_gid(self) -> int | None:
+        """The socket file's group, trusted by default (protocol.md, "Who may do what")."""
+        if self.socket_path is None:
+            return None
+        try:
+            return os.stat(self.socket_path).st_gid
+        except OSError:
+            return None
 
     async def _reload(self) -> None:
         self.notifier.reloading("reloading configuration")
@@ -287,10 +306,29 @@ class Daemon:
         self.notifier.ready(f"serving on {self.socket_path}")
 
 
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard one (each client holds one); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+        return soft
+    logger.info("open-file limit raised from %d to %d", soft, hard)
+    return hard
+
+
 def _keep_restart_only(old: Config, new: Config) -> Config:
     from dataclasses import replace
 
-    server = replace(new.server, socket=old.server.socket, socket_mode=old.server.socket_mode)
+    server = replace(
+        new.server,
+        socket=old.server.socket,
+        socket_mode=old.server.socket_mode,
+        socket_dir_mode=old.server.socket_dir_mode,
+    )
     if new.features != old.features:
         logger.warning("feature gates change only on restart; keeping %s", old.features.as_dict())
     if new.learning != old.learning:

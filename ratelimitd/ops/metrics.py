@@ -35,6 +35,7 @@ __all__ = (
     "ACQUIRE_OUTCOMES",
     "BUCKET_STATES",
     "FEATURES",
+    "REFUSAL_REASONS",
     "WAIT_BUCKETS",
     "Metrics",
     "SaveCounts",
@@ -55,6 +56,12 @@ WAIT_BUCKETS: tuple[float, ...] = (
 _WAIT_BOUNDS = (*WAIT_BUCKETS, float("inf"))
 _WAIT_LE = (*(repr(b) for b in WAIT_BUCKETS), "+Inf")  # `le` label values
 _FIRST_BOUND = WAIT_BUCKETS[0]
+# (listener, reason) of a refused connection; every pair is exported from 0.
+REFUSAL_REASONS: tuple[tuple[str, str], ...] = (
+    ("socket", "max_connections"),
+    ("socket", "max_connections_per_uid"),
+    ("http", "max_connections"),
+)
 
 
 class ServiceView(Protocol):
@@ -65,6 +72,15 @@ class ServiceView(Protocol):
 
     @property
     def connected_clients(self) -> int: ...
+
+    @property
+    def refused_connections(self) -> Mapping[tuple[str, str], int]: ...
+
+    @property
+    def idle_closed(self) -> int: ...
+
+    @property
+    def untrusted_reports(self) -> int: ...
 
     def statistics(self, *, history: bool = True) -> Mapping[str, ProviderStats]: ...
 
@@ -246,6 +262,25 @@ class Metrics:
             "ratelimitd_connected_clients",
             "Client connections open on the Unix socket.",
             value=service.connected_clients if service is not None else 0,
+        )
+        refused = CounterMetricFamily(
+            "ratelimitd_connections_refused",
+            "Connections closed at once, by listener and the limit reached.",
+            labels=("listener", "reason"),
+        )
+        counts = service.refused_connections if service is not None else {}
+        for key in REFUSAL_REASONS:
+            refused.add_metric(key, counts.get(key, 0))
+        yield refused
+        yield CounterMetricFamily(
+            "ratelimitd_connections_closed_idle",
+            "Unix-socket connections closed after idle_timeout with nothing in flight.",
+            value=service.idle_closed if service is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "ratelimitd_reports_untrusted",
+            "Reports from untrusted peers about permits not theirs: counted, nothing changed.",
+            value=service.untrusted_reports if service is not None else 0,
         )
         yield GaugeMetricFamily(
             "ratelimitd_waiting_acquires",

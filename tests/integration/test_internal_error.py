@@ -17,24 +17,26 @@ import orjson
 
 from ratelimitd.daemon.clock import SystemClock
 from ratelimitd.daemon.config import Config
-from ratelimitd.daemon.server import UnixServer, bind_unix_socket
+from ratelimitd.daemon.server import UnixServer
 from ratelimitd.daemon.service import PendingAcquire, Response, Service
+from ratelimitd.daemon.unix_socket import bind_unix_socket
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pytest
 
+    from ratelimitd.core.peers import Peer
     from ratelimitd.core.protocol import ReportRequest
 
 
 class BrokenReportService(Service):
     """A service whose `report` has a bug for one provider, and whose waiting grants do too."""
 
-    def report(self, request: ReportRequest) -> Response:
+    def report(self, request: ReportRequest, peer: Peer | None = None) -> Response:
         if request.provider == "buggy":
             raise ZeroDivisionError("a bug in report")
-        return super().report(request)
+        return super().report(request, peer)
 
     def finish(self, pending: PendingAcquire) -> Response:
         if pending.request.provider == "buggy":
@@ -54,7 +56,7 @@ async def test_a_bug_in_an_op_is_answered_internal_and_the_daemon_keeps_serving(
     path = short_dir / "internal.sock"
     service = BrokenReportService(Config(), SystemClock(), asyncio.get_running_loop())
     server = UnixServer(service, max_line_bytes=65536, max_connections=16)
-    await server.start(bind_unix_socket(path, 0o660))
+    await server.start(bind_unix_socket(path, 0o660).sock)
     try:
         reader, writer = await asyncio.open_unix_connection(str(path))
         other_reader, other_writer = await asyncio.open_unix_connection(str(path))

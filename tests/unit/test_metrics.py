@@ -50,6 +50,9 @@ class StubService:
     config: Config = field(default_factory=lambda: Config(features=Features(learning=True, persist=True)))
     connected_clients: int = 3
     waiting_count: int = 4
+    refused_connections: dict[tuple[str, str], int] = field(default_factory=dict)
+    idle_closed: int = 0
+    untrusted_reports: int = 0
 
     def statistics(self, *, history: bool = True) -> dict[str, ProviderStats]:
         return self.providers
@@ -239,6 +242,8 @@ def test_exposition_follows_naming_rules(registry: CollectorRegistry) -> None:
         "feature",
         "version",
         "le",
+        "listener",
+        "reason",
     }
     assert {label for f in ours.values() for s in f.samples for label in s.labels} <= allowed
     assert set(ours) == {
@@ -262,6 +267,9 @@ def test_exposition_follows_naming_rules(registry: CollectorRegistry) -> None:
         "ratelimitd_bucket_pause_remaining_seconds",
         "ratelimitd_feature_enabled",
         "ratelimitd_connected_clients",
+        "ratelimitd_connections_refused",
+        "ratelimitd_connections_closed_idle",
+        "ratelimitd_reports_untrusted",
         "ratelimitd_waiting_acquires",
         "ratelimitd_state_last_save_timestamp_seconds",
         "ratelimitd_ready",
