@@ -24,6 +24,7 @@ from ratelimitd.client.async_client import (
     TooManyProviders,
     UnknownOp,
     UnknownProvider,
+    UntrustedDaemon,
     error_for,
     local_limiter,
 )
@@ -49,6 +50,7 @@ __all__ = (
     "TooManyProviders",
     "UnknownOp",
     "UnknownProvider",
+    "UntrustedDaemon",
     "error_for",
     "local_limiter",
 )

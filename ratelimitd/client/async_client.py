@@ -9,8 +9,8 @@ One pipelined Unix-socket connection serves every task of the client: each
 request carries an integer `id` and a reader callback matches the responses,
 which may come back in any order (protocol.md, Transport). A broken connection
 fails the requests in flight with `ConnectionLost`; the next call reconnects. The
-daemon closes connections idle for its `idle_timeout`: a request that meets such
-a close is sent again, once, on a new connection.
+daemon closes connections idle for its `idle_timeout`: before using a connection
+with nothing in flight, the client checks that the daemon has not closed it.
 When the daemon cannot be reached, `fallback="raise"` raises `DaemonUnavailable`
 and `fallback="local"` limits each provider in this process at `fallback_rate`.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING, Any, Unpack, cast
 
@@ -28,6 +29,7 @@ from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying
 
 from ratelimitd.client.core import ClientCore, local_timeout
+from ratelimitd.client.daemon_check import check_daemon, peer_closed
 from ratelimitd.client.errors import (
     AllBucketsExhausted,
     BadRequest,
@@ -44,6 +46,7 @@ from ratelimitd.client.errors import (
     TooManyProviders,
     UnknownOp,
     UnknownProvider,
+    UntrustedDaemon,
     error_for,
     error_from_response,
 )
@@ -93,6 +96,7 @@ __all__ = (
     "TooManyProviders",
     "UnknownOp",
     "UnknownProvider",
+    "UntrustedDaemon",
     "error_for",
     "local_limiter",
 )
@@ -118,6 +122,7 @@ class _Connection(asyncio.Protocol):
         self.socket_path = socket_path
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.transport: asyncio.Transport | None = None
+        self.sock: socket.socket | None = None  # the connected socket, to peek at
         self.closed = False
         self._rest = b""
         self._writable: asyncio.Event | None = None  # set while the kernel buffer has room
@@ -185,6 +190,10 @@ class _Connection(asyncio.Protocol):
         if self._writable is not None and not self._writable.is_set():
             await self._writable.wait()
 
+    def peer_closed(self) -> bool:
+        """True when the daemon closed the connection and the loop has not read the EOF yet."""
+        return self.sock is not None and not self.closed and peer_closed(self.sock)
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -204,6 +213,10 @@ class AsyncClient(ClientCore[AsyncLimiter]):
     :param connect_attempts: attempts per connection, with a short exponential backoff (default 3).
     :param fallback_probe_interval: while limiting locally, seconds between attempts to
         reach the daemon again (one attempt each, no backoff; default 1).
+    :param daemon_user: a user (name or uid) trusted to serve the socket besides this
+        process's own user and root (default `$RATELIMITD_DAEMON_USER`; the packaged
+        units' `ratelimitd` user is trusted when it exists). A socket served by anyone
+        else raises `UntrustedDaemon` (a `DaemonUnavailable`) before anything is sent.
     """
 
     _logger = logger
@@ -252,10 +265,19 @@ class AsyncClient(ClientCore[AsyncLimiter]):
 
     async def _open_connection(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.connect_timeout):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            async with asyncio.timeout(self.connect_timeout):
+                await loop.sock_connect(sock, self.socket_path)
+            check_daemon(sock, self.socket_path, self.trusted_daemon_uids)
             _, connection = await loop.create_unix_connection(
-                lambda: _Connection(self.socket_path), self.socket_path
+                lambda: _Connection(self.socket_path), sock=sock
             )
+        except BaseException:
+            sock.close()
+            raise
+        connection.sock = sock
         return connection
 
     async def request(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -266,19 +288,11 @@ class AsyncClient(ClientCore[AsyncLimiter]):
         :raises ConnectionLost: the connection broke before the answer came.
         """
         connection = self._connection
-        # An idle connection may have just been closed by the daemon (server.idle_timeout)
-        # without this loop having seen it yet; a request lost that way was never read.
-        idle = connection is not None and not connection.closed and not connection.pending
+        if connection is not None and not connection.pending and connection.peer_closed():
+            connection.close()  # the daemon closed it (idle_timeout) before the loop noticed
         if connection is None or connection.closed:
             connection = await self._connect()
-        try:
-            response = await self._send(connection, body)
-        except ConnectionLost:
-            if not idle:
-                raise
-            logger.debug("the daemon closed an idle connection; sending again on a new one")
-            response = await self._send(await self._connect(), body)
-        return check_response(response)
+        return check_response(await self._send(connection, body))
 
     async def _send(self, connection: _Connection, body: dict[str, Any]) -> dict[str, Any]:
         rid, line = self._request_line(body)

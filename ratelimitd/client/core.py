@@ -5,7 +5,7 @@ not a connection: request ids, when to try the daemon again while falling back,
 one local limiter per provider, the outage logged once. `AsyncClient` adds
 asyncio transports, `Client` a blocking socket and locks. No sockets, no
 asyncio, no clock (callers pass `now`, monotonic seconds); the environment is
-read only for the default socket path.
+read only for the default socket path and `$RATELIMITD_DAEMON_USER`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import os
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypedDict, TypeVar
 
-from tenacity import BaseRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import BaseRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from ratelimitd.client.errors import ConnectionLost, DaemonUnavailable, PermitTimeout
+from ratelimitd.client.daemon_check import trusted_daemon_uids
+from ratelimitd.client.errors import ConnectionLost, DaemonUnavailable, PermitTimeout, UntrustedDaemon
 from ratelimitd.client.types import (
     LOCAL_FALLBACK_BUCKET,
     Fallback,
@@ -53,6 +54,7 @@ class ClientOptions(TypedDict, total=False):
     default_timeout: float | None
     connect_attempts: int
     fallback_probe_interval: float
+    daemon_user: str | int | None
 
 
 def local_timeout(retry_after: float) -> PermitTimeout:
@@ -62,6 +64,11 @@ def local_timeout(retry_after: float) -> PermitTimeout:
         f"no local permit within the timeout; retry in about {retry_after:.3f} s",
         {"retry_after": retry_after, "local": True},
     )
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    # An untrusted daemon is an answer, not a hiccup: not retried.
+    return isinstance(exc, OSError) and not isinstance(exc, UntrustedDaemon)
 
 
 class ClientCore(ABC, Generic[LimiterT]):
@@ -80,6 +87,7 @@ class ClientCore(ABC, Generic[LimiterT]):
         default_timeout: float | None = None,
         connect_attempts: int = 3,
         fallback_probe_interval: float = FALLBACK_PROBE_INTERVAL,
+        daemon_user: str | int | None = None,
     ) -> None:
         if fallback not in ("raise", "local"):
             raise ValueError(f"fallback: must be 'raise' or 'local', got {fallback!r}")
@@ -87,6 +95,8 @@ class ClientCore(ABC, Generic[LimiterT]):
             raise ValueError(f"fallback_rate: must be > 0 permits per second, got {fallback_rate!r}")
         path = socket_path if socket_path is not None else default_socket_path(os.environ, os.getuid())
         self.socket_path = str(path)
+        #: Users whose daemon this client talks to (daemon_check.py).
+        self.trusted_daemon_uids = trusted_daemon_uids(daemon_user, os.environ)
         self.fallback: Fallback = fallback
         self.fallback_rate = float(fallback_rate)
         self.connect_timeout = connect_timeout
@@ -140,13 +150,18 @@ class ClientCore(ABC, Generic[LimiterT]):
         return retrying(
             stop=stop_after_attempt(1 if self._in_fallback else self.connect_attempts),
             wait=wait_exponential(multiplier=0.02, max=0.25),
-            retry=retry_if_exception_type(OSError),
+            # An untrusted daemon is an answer, not a hiccup: not retried.
+            retry=retry_if_exception(
+                lambda exc: isinstance(exc, OSError) and not isinstance(exc, UntrustedDaemon)
+            ),
             reraise=True,
         )
 
     def _connect_failed(self, exc: OSError, now: float) -> DaemonUnavailable:
         """The error to raise (`from exc`) when every attempt failed; the next probe is due later."""
         self._next_probe = now + self.fallback_probe_interval
+        if isinstance(exc, UntrustedDaemon):
+            return exc
         return DaemonUnavailable(self.socket_path, str(exc) or type(exc).__name__)
 
     def _connected(self) -> None:

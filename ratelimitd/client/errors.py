@@ -31,6 +31,7 @@ __all__ = (
     "TooManyProviders",
     "UnknownOp",
     "UnknownProvider",
+    "UntrustedDaemon",
     "error_for",
     "error_from_response",
 )
@@ -172,3 +173,14 @@ class ConnectionLost(DaemonUnavailable):
     The next call reconnects. An `acquire` that fails this way may or may not
     have consumed a permit.
     """
+
+
+class UntrustedDaemon(DaemonUnavailable):
+    """The socket is served by a user this client does not trust (`uid`); nothing was sent.
+
+    With `fallback="local"` the client limits locally instead, as when no daemon runs.
+    """
+
+    def __init__(self, socket_path: str, reason: str, *, uid: int) -> None:
+        super().__init__(socket_path, reason)
+        self.uid = uid

@@ -19,6 +19,7 @@ import orjson
 from tenacity import Retrying
 
 from ratelimitd.client.core import ClientCore, local_timeout
+from ratelimitd.client.daemon_check import check_daemon, peer_closed
 from ratelimitd.client.errors import ConnectionLost, DaemonUnavailable
 from ratelimitd.client.types import (
     LOCAL_FALLBACK_BUCKET,
@@ -143,7 +144,7 @@ class Client(ClientCore[LocalBucket]):
 
     def _connect(self) -> socket.socket:
         if self._sock is not None:
-            if _alive(self._sock):
+            if not peer_closed(self._sock):
                 return self._sock
             self._disconnect()  # the daemon went away since the last request: reconnect
         retrying = self._connect_retrying(Retrying, time.monotonic())
@@ -160,6 +161,7 @@ class Client(ClientCore[LocalBucket]):
         try:
             sock.settimeout(self.connect_timeout)
             sock.connect(self.socket_path)
+            check_daemon(sock, self.socket_path, self.trusted_daemon_uids)
         except OSError:
             sock.close()
             raise
@@ -184,17 +186,8 @@ class Client(ClientCore[LocalBucket]):
         :raises ConnectionLost: the connection broke (or went silent) before the answer.
         """
         with self._lock:
-            # A kept connection may be closed by the daemon (server.idle_timeout) just as this
-            # request goes out; it was then never read: sent again once on a new connection.
-            reused = self._sock is not None
-            try:
-                response = self._send(self._connect(), body, wait)
-            except ConnectionLost as exc:
-                # Closed, not timed out: a timeout may have left the request running.
-                if not reused or not isinstance(exc.__cause__, BrokenPipeError | ConnectionResetError):
-                    raise
-                logger.debug("the daemon closed an idle connection; sending again on a new one")
-                response = self._send(self._connect(), body, wait)
+            # `_connect` notices a connection the daemon closed (idle_timeout, restart).
+            response = self._send(self._connect(), body, wait)
             if response.get("error") == ErrorCode.LINE_TOO_LONG:
                 self._disconnect()  # the daemon closes it after this error
         return check_response(response)
@@ -308,14 +301,3 @@ class Client(ClientCore[LocalBucket]):
         if delay > 0:
             time.sleep(delay)
         return self._local_permit(provider, delay)
-
-
-def _alive(sock: socket.socket) -> bool:
-    """False when the peer has closed the connection (a restarted daemon), without blocking."""
-    try:
-        sock.setblocking(False)  # with a timeout set, Python would poll before recv
-        return sock.recv(1, socket.MSG_PEEK) != b""
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False

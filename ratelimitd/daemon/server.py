@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter, deque
 from functools import partial
 from typing import TYPE_CHECKING, Final, cast
@@ -303,27 +302,24 @@ class UnixServer:
         self.per_uid: Counter[int] = Counter()  # open connections per peer uid
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._last_refusal_log = 0.0
-        self._refusals_unlogged = 0
 
     def count_error(self, code: ErrorCode) -> None:
         self.service.protocol_errors[code.value] += 1
         self.service.metrics.on_protocol_error(code)
 
     def refuse(self, transport: asyncio.Transport, reason: str, peer: Peer | None = None) -> None:
-        """Close a new connection at once; counted, and logged at most once per 10 s."""
+        """Close a new connection at once; counted, and logged (a flood as one line with a count)."""
         transport.abort()
         self.service.refused_connections[("socket", reason)] += 1
-        now = time.monotonic()
-        if now - self._last_refusal_log < 10.0:
-            self._refusals_unlogged += 1
-            return
-        self._last_refusal_log = now
         limit = self.max_connections if reason == "max_connections" else self.max_connections_per_uid
         who = f" from uid {peer.uid} (pid {peer.pid})" if peer is not None else ""
-        more = f"; {self._refusals_unlogged} more refused before" if self._refusals_unlogged else ""
-        self._refusals_unlogged = 0
-        logger.warning("refusing a connection%s: %s (%d) reached%s", who, reason, limit, more)
+        logger.warning(
+            "refusing a connection%s: %s (%d) reached",
+            who,
+            reason,
+            limit,
+            extra={"event": "connection_refused", "reason": reason},
+        )
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()

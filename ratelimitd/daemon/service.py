@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -101,8 +100,6 @@ class Service:
         self.refused_connections: Counter[tuple[str, str]] = Counter()
         self.idle_closed = 0
         self.untrusted_reports = 0  # reports that only counted: untrusted peer, not its permit
-        self.forbidden_resets = 0
-        self._last_untrusted_log = 0.0
         for bucket in self.registry.buckets():
             self._attach(bucket)
 
@@ -124,19 +121,17 @@ class Service:
             trust = Trust(gids=frozenset() if self.socket_gid is None else frozenset({self.socket_gid}))
         return trust.allows(peer)
 
-    def _log_untrusted(self, what: str, peer: Peer, provider: str) -> None:
-        # One line per 10 s at most: a peer repeating itself must not flood the log.
-        now = time.monotonic()
-        if now - self._last_untrusted_log >= 10.0:
-            self._last_untrusted_log = now
-            logger.warning(
-                "%s from an untrusted peer (uid %d, pid %d) for provider %s "
-                "(see trusted_peers in the configuration; further ones for 10 s not logged)",
-                what,
-                peer.uid,
-                peer.pid,
-                provider,
-            )
+    @staticmethod
+    def _log_untrusted(what: str, peer: Peer, provider: str) -> None:
+        # An event kind: a peer repeating itself becomes one line with a count (ops/logs.py).
+        logger.warning(
+            "%s from an untrusted peer (uid %d, pid %d) for provider %s (see trusted_peers)",
+            what,
+            peer.uid,
+            peer.pid,
+            provider,
+            extra={"event": "untrusted", "provider": provider, "reason": what},
+        )
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -493,7 +488,6 @@ class Service:
     def reset(self, request: ResetRequest, peer: Peer | None = None) -> Response:
         now = self.clock.monotonic()
         if peer is not None and not self.trusts(peer, request.provider):
-            self.forbidden_resets += 1
             self._log_untrusted("reset refused", peer, request.provider)
             raise RatelimitdError(
                 ErrorCode.FORBIDDEN,

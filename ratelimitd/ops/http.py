@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import time
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self, cast
 
 import orjson
@@ -179,8 +178,7 @@ class HttpServer:
         self._on_refused = on_refused
         self._listener: asyncio.Server | None = None
         self._live: set[_Counted] = set()
-        self._last_refusal_log = 0.0
-        self._refusals_unlogged = 0
+
         self._readiness = readiness
         self._status = status
         app = web.Application()
@@ -232,15 +230,11 @@ class HttpServer:
         if len(self._live) < self.max_connections:
             return _Counted(handlers(), self._live)
         self._on_refused()
-        now = time.monotonic()
-        if now - self._last_refusal_log < 10.0:
-            self._refusals_unlogged += 1
-        else:
-            more = f"; {self._refusals_unlogged} more refused before" if self._refusals_unlogged else ""
-            self._last_refusal_log, self._refusals_unlogged = now, 0
-            logger.warning(
-                "http: refusing a connection: max_connections (%d) reached%s", self.max_connections, more
-            )
+        logger.warning(
+            "http: refusing a connection: max_connections (%d) reached",
+            self.max_connections,
+            extra={"event": "connection_refused", "reason": "http_max_connections"},
+        )
         return _Refused()
 
     async def _metrics(self, request: web.Request) -> web.Response:
