@@ -197,6 +197,7 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+        self.closed = True  # the next call reconnects; connection_lost fails what is in flight
 
 
 class AsyncClient(ClientCore[AsyncLimiter]):

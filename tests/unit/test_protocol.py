@@ -268,5 +268,6 @@ def test_error_codes_are_the_spec_table() -> None:
         "timeout",
         "all_buckets_exhausted",
         "shutting_down",
+        "forbidden",
         "internal",
     ]
