@@ -40,7 +40,9 @@ __all__ = (
     "ONE_ATTEMPT",
     "AsyncRateLimiting",
     "SyncRateLimiting",
+    "report_failed",
     "token_cost",
+    "used_units",
 )
 
 logger = logging.getLogger(__name__)
@@ -192,17 +194,6 @@ class _Settings(Generic[RequestT]):
         return Outcome(response.status_code, response.headers, reason, report=report)
 
     @staticmethod
-    def _used(permit: Permit, cost: Cost, usage: TokenUsage) -> dict[str, float] | None:
-        """The token units the cost estimated and the daemon limits, as the answer counted them."""
-        if not isinstance(cost, Mapping):
-            return None
-        told = usage.units()
-        used: dict[str, float] = {
-            u: told[u] for u in TOKEN_UNITS if u in cost and u in told and u not in permit.ignored_units
-        }
-        return used or None
-
-    @staticmethod
     def _exhausted(exc: RetriesExhausted, attempts: _Attempts) -> Any:
         """The last answer when the retries ran out (the caller reads its status), else the error."""
         if exc.last_result is not None:
@@ -212,7 +203,21 @@ class _Settings(Generic[RequestT]):
         raise exc
 
 
-def _report_failed(exc: BaseException) -> None:
+def used_units(permit: Permit, cost: Cost, usage: TokenUsage) -> dict[str, float] | None:
+    """The token units the cost estimated and the daemon limits, as the answer counted them."""
+    if not isinstance(cost, Mapping):
+        return None
+    told = usage.units()
+    used: dict[str, float] = {
+        unit: told[unit]
+        for unit in TOKEN_UNITS
+        if unit in cost and unit in told and unit not in permit.ignored_units
+    }
+    return used or None
+
+
+def report_failed(exc: BaseException) -> None:
+    """A report sent after the body could not be (the body was already the caller's)."""
     logger.warning("ratelimitd: the report after the body could not be sent: %s", exc)
 
 
@@ -295,7 +300,7 @@ class SyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
                 # A daemon that does not list ignored units refused one: the status still counts.
                 self.client.report_for(permit, status, headers=headers)
         except (RatelimitdClientError, OSError) as exc:
-            _report_failed(exc)
+            report_failed(exc)
 
     def _settle_after_body(
         self, response: ResponseT, reader: UsageReader, permit: Permit, cost: Cost
@@ -310,7 +315,7 @@ class SyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
                     yield chunk
             finally:
                 # Reached at the end of the body, or when the caller closes it early.
-                self._report_after_body(permit, status, headers, self._used(permit, cost, reader.usage))
+                self._report_after_body(permit, status, headers, used_units(permit, cost, reader.usage))
 
         self._wrap_stream(response, chunks)
 
@@ -400,7 +405,7 @@ class AsyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
                     raise
                 await self.client.report_for(permit, status, headers=headers)
         except (RatelimitdClientError, OSError) as exc:
-            _report_failed(exc)
+            report_failed(exc)
 
     def _settle_after_body(
         self, response: ResponseT, reader: UsageReader, permit: Permit, cost: Cost
@@ -414,7 +419,7 @@ class AsyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
                     reader.feed(chunk)
                     yield chunk
             finally:
-                await self._report_after_body(permit, status, headers, self._used(permit, cost, reader.usage))
+                await self._report_after_body(permit, status, headers, used_units(permit, cost, reader.usage))
 
         self._wrap_stream(response, chunks)
 
