@@ -17,6 +17,7 @@ from ratelimitd.core.errors import ErrorCode, RatelimitdError
 __all__ = (
     "MAX_STATUS_LIMIT",
     "ONE_REQUEST",
+    "AcquireFields",
     "PROTOCOL_VERSION",
     "AcquireRequest",
     "HelloRequest",
@@ -26,6 +27,7 @@ __all__ = (
     "RequestId",
     "ResetRequest",
     "StatusRequest",
+    "acquire_fields",
     "encode",
     "decode",
     "encode_error",
@@ -134,11 +136,18 @@ def _cost(value: Any) -> dict[str, float]:
             raise _bad("cost: an object of units must name at least one unit")
         cost: dict[str, float] = {}
         for unit, amount in value.items():
-            if not _NAME.fullmatch(unit):
-                raise _bad(
-                    f"cost: unit names are 1-128 characters of A-Z a-z 0-9 . _ - :, got {unit[:140]!r}"
-                )
-            cost[unit] = _number(amount, f"cost.{unit}", positive=True)
+            if unit not in _valid_names:
+                if not _NAME.fullmatch(unit):
+                    raise _bad(
+                        f"cost: unit names are 1-128 characters of A-Z a-z 0-9 . _ - :, got {unit[:140]!r}"
+                    )
+                if len(_valid_names) < _VALID_NAMES_MAX:
+                    _valid_names.add(unit)
+            # Common amounts (a finite int or float > 0) by type, the rest by the full check.
+            if (type(amount) is int or type(amount) is float) and 0 < amount < math.inf:
+                cost[unit] = float(amount)
+            else:
+                cost[unit] = _number(amount, f"cost.{unit}", positive=True)
         return cost
     return {"requests": _number(value, "cost", positive=True)}
 
@@ -236,6 +245,38 @@ def decode(line: bytes) -> Any:
         raise RatelimitdError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from exc
 
 
+AcquireFields = tuple[RequestId, str, dict[str, float], float | None, frozenset[str]]
+_new_tuple = tuple.__new__  # a NamedTuple from a tuple, without its __new__'s Python frame
+
+
+def acquire_fields(obj: dict[str, Any], *, max_timeout: float) -> AcquireFields:
+    """An acquire's `id`, `provider`, `cost`, `timeout` and `exclude`, checked (its `op` is not).
+
+    The hot path of the protocol: the daemon runs an acquire from these, without
+    building an `AcquireRequest`; common values are answered by lookups.
+    """
+    rid = obj.get("id")
+    if rid is not None and type(rid) is not int and type(rid) is not str:  # bool is not an id
+        raise _bad("id: must be a string or an integer")
+    provider = obj.get("provider")
+    if type(provider) is not str or provider not in _valid_names:
+        provider = _name(obj, "provider", required=True) or ""
+    cost = obj.get("cost")
+    timeout = obj.get("timeout")
+    if timeout is not None:
+        timeout = _number(timeout, "timeout", positive=False)
+        if timeout > max_timeout:
+            raise _bad(f"timeout: must be <= {max_timeout:g} seconds, got {timeout:g}")
+    exclude = obj.get("exclude")
+    return (
+        rid,
+        provider,
+        ONE_REQUEST if cost is None else _cost(cost),
+        timeout,
+        _NO_EXCLUDE if exclude is None else _exclude(exclude),
+    )
+
+
 def parse_request(line: bytes, *, max_timeout: float) -> Request:
     """Decode one line (without its newline) into a typed request, or raise RatelimitdError."""
     return parse_object(decode(line), max_timeout=max_timeout)
@@ -250,24 +291,7 @@ def parse_object(obj: Any, *, max_timeout: float) -> Request:
         raise _bad("id: must be a string or an integer")
     op = obj.get("op")
     if op == "acquire":
-        # The hot path: common cases answered by lookups, the rest by the full checks.
-        provider = obj.get("provider")
-        if type(provider) is not str or provider not in _valid_names:
-            provider = _name(obj, "provider", required=True) or ""
-        cost = obj.get("cost")
-        timeout = obj.get("timeout")
-        if timeout is not None:
-            timeout = _number(timeout, "timeout", positive=False)
-            if timeout > max_timeout:
-                raise _bad(f"timeout: must be <= {max_timeout:g} seconds, got {timeout:g}")
-        exclude = obj.get("exclude")
-        return AcquireRequest(
-            rid,
-            provider,
-            ONE_REQUEST if cost is None else _cost(cost),
-            timeout,
-            _NO_EXCLUDE if exclude is None else _exclude(exclude),
-        )
+        return _new_tuple(AcquireRequest, acquire_fields(obj, max_timeout=max_timeout))
     if op is None:
         raise _bad("op: required")
     if not isinstance(op, str):

@@ -180,7 +180,9 @@ class Bucket:
 
 
 class Provider:
-    __slots__ = ("buckets", "config", "configured", "name", "one_request_fits", "rotation", "sole")
+    __slots__ = (
+        "buckets", "config", "configured", "name", "one_request_fits", "order", "rotating", "rotation",
+    )  # fmt: skip
 
     def __init__(self, config: ProviderConfig, *, configured: bool, now: float) -> None:
         self.name = config.name
@@ -192,8 +194,12 @@ class Provider:
 
     def _derive(self) -> None:
         """Facts the acquire hot path reads instead of recomputing them per request."""
-        buckets = list(self.buckets.values())
-        self.sole: Bucket | None = buckets[0] if len(buckets) == 1 else None
+        buckets = tuple(self.buckets.values())
+        # The buckets in the order a grant-now scan tries them, or () when the choice needs
+        # every bucket's state at once (most_headroom with several keys).
+        several_by_headroom = len(buckets) > 1 and self.config.selection == "most_headroom"
+        self.order: tuple[Bucket, ...] = () if several_by_headroom else buckets
+        self.rotating = len(buckets) > 1 and self.config.selection == "round_robin"
         requests = buckets[0].limiter.units.get("requests")
         self.one_request_fits = requests is None or requests.burst >= 1.0
 

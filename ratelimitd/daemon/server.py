@@ -11,7 +11,9 @@ import asyncio
 import logging
 from collections import Counter, deque
 from functools import partial
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import orjson
 
 from ratelimitd.core.errors import ErrorCode, RatelimitdError
 from ratelimitd.core.peers import Peer
@@ -160,16 +162,19 @@ class Connection(asyncio.Protocol):
         rid: object = None
         obj: object = None
         service = self._service
+        result: dict[str, Any] | PendingAcquire | StatusSlices
         try:
-            obj = decode(line)
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                obj = decode(line)  # raises invalid_json with orjson's message
             if type(obj) is dict and obj.get("op") == "acquire":
-                granted = service.acquire_now(obj, self._untrusted)
-                if granted is not None:
-                    self._send(encode(granted))
-                    return
-            request = parse_object(obj, max_timeout=self._max_timeout)
-            rid = request.id
-            result = service.handle(request, self._untrusted)
+                # Most lines: the acquire op runs from the decoded object itself.
+                result = service.acquire_object(obj, self._max_timeout, self._untrusted)
+            else:
+                request = parse_object(obj, max_timeout=self._max_timeout)
+                rid = request.id
+                result = service.handle(request, self._untrusted)
         except RatelimitdError as error:
             if rid is None and isinstance(obj, dict):
                 rid = request_id(obj)  # echo the id of a request that failed validation
@@ -177,6 +182,8 @@ class Connection(asyncio.Protocol):
             return
         except Exception:
             logger.exception("internal error while handling a request")
+            if rid is None and isinstance(obj, dict):
+                rid = request_id(obj)
             self._error(rid, RatelimitdError(ErrorCode.INTERNAL, "internal error; the daemon logged it"))
             return
         if type(result) is dict:

@@ -33,6 +33,7 @@ from ratelimitd.core.protocol import (
     RequestId,
     ResetRequest,
     StatusRequest,
+    acquire_fields,
 )
 from ratelimitd.core.providers import Bucket, Provider, ProviderStats, Registry, status_class
 from ratelimitd.core.selection import choose_bucket
@@ -192,17 +193,19 @@ class Service:
 
     def handle(self, request: Request, peer: Peer | None = None) -> Response | PendingAcquire | StatusSlices:
         """Run one request from `peer` (None: trusted everywhere); raise RatelimitdError."""
-        if self.stopping and not isinstance(request, PingRequest | HelloRequest | StatusRequest):
+        kind = type(request)  # `is` on the exact type: the cheapest dispatch per request
+        if (
+            self.stopping
+            and kind is not PingRequest
+            and kind is not HelloRequest
+            and kind is not StatusRequest
+        ):
             raise RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
-        if isinstance(request, AcquireRequest):
-            try:
-                return self.acquire(request, peer)
-            except RatelimitdError as exc:
-                # Timeouts are counted where they happen; unknown providers get no series.
-                if exc.code is not ErrorCode.TIMEOUT and request.provider in self.registry.providers:
-                    self.metrics.on_acquire_error(request.provider)
-                raise
-        if isinstance(request, ReportRequest):
+        if kind is AcquireRequest:
+            assert isinstance(request, AcquireRequest)
+            return self._acquire(*request, peer)
+        if kind is ReportRequest:
+            assert isinstance(request, ReportRequest)
             return self.report(request, peer)
         if isinstance(request, PingRequest):
             return {"id": request.id, "ok": True}
@@ -211,6 +214,7 @@ class Service:
         if isinstance(request, StatusRequest):
             # One provider is small; many are written in slices by the transport.
             return self.status(request) if request.provider is not None else self.status_slices(request)
+        assert isinstance(request, ResetRequest)
         return self.reset(request, peer)
 
     def hello(self, request: HelloRequest) -> Response:
@@ -224,22 +228,81 @@ class Service:
         }
 
     def acquire(self, request: AcquireRequest, peer: Peer | None = None) -> Response | PendingAcquire:
+        """The acquire op; raise RatelimitdError for the error response."""
+        return self._acquire(*request, peer)
+
+    def acquire_object(
+        self, obj: dict[str, Any], max_timeout: float, peer: Peer | None = None
+    ) -> Response | PendingAcquire:
+        """The acquire op from its decoded line (the transport's entry): every field is
+        checked as `parse_object` checks it, with no request object built."""
+        return self._acquire(*acquire_fields(obj, max_timeout=max_timeout), peer)
+
+    def _acquire(
+        self,
+        rid: RequestId,
+        name: str,
+        cost: dict[str, float],
+        timeout: float | None,
+        exclude: frozenset[str],
+        peer: Peer | None,
+    ) -> Response | PendingAcquire:
+        if self.stopping:
+            raise RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
+        try:
+            return self._acquire_on(rid, name, cost, timeout, exclude, peer)
+        except RatelimitdError as exc:
+            # Timeouts are counted where they happen; unknown providers get no series.
+            if exc.code is not ErrorCode.TIMEOUT and name in self.registry.providers:
+                self.metrics.on_acquire_error(name)
+            raise
+
+    def _acquire_on(
+        self,
+        rid: RequestId,
+        name: str,
+        cost: dict[str, float],
+        timeout: float | None,
+        exclude: frozenset[str],
+        peer: Peer | None,
+    ) -> Response | PendingAcquire:
         now = self.clock.monotonic()
-        provider = self._provider(request.provider, now)
-        cost = request.cost
+        provider = self.registry.providers.get(name) or self._provider(name, now)
+        # Grant at once on the first bucket, in the provider's order, that allows it: what
+        # `choose_bucket` would pick when a bucket can serve now (a test checks them equal).
+        # A paused bucket's limiter is held, so it never allows it; a bucket the learner may
+        # have taken out (exhausted, disabled) and most_headroom with several keys (no
+        # `order`) are left to `choose_bucket` below.
+        order = provider.order
+        count = len(order)
+        start = provider.rotation % count if provider.rotating else 0
+        for step in range(count):
+            index = start + step
+            if index >= count:
+                index -= count
+            bucket = order[index]
+            if bucket.queue.live or (exclude and bucket.name in exclude):
+                continue
+            if self.learning_enforced:
+                learner = bucket.learner
+                if learner.exhausted_until is not None or learner.disabled_until is not None:
+                    break
+            if bucket.limiter.try_take(cost, now) == 0.0:
+                if provider.rotating:
+                    provider.rotation = index + 1 if index + 1 < count else 0
+                return self._granted(rid, bucket, cost, 0.0, now, peer)
+        # Nobody can grant at once: say why, or choose where to wait. (A granted cost fit
+        # its limits, so only here can it be one that never fits.)
         if cost is not ONE_REQUEST or not provider.one_request_fits:
             self._check_fits(provider, cost)
-        timeout = self.default_timeout if request.timeout is None else request.timeout
-        bucket = provider.sole
-        if bucket is None or request.exclude or self.learning_enforced:
-            # Issue 7: a multi-bucket provider answers all_buckets_exhausted when none serves
-            # in time; with learning on, even a single bucket may be exhausted or disabled.
-            bucket = choose_bucket(provider, request, now, timeout)
+        request = AcquireRequest(rid, name, cost, timeout, exclude)
+        wait_at_most = self.default_timeout if timeout is None else timeout
+        bucket = choose_bucket(provider, request, now, wait_at_most)
         queue: WaitQueue = bucket.queue
         if not queue.live and bucket.limiter.try_take(cost, now) == 0.0:
-            return self._granted(request.id, bucket, cost, 0.0, now, peer)
+            return self._granted(rid, bucket, cost, 0.0, now, peer)
         delay = queue.estimate(cost, now)
-        if delay > timeout:
+        if delay > wait_at_most:
             # FIFO at a known rate: it cannot be served in time, so say so now.
             self._count_timeout(bucket)
             raise self._timeout_error(delay)
@@ -247,7 +310,7 @@ class Service:
             self._count_timeout(bucket)
             raise self._timeout_error(delay, "this bucket already holds max_waiters waiting requests")
         waiter = queue.push(cost, now)
-        waiter.timeout_handle = self.loop.call_later(timeout, self._expire, bucket, waiter)
+        waiter.timeout_handle = self.loop.call_later(wait_at_most, self._expire, bucket, waiter)
         return PendingAcquire(request, bucket, waiter, peer)
 
     @staticmethod
@@ -299,35 +362,6 @@ class Service:
     def abandon(self, pending: PendingAcquire) -> None:
         """The client went away: the waiting request is dropped and consumes nothing."""
         pending.bucket.queue.cancel(pending.waiter)
-
-    def acquire_now(self, obj: dict[str, Any], peer: Peer | None = None) -> Response | None:
-        """The common acquire answered straight from the decoded line, or None.
-
-        Only `{"op":"acquire","provider":P[,"id":I]}` for an existing single-bucket
-        provider, with nobody waiting and a permit free now, while learning cannot make a
-        bucket unavailable: the answer is then exactly what `acquire` would give, without
-        building a typed request. Anything else returns None and takes the full path
-        (which re-checks everything; nothing is consumed here unless granted).
-        """
-        # Exactly op, provider and maybe id: any other field (cost, timeout, exclude, or
-        # an unknown one) takes the full path.
-        size = len(obj)
-        if (size != 2 and (size != 3 or "id" not in obj)) or self.stopping or self.learning_enforced:
-            return None
-        rid = obj.get("id")
-        name = obj.get("provider")
-        if (rid is not None and type(rid) is not int and type(rid) is not str) or type(name) is not str:
-            return None
-        provider = self.registry.providers.get(name)
-        if provider is None or not provider.one_request_fits:
-            return None
-        bucket = provider.sole
-        if bucket is None or bucket.queue.live:
-            return None
-        now = self.clock.monotonic()
-        if bucket.limiter.try_take(ONE_REQUEST, now) != 0.0:
-            return None
-        return self._granted(rid, bucket, ONE_REQUEST, 0.0, now, peer)
 
     def _granted(
         self,

@@ -7,6 +7,7 @@ fake clock passes it (`run_due`).
 
 from __future__ import annotations
 
+import random
 import tomllib
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,8 @@ from support import run_due
 
 from ratelimitd import __version__
 from ratelimitd.core.errors import ErrorCode, RatelimitdError
-from ratelimitd.core.protocol import parse_object, parse_request
+from ratelimitd.core.protocol import AcquireRequest, parse_object, parse_request
+from ratelimitd.core.selection import choose_bucket
 from ratelimitd.daemon.config import Config, parse_config
 from ratelimitd.daemon.service import PendingAcquire, Service
 from ratelimitd.daemon.status import StatusSlices
@@ -372,64 +374,93 @@ def test_malformed_headers_never_fail_a_report_and_are_counted(service: Service)
     assert status["state"] == "ok"  # an unparsable Retry-After pauses nothing
 
 
-@pytest.mark.parametrize(
-    "request_obj",
-    [
-        {"op": "acquire", "provider": "fast"},
-        {"op": "acquire", "provider": "fast", "id": 7},
-        {"op": "acquire", "provider": "fast", "id": "seven"},
-    ],
-)
-def test_the_acquire_fast_path_answers_exactly_as_the_full_path(
-    make_service: Callable[..., Service], request_obj: dict[str, Any]
+KEYS = """
+[providers.fo]
+rate = "2/second"
+burst = 2
+buckets = ["a", "b", "c"]
+selection = "failover"
+
+[providers.rr]
+rate = "2/second"
+burst = 2
+buckets = ["a", "b", "c"]
+selection = "round_robin"
+
+[providers.mh]
+limits = [
+  { unit = "requests", rate = "2/second", burst = 2 },
+  { unit = "tokens", rate = "50/second", burst = 100 },
+]
+buckets = ["a", "b", "c"]
+selection = "most_headroom"
+
+[providers.one]
+rate = "2/second"
+burst = 2
+"""
+
+
+def _reference_acquire(service: Service, request: dict[str, Any]) -> str:
+    """The bucket the one-path acquire must pick: `choose_bucket`, then a grant now or not."""
+    parsed = parse_object(dict(request), max_timeout=60.0)
+    assert isinstance(parsed, AcquireRequest)
+    now = service.clock.monotonic()
+    provider = service.registry.providers[parsed.provider]
+    try:
+        bucket = choose_bucket(provider, parsed, now, 0.0)
+    except RatelimitdError as exc:
+        return exc.code.value
+    if not bucket.queue.live and bucket.limiter.try_take(parsed.cost, now) == 0.0:
+        bucket.granted += 1
+        return bucket.name
+    return "timeout"
+
+
+def _acquire(service: Service, request: dict[str, Any]) -> str:
+    try:
+        answer = call(service, **request)
+    except RatelimitdError as exc:
+        return exc.code.value
+    assert isinstance(answer, dict)
+    return str(answer["bucket"])
+
+
+@pytest.mark.parametrize("learning", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_one_acquire_path_picks_what_choose_bucket_picks(
+    make_service: Callable[..., Service], fake_clock: FakeClock, learning: bool, seed: int
 ) -> None:
-    fast, full = make_service(), make_service()  # same FakeClock: the same `now` for both
-    for service in (fast, full):  # both know the provider and have granted once already
-        assert call(service, op="acquire", provider="multi", timeout=0)["ok"]
-    request_obj = {**request_obj, "provider": "multi"}
-    answer = fast.acquire_now(dict(request_obj))
-    expected = full.handle(parse_object(dict(request_obj), max_timeout=3600.0))
-    assert answer is not None
-    assert answer == expected
-    for service in (fast, full):
-        assert service.registry.providers["multi"].buckets["default"].granted == 2
-
-
-@pytest.mark.parametrize(
-    ("request_obj", "why"),
-    [
-        ({"op": "acquire", "provider": "fast", "cost": 1}, "a cost"),
-        ({"op": "acquire", "provider": "fast", "timeout": 5}, "a timeout"),
-        ({"op": "acquire", "provider": "fast", "exclude": []}, "an exclude"),
-        ({"op": "acquire", "provider": "fast", "colour": "red"}, "an unknown field"),
-        ({"op": "acquire", "provider": "fast", "id": True}, "a bool id"),
-        ({"op": "acquire", "provider": "fast", "id": 1.5}, "a float id"),
-        ({"op": "acquire", "provider": ["fast"]}, "a provider that is not a string"),
-        ({"op": "acquire", "provider": "never-seen"}, "a provider not created yet"),
-        ({"op": "acquire", "provider": "keys"}, "several buckets"),
-    ],
-)
-def test_the_acquire_fast_path_declines_what_it_does_not_check(
-    service: Service, request_obj: dict[str, Any], why: str
-) -> None:
-    call(service, op="acquire", provider="keys", timeout=0)  # created, two buckets
-    assert service.acquire_now(request_obj) is None, why
-
-
-def test_the_acquire_fast_path_declines_when_it_would_not_grant_at_once(
-    make_service: Callable[..., Service],
-) -> None:
-    service = make_service()
-    assert call(service, op="acquire", provider="fast", timeout=0)["ok"]  # burst 1: now empty
-    bucket = service.registry.providers["fast"].buckets["default"]
-    granted = bucket.granted
-    assert service.acquire_now({"op": "acquire", "provider": "fast"}) is None  # must wait
-    assert bucket.granted == granted  # and nothing was consumed
-    learning = make_service(CONFIG, {"RATELIMITD_FEATURE_LEARNING": "1"})
-    call(learning, op="acquire", provider="multi", timeout=0)
-    assert learning.acquire_now({"op": "acquire", "provider": "multi"}) is None  # may be disabled
-    learning.shut_down()
-    assert learning.acquire_now({"op": "acquire", "provider": "multi"}) is None  # stopping
+    """Random acquires (costs, excludes), reports (429 with Retry-After, 401, 5xx) and time
+    steps on two services: the acquire path and the reference pick the same buckets."""
+    environ = {"RATELIMITD_FEATURE_LEARNING": "1"} if learning else {}
+    ours, reference = make_service(KEYS, environ), make_service(KEYS, environ)
+    rng = random.Random(seed)
+    picks: list[str] = []
+    for _ in range(300):
+        provider = rng.choice(["fo", "rr", "mh", "one"])
+        buckets = ["default"] if provider == "one" else ["a", "b", "c"]
+        roll = rng.random()
+        if roll < 0.15:
+            report: dict[str, Any] = {"op": "report", "provider": provider, "bucket": rng.choice(buckets)}
+            report["status"] = rng.choice([200, 429, 429, 401, 503])
+            if rng.random() < 0.5:
+                report["retry_after"] = rng.choice([0.2, 1.0, 5.0])
+            assert call(ours, **report) == call(reference, **report)
+        elif roll < 0.25:
+            fake_clock.advance(rng.choice([0.05, 0.3, 1.0, 3.0]))
+            ours.tick()
+            reference.tick()
+        else:
+            request: dict[str, Any] = {"op": "acquire", "provider": provider, "timeout": 0}
+            if rng.random() < 0.3:
+                request["exclude"] = rng.sample(buckets, rng.randint(1, len(buckets)))
+            if provider == "mh" and rng.random() < 0.5:
+                request["cost"] = {"requests": 1, "tokens": rng.choice([10, 60])}
+            pick = _acquire(ours, request)
+            assert pick == _reference_acquire(reference, request), (seed, len(picks), request)
+            picks.append(pick)
+    assert len(set(picks)) >= 4, picks  # grants on several keys, and refusals
 
 
 def _many(count: int) -> str:
