@@ -95,6 +95,7 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  http: {'off' if not config.http.enabled else f'{config.http.host}:{config.http.port}'}")
     print(f"  features: {', '.join(k for k, v in config.features.as_dict().items() if v) or 'none'}")
     print(f"  policy: {config.learning.policy}")
+    print(f"  backend: {_backend_line(config)}")
     for name, provider in config.providers.items():
         limits = ", ".join(
             f"{lim.unit} {format_rate(lim.count / lim.period, lim.period)} (burst {lim.burst:g})"
@@ -102,6 +103,18 @@ def _check_config(args: argparse.Namespace) -> int:
         )
         print(f"  provider {name}: {limits}; buckets {', '.join(provider.buckets)} ({provider.selection})")
     return 0
+
+
+def _backend_line(config: Config) -> str:
+    backend = config.backend
+    if backend.kind == "memory":
+        return "memory (this host only)"
+    secret = " (password set)" if backend.password else ""
+    return (
+        f"redis {backend.display_url}{secret}{' cluster' if backend.cluster else ''}, "
+        f"host_id {backend.host_id!r}, key_prefix {backend.key_prefix!r}, "
+        f"fallback at {backend.fallback_share:g} of the rate per host while Redis is unreachable"
+    )
 
 
 def _version(_args: argparse.Namespace) -> int:

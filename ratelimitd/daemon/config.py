@@ -29,6 +29,7 @@ from ratelimitd.core.config_fields import (
 from ratelimitd.core.errors import ConfigError
 from ratelimitd.core.peers import Trust
 from ratelimitd.core.rates import parse_period, parse_rate
+from ratelimitd.daemon.backend_config import BackendConfig, parse_backend
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -146,6 +147,7 @@ class Config:
     features: Features = field(default_factory=Features)
     learning: LearningConfig = field(default_factory=LearningConfig)
     persist: PersistConfig = field(default_factory=PersistConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
     default_limits: tuple[LimitConfig, ...] = (
         LimitConfig(unit="requests", count=10.0, period=1.0, burst=10.0),
     )
@@ -435,7 +437,7 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], source
     problems = Problems()
     check_keys(
         document,
-        {"server", "http", "features", "learning", "persist", "defaults", "providers", "trusted_peers"},
+        {"server", "http", "features", "learning", "persist", "backend", "defaults", "providers", "trusted_peers"},
         "",
         problems,
     )
@@ -466,6 +468,7 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], source
             else:
                 problems.add(var, f"expected 1/true/yes/on or 0/false/no/off, got {environ[var]!r}")
 
+    backend = parse_backend(check_table(document.get("backend"), "backend", problems), environ, problems)
     defaults = check_table(document.get("defaults"), "defaults", problems)
     check_keys(defaults, {"rate", "burst", "limits"}, "defaults", problems)
     default_limits = _parse_limits(defaults, "defaults", problems) if defaults else Config().default_limits
@@ -497,6 +500,7 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], source
         features=Features(**sections["features"]),
         learning=LearningConfig(**sections["learning"]),
         persist=PersistConfig(**sections["persist"]),
+        backend=backend,
         default_limits=default_limits,
         providers=providers,
         trusted_peers=trusted_peers,

@@ -333,4 +333,15 @@ def _keep_restart_only(old: Config, new: Config) -> Config:
         logger.warning("feature gates change only on restart; keeping %s", old.features.as_dict())
     if new.learning != old.learning:
         logger.warning("[learning] settings change only on restart; keeping the running ones")
-    return replace(new, server=server, features=old.features, http=old.http, learning=old.learning)
+    if new.backend.kind != old.backend.kind:
+        logger.warning(
+            "[backend] kind changed from %s to %s: this needs a restart; still running on %s",
+            old.backend.kind,
+            new.backend.kind,
+            old.backend.kind,
+        )
+    elif new.backend != old.backend:
+        logger.warning("[backend] settings change only on restart; keeping the running ones")
+    return replace(
+        new, server=server, features=old.features, http=old.http, learning=old.learning, backend=old.backend
+    )
