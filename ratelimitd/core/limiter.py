@@ -68,6 +68,10 @@ class UnitLimit:
         """Units that could be taken at once now."""
         return self.burst - max(0.0, self._tat - now) * self.rate
 
+    def set_available(self, amount: float, now: float) -> None:
+        """Make exactly `amount` (at most the burst) available now, refilling from there."""
+        self._tat = now + (self.burst - min(self.burst, max(0.0, amount))) / self.rate
+
     def set_rate(self, rate: float, now: float) -> None:
         """Change the rate, keeping how full the bucket is (in units)."""
         used = max(0.0, self._tat - now) * self.rate

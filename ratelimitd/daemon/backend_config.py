@@ -117,6 +117,8 @@ def _without_userinfo(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return url
+    if "@" not in parts.netloc:
+        return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ratelimitd.core.causes import Cause
+    from ratelimitd.daemon.backend import Backend
     from ratelimitd.daemon.clock import Clock
     from ratelimitd.daemon.config import Config
 
@@ -83,6 +84,8 @@ class Service:
         self.stopping = False
         self.on_change: Callable[[], None] = lambda: None  # persistence marks itself dirty
         self.metrics: MetricsHooks = NoMetrics()
+        # None with the memory backend: buckets live here and no backend code runs.
+        self.backend: Backend | None = None
         # Saved learner state of providers created on first use: key -> (snapshot, seconds stale).
         self.saved_state: Callable[[tuple[str, str]], tuple[dict[str, object], float] | None] = lambda _key: (
             None
@@ -140,6 +143,14 @@ class Service:
         bucket.queue = WaitQueue(lambda: bucket.limiter, self.clock.monotonic, self.loop)
         bucket.learner = BucketLearner(self.learning_settings, baseline_rate(bucket), self.clock.monotonic())
         bucket.ledger = GrantLedger()
+        if self.backend is not None:
+            self.backend.attach(bucket)
+
+    def set_backend(self, backend: Backend) -> None:
+        """Share every bucket, present and future, through `backend`."""
+        self.backend = backend
+        for bucket in self.registry.buckets():
+            backend.attach(bucket)
 
     @property
     def learning_settings(self) -> LearningSettings:
@@ -162,6 +173,8 @@ class Service:
                 now=now,
                 pause_cause=pause_cause,
             )
+            if self.backend is not None:
+                self.backend.learned(bucket, decision)
         return action
 
     def apply_learner(self, bucket: Bucket) -> None:
@@ -504,7 +517,8 @@ class Service:
 
     def status_slices(self, request: StatusRequest, *, with_id: bool = True) -> StatusSlices:
         """The answer in pieces, so a status of many providers never stops the loop for long."""
-        return status_slices(self.registry, self.clock, request, with_id=with_id)
+        extra = None if self.backend is None else {"backend": self.backend.status()}
+        return status_slices(self.registry, self.clock, request, with_id=with_id, extra=extra)
 
     def statistics(self, provider: str | None = None, *, history: bool = True) -> dict[str, ProviderStats]:
         """Snapshots of every provider (or one); `history=False` skips the per-bucket history
@@ -548,6 +562,8 @@ class Service:
             bucket.limiter.release_hold(now)
             self._apply(bucket, None, now)
             note_reset(bucket, factor_before=factor_before, now=now)
+            if self.backend is not None:
+                self.backend.reset(bucket)
         self.on_change()
         logger.info(
             "reset %s buckets %s",
@@ -642,6 +658,8 @@ class Service:
                     self._attach(bucket)
                     continue
                 # The limiter was rebuilt with the new limits: re-apply what was learned.
+                if self.backend is not None:
+                    self.backend.attach(bucket)
                 bucket.learner.baseline_rate = baseline_rate(bucket)
                 bucket.applied_pause = None
                 self._apply(bucket, None, now)

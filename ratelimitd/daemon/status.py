@@ -76,15 +76,22 @@ def _names(registry: Registry, request: StatusRequest) -> tuple[list[str], str |
 
 
 def status_slices(
-    registry: Registry, clock: Clock, request: StatusRequest, *, with_id: bool = True
+    registry: Registry,
+    clock: Clock,
+    request: StatusRequest,
+    *,
+    with_id: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> StatusSlices:
     """The answer to `request` as pieces of one line; raises `unknown_provider` at once.
 
-    `with_id=False` leaves the envelope's `id` out (HTTP has no request ids).
+    `with_id=False` leaves the envelope's `id` out (HTTP has no request ids); `extra` adds
+    fields before `providers` (the shared backend's view).
     """
     names, after = _names(registry, request)
     paged = request.limit is not None or request.after is not None
-    head = orjson.dumps({"id": request.id, "ok": True} if with_id else {"ok": True})
+    envelope: dict[str, Any] = {"id": request.id, "ok": True} if with_id else {"ok": True}
+    head = orjson.dumps(envelope | extra if extra else envelope)
     return StatusSlices(request.id, _pieces(registry, clock, request, names, head, after, paged=paged))
 
 

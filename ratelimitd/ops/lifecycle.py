@@ -81,6 +81,7 @@ class Daemon:
         self.readiness = Readiness(config="loading", state="loading", socket="not bound yet")
         self.store: StateStore | None = None
         self.http: object | None = None  # the HttpServer, when HTTP is enabled
+        self.backend: object | None = None  # the RedisBackend, with `[backend] kind = "redis"`
         self._dirty = False
         self._stop = asyncio.Event()
         self._reloads: list[asyncio.Task[None]] = []
@@ -114,6 +115,7 @@ class Daemon:
             self.service = service = Service(self.config, self.clock, loop)
             service.on_change = self._mark_dirty
             await self._start_state(stack, service)
+            await self._start_backend(stack, service)
             await self._start_http(stack, service)
             sock = self._listening_socket()
             if self.bound is not None:
@@ -232,6 +234,19 @@ class Daemon:
         stack.push_async_callback(stop_saver)
         self.readiness.set("state", True)
 
+    async def _start_backend(self, stack: AsyncExitStack, service: Service) -> None:
+        """Share the buckets through Redis (`[backend] kind = "redis"`); memory needs nothing."""
+        if self.config.backend.kind == "memory":
+            return
+        # redis-py is imported only by daemons that use it.
+        from ratelimitd.backends.redis_backend import RedisBackend
+
+        backend = RedisBackend(self.config.backend, service, self.readiness)
+        await backend.start()
+        service.set_backend(backend)
+        self.backend = backend
+        stack.push_async_callback(backend.close)  # after the last waiter: unused leases go back
+
     async def _start_http(self, stack: AsyncExitStack, service: Service) -> None:
         """Metrics and health over HTTP on loopback (unless disabled)."""
         http = self.config.http
@@ -245,6 +260,12 @@ class Daemon:
             metrics = Metrics(registry, version=__version__, max_providers=self.config.server.max_providers)
             metrics.attach(service, wall=self.clock.wall, ready=lambda: self.ready, saves=self.store)
             service.metrics = metrics
+            if self.backend is not None:
+                from ratelimitd.backends.metrics import BackendCollector
+                from ratelimitd.backends.redis_backend import RedisBackend
+
+                assert isinstance(self.backend, RedisBackend)
+                registry.register(BackendCollector(self.backend))
         if not http.enabled:
             return
         # aiohttp costs ~25 MB of RSS and 0.3 s at start: imported only when serving HTTP.

@@ -2,6 +2,7 @@
 
     core/          pure: no event loop, sockets, files, environment or clock reads
     daemon/        serving permits (config, service, socket server, wait queues)
+    backends/      buckets shared by many hosts (Redis), behind the daemon's backend seam
     client/        what users import to ask for permits (client, retry policies)
     ops/           running the daemon (lifecycle, metrics, HTTP, persistence, systemd)
     integrations/  rate limiting inside users' HTTP clients
@@ -27,10 +28,11 @@ PACKAGE = Path(ratelimitd.__file__).parent
 ALLOWED: dict[str, set[str]] = {
     "core": {"core"},
     "daemon": {"core", "daemon"},
+    "backends": {"core", "daemon", "backends"},
     "client": {"core", "client"},
-    "ops": {"core", "daemon", "ops"},
+    "ops": {"core", "daemon", "backends", "ops"},
     "integrations": {"core", "client", "integrations"},
-    "cli": {"core", "daemon", "client", "ops", "cli"},
+    "cli": {"core", "daemon", "backends", "client", "ops", "cli"},
     # the public paths kept at the top (`ratelimitd.retry`, `ratelimitd.aiohttp`, ...)
     "face": {"client", "integrations", "cli", "face"},
 }
@@ -47,7 +49,7 @@ FORBIDDEN_IN_PURE = {
     "threading",
     "shutil",
 }
-SHELL_LAYERS = {"daemon", "ops", "cli"}
+SHELL_LAYERS = {"daemon", "backends", "ops", "cli"}
 CLOCK_CALLS = {("datetime", "now"), ("datetime", "utcnow"), ("date", "today"), ("datetime", "today")}
 
 
