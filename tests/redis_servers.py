@@ -18,7 +18,7 @@ import pytest
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ("RedisCluster", "RedisServer", "redis_cli", "require_redis")
+__all__ = ("RedisCluster", "RedisServer", "free_port", "redis_cli", "require_redis")
 
 START_TIMEOUT = 10.0
 
@@ -29,7 +29,9 @@ def require_redis() -> None:
 
 
 def redis_cli(*args: str, timeout: float = 10.0) -> str:
-    result = subprocess.run(["redis-cli", *args], capture_output=True, text=True, timeout=timeout, check=False)
+    result = subprocess.run(
+        ["redis-cli", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -82,9 +84,15 @@ class RedisServer:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             probe = subprocess.run(
-                ["redis-cli", "-s", str(self.socket_path), "ping"], capture_output=True, text=True, check=False
+                ["redis-cli", "-s", str(self.socket_path), "ping"],
+                capture_output=True,
+                text=True,
+                check=False,
             )
-            if probe.stdout.strip() in ("PONG", "NOAUTH Authentication required.") or "NOAUTH" in probe.stdout:
+            if (
+                probe.stdout.strip() in ("PONG", "NOAUTH Authentication required.")
+                or "NOAUTH" in probe.stdout
+            ):
                 return
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"redis-server did not start:\n{(self.work / 'redis.log').read_text()}")
@@ -106,12 +114,12 @@ class RedisServer:
                 self.proc.wait()
 
 
-def _free_cluster_port() -> int:
+def free_port() -> int:
     """A loopback port whose cluster bus port (+10000) is free too."""
     for _ in range(100):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+            port = int(probe.getsockname()[1])
         if port >= 55000:
             continue
         with socket.socket() as bus:
@@ -130,7 +138,7 @@ class RedisCluster:
         self.nodes: list[RedisServer] = []
         try:
             for index in range(3):
-                port = _free_cluster_port()
+                port = free_port()
                 self.nodes.append(
                     RedisServer(
                         work / f"node{index}",

@@ -118,6 +118,7 @@ class RedisBackend:
         self._listening: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._last_call = 0.0
+        self.closing = False
         readiness.set("backend", False, f"connecting to Redis at {self.url}")
 
     def _client(self, *, socket_timeout: float | None, cluster: bool) -> Any:
@@ -141,7 +142,7 @@ class RedisBackend:
         try:
             await self._connect(self.config.connect_timeout)
         except (BackendDown, *_FAILURES) as exc:
-            self.reason = describe(exc.__cause__ or exc)
+            self.reason = self._describe(exc)
             logger.warning(
                 "backend: Redis at %s is unreachable at start (%s): limiting locally at %g of the "
                 "rate per host until it answers",
@@ -166,6 +167,9 @@ class RedisBackend:
                         await self._give_back(shared, held)
                     except BackendDown:
                         break
+        self.closing = True
+        if self._tasks:  # refills and writes in flight end within a call's deadline
+            await asyncio.wait(list(self._tasks), timeout=2 * self._slow_deadline)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -181,7 +185,18 @@ class RedisBackend:
 
     def _soon(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` in the background; Redis being down is handled where it is noticed."""
+        if self.closing:
+            coro.close()
+            return
         _ = self._spawn(self._quietly(coro))
+
+    def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, BackendDown) and exc.__cause__ is not None:
+            exc = exc.__cause__
+        text = describe(exc)
+        if text == "no answer in time" and self.config.url.startswith("rediss://"):
+            text += " (does the server speak TLS? a plain server never answers a TLS handshake)"
+        return text
 
     @property
     def _slow_deadline(self) -> float:
@@ -290,7 +305,7 @@ class RedisBackend:
             if isinstance(exc, ResponseError) and not isinstance(exc, AuthenticationError):
                 logger.error("backend: Redis at %s refused the %s script: %s", self.url, name, exc)
             self._went_down(exc)
-            raise BackendDown(describe(exc)) from exc
+            raise BackendDown(self._describe(exc)) from exc
         return cast("list[Any]", reply)
 
     async def _quietly(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -407,6 +422,9 @@ class RedisBackend:
         bucket.learner = learner
         shared.version = int(version)
         shared.signature = signature(learner, now)
+        # The adopted pause replaces this host's (a reset elsewhere ends it here too).
+        bucket.applied_pause = None
+        bucket.limiter.release_hold(now)
         self.service.apply_learner(bucket)
         logger.info(
             "backend: %s/%s follows what %s learned (factor %.3f)",
@@ -468,7 +486,12 @@ class RedisBackend:
             shared.bucket.queue.reschedule()
         self.readiness.set("backend", True)
         self._listening = self._spawn(self._listen())
-        logger.info("backend: sharing %d buckets through Redis at %s", len(self.shared), self.url)
+        logger.info(
+            "backend: connected to Redis at %s as host %r: %d buckets shared",
+            self.url,
+            self.config.host_id,
+            len(self.shared),
+        )
 
     def _went_down(self, exc: BaseException) -> None:
         self.failures += 1
@@ -476,7 +499,7 @@ class RedisBackend:
             return
         self.up = False
         self.fallbacks += 1
-        self.reason = describe(exc)
+        self.reason = self._describe(exc)
         logger.warning(
             "backend: Redis at %s failed (%s): limiting locally at %g of the rate per host until it answers",
             self.url,
@@ -502,7 +525,7 @@ class RedisBackend:
                 await self._connect(max(self.config.timeout, min(delay, self.config.connect_timeout)))
             except (BackendDown, *_FAILURES) as exc:
                 self.up = False
-                self.reason = describe(exc.__cause__ or exc)
+                self.reason = self._describe(exc)
                 delay = min(delay * 2, self.config.reconnect_max)
                 continue
             logger.info("backend: Redis at %s answers again: shared limits again", self.url)

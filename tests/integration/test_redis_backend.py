@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.error
+import urllib.request
 from typing import TYPE_CHECKING
 
 import pytest
-from daemons import DaemonLauncher, RunningDaemon
-from redis_servers import RedisCluster, RedisServer
-from support import NdjsonClient, wait_for
+from redis_servers import RedisCluster, RedisServer, free_port
+from support import NdjsonClient, run_cli, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from daemons import DaemonLauncher, RunningDaemon
 
 RATE = 200.0
 BURST = 20
@@ -32,6 +35,7 @@ url = "{url}"
 host_id = "{host}"
 key_prefix = "t:"
 expected_hosts = 2
+reconnect_max = 0.5
 {extra}
 
 [providers.api]
@@ -56,6 +60,7 @@ class Load:
         self.timeout = timeout
         self.granted = 0
         self.answers: list[dict[str, object]] = []
+        self.latest = 0.0  # the longest any answer took, in seconds
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -65,8 +70,11 @@ class Load:
     def _run(self) -> None:
         with NdjsonClient.connect(self.daemon.socket_path, timeout=self.timeout + 5) as client:
             while not self._stop.is_set():
+                start = time.monotonic()
                 answer = client.request("acquire", provider="api", timeout=self.timeout)
+                took = time.monotonic() - start
                 with self._lock:
+                    self.latest = max(self.latest, took)
                     self.answers.append(answer)
                     if answer.get("ok") is True:
                         self.granted += 1
@@ -95,7 +103,6 @@ def shared_limit(daemons: list[RunningDaemon], seconds: float = 3.0) -> tuple[fl
         for load in loads:
             load.stop()
     total = sum(after) - sum(before)
-    print('SHARED', total, RATE * elapsed, [a - b for a, b in zip(after, before)])
     return total, RATE * elapsed
 
 
@@ -126,3 +133,196 @@ def test_a_redis_cluster_shares_one_limit(daemon_factory: DaemonLauncher, tmp_pa
             daemon.stop()
     finally:
         cluster.stop()
+
+
+LEARNING = {"RATELIMITD_FEATURE_LEARNING": "1"}
+# A 429 whose headers say the rate limit is spent: evidence enough for one cut.
+SPENT = {"x-ratelimit-limit-requests": "200", "x-ratelimit-remaining-requests": "0"}
+
+
+def factor(daemon: RunningDaemon) -> float:
+    return float(daemon.bucket_status("api")["factor"])
+
+
+def test_a_cut_on_one_daemon_slows_the_other(
+    daemon_factory: DaemonLauncher, redis_server: RedisServer
+) -> None:
+    a, b = (daemon_factory(backend_config(redis_server.url, host), env=LEARNING) for host in ("a", "b"))
+    before_cut = [b.request("acquire", provider="api")["permit"] for _ in range(3)]
+    permit = a.request("acquire", provider="api")["permit"]
+    reply = a.request("report", provider="api", bucket="default", status=429, permit=permit, headers=SPENT)
+    assert reply["action"] == "reduced", reply
+    cut = factor(a)
+    assert cut < 1.0
+    start = time.monotonic()
+    wait_for(lambda: factor(b) == cut, timeout=1.0, what="b follows a's cut")
+    followed_in = time.monotonic() - start
+    # The rate b grants at is the shared one: its status and its next lease say so.
+    assert b.bucket_status("api")["limits"]["requests"]["rate"] == pytest.approx(RATE * cut)
+    assert b.request("status")["backend"]["buckets"]["api/default"]["factor"] == pytest.approx(cut)
+    assert followed_in < 1.0
+    # One cut per round across hosts: b's 429s for permits granted before the cut are late.
+    for permit in before_cut:
+        late = b.request("report", provider="api", bucket="default", status=429, permit=permit)
+        assert late["action"] == "none", late
+    assert factor(b) == cut
+    assert factor(a) == cut
+    total, expected = shared_limit([a, b], seconds=2.0)
+    assert abs(total - expected * cut) <= 0.05 * expected * cut, (total, expected * cut)
+
+
+def test_a_pause_on_one_daemon_holds_the_other_and_reset_on_either_clears_both(
+    daemon_factory: DaemonLauncher, redis_server: RedisServer
+) -> None:
+    a, b = (daemon_factory(backend_config(redis_server.url, host), env=LEARNING) for host in ("a", "b"))
+    assert b.request("acquire", provider="api")["ok"] is True
+    reply = a.request("report", provider="api", bucket="default", status=429, retry_after=30)
+    assert reply["action"] in ("paused", "reduced"), reply
+    assert a.bucket_status("api")["state"] == "paused"
+    wait_for(lambda: b.bucket_status("api")["state"] == "paused", timeout=1.0, what="b paused")
+    refused = b.request("acquire", provider="api", timeout=0.2)
+    assert refused["ok"] is False, refused
+    assert refused["error"] in ("timeout", "all_buckets_exhausted"), refused
+    assert b.request("reset", provider="api")["ok"] is True
+    wait_for(lambda: a.bucket_status("api")["state"] == "ok", timeout=1.0, what="a no longer paused")
+    assert a.request("acquire", provider="api", timeout=1.0)["ok"] is True
+    assert b.request("acquire", provider="api", timeout=1.0)["ok"] is True
+
+
+def readyz(daemon: RunningDaemon) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http_port}/readyz", timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def backend_up(daemon: RunningDaemon) -> bool:
+    return bool(daemon.request("status")["backend"]["up"])
+
+
+def test_redis_killed_mid_run_falls_back_in_time_then_resyncs(
+    daemon_factory: DaemonLauncher, redis_server: RedisServer
+) -> None:
+    a, b = (daemon_factory(backend_config(redis_server.url, h), http=True, env=LEARNING) for h in "ab")
+    assert readyz(a)[0] == 200
+    permit = a.request("acquire", provider="api")["permit"]
+    a.request("report", provider="api", bucket="default", status=429, permit=permit, headers=SPENT)
+    cut = factor(a)
+    wait_for(lambda: factor(b) == cut, timeout=1.0, what="b follows a's cut")
+    loads = [Load(d, threads=4, timeout=0.5) for d in (a, b)]
+    try:
+        time.sleep(0.3)
+        redis_server.kill()
+        wait_for(lambda: not backend_up(a) and not backend_up(b), timeout=2.0, what="both in fallback")
+        code, body = readyz(a)
+        assert code == 503, body
+        assert "backend" in body
+        # The fallback rate: each host alone at fallback_share (1/2) of the learned rate.
+        before = [granted(d) for d in (a, b)]
+        start = time.monotonic()
+        time.sleep(2.0)
+        each = [granted(d) - n for d, n in zip((a, b), before, strict=True)]
+        elapsed = time.monotonic() - start
+    finally:
+        for load in loads:
+            load.stop()
+    local = RATE * cut * 0.5 * elapsed
+    assert all(abs(n - local) <= 0.1 * local + 2 for n in each), (each, local)
+    # No acquire waited past its timeout while Redis died (every answer came, none late).
+    for load in loads:
+        assert load.answers
+        assert load.latest <= 0.5 + 0.25, load.latest
+        assert {a.get("error") for a in load.answers if a.get("ok") is not True} <= {"timeout"}
+    assert "limiting locally at 0.5 of the rate" in a.log()
+    redis_server.start()  # empty: no data survived the SIGKILL
+    wait_for(lambda: backend_up(a) and backend_up(b), timeout=10.0, what="both back on Redis")
+    assert readyz(a)[0] == 200
+    # The restarted, empty Redis got the learned state back from the hosts.
+    stored = float(redis_server.cli("hget", "t:{api:default}:gcra", "factor"))
+    assert stored == pytest.approx(cut)
+    total, expected = shared_limit([a, b], seconds=2.0)
+    assert abs(total - expected * cut) <= 0.05 * expected * cut, (total, expected * cut)
+
+
+def test_script_flush_mid_run_is_harmless(daemon_factory: DaemonLauncher, redis_server: RedisServer) -> None:
+    daemons = [daemon_factory(backend_config(redis_server.url, h)) for h in "ab"]
+    flusher = threading.Timer(1.0, lambda: redis_server.cli("script", "flush"))
+    flusher.start()
+    try:
+        total, expected = shared_limit(daemons, seconds=2.5)
+    finally:
+        flusher.join()
+    assert abs(total - expected) <= 0.05 * expected, (total, expected)
+    assert all(backend_up(d) for d in daemons)
+    assert all(d.request("status")["backend"]["fallbacks"] == 0 for d in daemons)
+
+
+def test_an_unknown_scheme_is_a_clear_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(backend_config("http://ops:hunter2@cache.internal:6379", "a"))
+    result = run_cli(["check-config", str(config)])
+    assert result.returncode == 2
+    assert "backend.url: unknown scheme http:// in http://ops:***@cache.internal:6379" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_shows_the_backend_without_its_secret(tmp_path: Path) -> None:
+    config = tmp_path / "good.toml"
+    config.write_text(backend_config("rediss://ops@cache.internal:6380/1", "web-1"))
+    result = run_cli(["check-config", str(config)], env={"RATELIMITD_REDIS_PASSWORD": "hunter2"})
+    assert result.returncode == 0, result.stderr
+    assert "backend: redis rediss://ops:***@cache.internal:6380/1 (password set)" in result.stdout
+    assert "hunter2" not in result.stdout
+
+
+def test_unreachable_at_start_serves_in_fallback_and_says_so(daemon_factory: DaemonLauncher) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens there
+    daemon = daemon_factory(backend_config(url, "a"), http=True)
+    assert daemon.request("acquire", provider="api")["ok"] is True
+    assert "is unreachable at start" in daemon.log()
+    assert "limiting locally at 0.5 of the rate" in daemon.log()
+    status = daemon.request("status")["backend"]
+    assert status["up"] is False
+    assert status["url"] == url
+    code, body = readyz(daemon)
+    assert code == 503
+    assert "backend" in body
+
+
+def test_a_wrong_password_names_the_url_without_its_secret(
+    daemon_factory: DaemonLauncher, tmp_path: Path
+) -> None:
+    server = RedisServer(tmp_path / "redis", extra=("--requirepass", "right-one"))
+    try:
+        url = f"unix://{server.socket_path}"
+        wrong = daemon_factory(backend_config(url, "a"), env={"RATELIMITD_REDIS_PASSWORD": "wrong-one"})
+        assert wrong.request("acquire", provider="api")["ok"] is True  # served in fallback
+        log = wrong.log()
+        assert "authentication failed" in log, log
+        assert f"Redis at unix://:***@{server.socket_path}" in log, log
+        assert "wrong-one" not in log
+        assert wrong.request("status")["backend"]["up"] is False
+        right = daemon_factory(backend_config(url, "b"), env={"RATELIMITD_REDIS_PASSWORD": "right-one"})
+        assert right.request("status")["backend"]["up"] is True
+        assert "right-one" not in right.log() + str(right.request("status"))
+        for daemon in (wrong, right):
+            daemon.stop()
+    finally:
+        server.stop()
+
+
+def test_tls_to_a_plain_server_is_a_clear_error(daemon_factory: DaemonLauncher, tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis", port=free_port())
+    try:
+        daemon = daemon_factory(backend_config(f"rediss://127.0.0.1:{server.port}/0", "a"))
+        assert daemon.request("acquire", provider="api")["ok"] is True
+        log = daemon.log()
+        assert "unreachable at start" in log, log
+        assert "rediss://127.0.0.1" in log
+        assert "does the server speak TLS?" in log
+        assert "Traceback" not in log
+        daemon.stop()
+    finally:
+        server.stop()
