@@ -161,6 +161,16 @@ class LeasedLimiter(BucketLimiter):
                 delay = max(delay, (amount - have) / units[unit].rate, self.blocked_until - now)
         return delay
 
+    def settle(self, difference: Mapping[str, float], now: float) -> None:
+        """A report's `used` minus the estimate: more used is owed out of the lease (it may go
+        below zero, so later grants wait for the next lease); less used goes back into it."""
+        if self.fallback:
+            BucketLimiter.settle(self, difference, now)
+            return
+        for unit, amount in difference.items():
+            if unit in self.balance:
+                self.balance[unit] -= amount
+
     # -- rates and pauses (learning) --------------------------------------------------------
 
     def set_scale(self, factor: float, now: float) -> None:

@@ -110,3 +110,18 @@ def test_take_back_empties_the_lease() -> None:
     leased.credit({"requests": 2.5, "tokens": 0}, clock.monotonic())
     assert leased.take_back() == {"requests": 2.5}
     assert leased.take_back() == {}
+
+
+def test_settling_owes_or_returns_units_through_the_lease() -> None:
+    clock = FakeClock()
+    leased, calls = limiter(clock)
+    now = clock.monotonic()
+    leased.credit({"requests": 2, "tokens": 1000}, now)
+    assert leased.try_take({"requests": 1, "tokens": 1000}, now) == 0.0
+    leased.settle({"tokens": 300}, now)  # used 1,300: 300 more than estimated
+    assert leased.balance["tokens"] == -300
+    assert leased.try_take({"requests": 1, "tokens": 1}, now) > 0.0  # owed first
+    assert leased.lease_request(now)["tokens"][0] == pytest.approx(301)
+    leased.settle({"tokens": -500}, now)  # and a smaller one gives back
+    assert leased.balance["tokens"] == 200
+    assert calls == [1]
