@@ -530,6 +530,10 @@ class RedisBackend:
                 continue
             logger.info("backend: Redis at %s answers again: shared limits again", self.url)
 
+    def _still_served(self, shared: _Shared) -> bool:
+        provider = self.service.registry.providers.get(shared.bucket.provider)
+        return provider is not None and provider.buckets.get(shared.bucket.name) is shared.bucket
+
     async def _housekeep(self) -> None:
         """Give idle leases back; PING when nothing else talked to Redis (finds it gone)."""
         while True:
@@ -542,8 +546,15 @@ class RedisBackend:
             if not self.up:
                 continue
             try:
-                for shared in list(self.shared.values()):
+                for key, shared in list(self.shared.items()):
                     limiter = shared.limiter
+                    if not self._still_served(shared):
+                        # Dropped (idle provider, removed by a reload): its lease goes back.
+                        del self.shared[key]
+                        held = limiter.take_back()
+                        if held:
+                            await self._give_back(shared, held)
+                        continue
                     if (
                         not limiter.fallback
                         and now - limiter.last_grant > IDLE_RETURN
