@@ -437,7 +437,17 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], source
     problems = Problems()
     check_keys(
         document,
-        {"server", "http", "features", "learning", "persist", "backend", "defaults", "providers", "trusted_peers"},
+        {
+            "server",
+            "http",
+            "features",
+            "learning",
+            "persist",
+            "backend",
+            "defaults",
+            "providers",
+            "trusted_peers",
+        },
         "",
         problems,
     )
