@@ -102,6 +102,9 @@ __all__ = (
 )
 
 logger = logging.getLogger(__name__)
+# A connection unused this long (seconds) is checked before reuse: the daemon may have
+# closed it (idle_timeout). A syscall (~4 µs), so not between back-to-back requests.
+_PEEK_AFTER = 0.05
 
 
 def local_limiter(rate_per_second: float) -> AsyncLimiter:
@@ -123,6 +126,7 @@ class _Connection(asyncio.Protocol):
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.transport: asyncio.Transport | None = None
         self.sock: socket.socket | None = None  # the connected socket, to peek at
+        self.last_used = time.monotonic()  # when the last request on it ended
         self.closed = False
         self._rest = b""
         self._writable: asyncio.Event | None = None  # set while the kernel buffer has room
@@ -289,11 +293,19 @@ class AsyncClient(ClientCore[AsyncLimiter]):
         :raises ConnectionLost: the connection broke before the answer came.
         """
         connection = self._connection
-        if connection is not None and not connection.pending and connection.peer_closed():
+        if (
+            connection is not None
+            and not connection.pending
+            and time.monotonic() - connection.last_used > _PEEK_AFTER
+            and connection.peer_closed()
+        ):
             connection.close()  # the daemon closed it (idle_timeout) before the loop noticed
         if connection is None or connection.closed:
             connection = await self._connect()
-        return check_response(await self._send(connection, body))
+        try:
+            return check_response(await self._send(connection, body))
+        finally:
+            connection.last_used = time.monotonic()
 
     async def _send(self, connection: _Connection, body: dict[str, Any]) -> dict[str, Any]:
         rid, line = self._request_line(body)
