@@ -133,3 +133,26 @@ def test_unit_names() -> None:
     assert unit_name("input-tokens") == "input_tokens"
     assert unit_name(" Content-Bytes ") == "content_bytes"
     assert unit_name("tokens_usage_based") == "tokens_usage_based"
+
+
+@pytest.mark.parametrize(
+    ("text", "count", "duration"),
+    [
+        ("5000", 5000.0, 5000.0),
+        ("0", 0.0, 0.0),
+        (" 12 ", 12.0, 12.0),
+        ("1.5", 1.5, 1.5),
+        ("6ms", None, 0.006),
+        ("6m0s", None, 360.0),
+        ("١٢", None, None),  # digits, but not ASCII ones
+        ("²", None, None),
+        ("9" * 257, None, None),  # longer than any header value we read
+        ("", None, None),
+    ],
+)
+def test_counts_and_durations_read_the_same_the_second_time(
+    text: str, count: float | None, duration: float | None
+) -> None:
+    for _ in range(2):  # the second read of a duration comes from what the first one found
+        assert parse_count(text) == count
+        assert parse_duration(text) == duration

@@ -250,7 +250,7 @@ def parse_headers(
     _parse_llm(fields, col)
     _parse_github(fields, col)
     _parse_crossref(fields, col)
-    if any(name in fields for name in _IETF_NAMES):
+    if not fields.keys().isdisjoint(_IETF_NAMES):
         col.seen.add(FAMILY_IETF)
         ietf_units, bad = parse_ietf(fields, now_wall)
         col.malformed.extend(bad)
@@ -327,19 +327,41 @@ def _parse_retry(fields: Mapping[str, str], col: _Collector) -> float | None:
     return found
 
 
+# Header name -> (family, key, unit) for the OpenAI and Anthropic families, None for any
+# other name. Responses repeat the same names, so each is matched once; bounded.
+_LLM_NAMES: dict[str, tuple[str, str, str] | None] = {}
+_LLM_NAMES_MAX: Final = 4096
+
+
+def _llm_name(name: str) -> tuple[str, str, str] | None:
+    if match := _OPENAI_NAME.fullmatch(name):
+        found: tuple[str, str, str] | None = (FAMILY_OPENAI, match.group(1), hv.unit_name(match.group(2)))
+    elif match := _ANTHROPIC_NAME.fullmatch(name):
+        found = (FAMILY_ANTHROPIC, match.group(2), hv.unit_name(match.group(1)))
+    else:
+        found = None
+    if len(_LLM_NAMES) >= _LLM_NAMES_MAX:
+        _LLM_NAMES.clear()
+    _LLM_NAMES[name] = found
+    return found
+
+
 def _parse_llm(fields: Mapping[str, str], col: _Collector) -> None:
     """OpenAI `x-ratelimit-{limit,remaining,reset}-<unit>` and `anthropic-ratelimit-*`."""
+    names = _LLM_NAMES
     for name, value in fields.items():
-        if match := _OPENAI_NAME.fullmatch(name):
-            key, unit, family = match.group(1), match.group(2), FAMILY_OPENAI
-            parsed = hv.parse_duration(value) if key == "reset" else hv.parse_count(value)
-        elif match := _ANTHROPIC_NAME.fullmatch(name):
-            unit, key, family = match.group(1), match.group(2), FAMILY_ANTHROPIC
-            reset = key == "reset"
-            parsed = hv.parse_absolute_reset(value, col.now_wall) if reset else hv.parse_count(value)
-        else:
+        known = names.get(name, names)
+        found = _llm_name(name) if known is names else known
+        if found is None:
             continue
-        col.put(family, hv.unit_name(unit), key, name, parsed)
+        family, key, unit = found
+        if key != "reset":
+            parsed = hv.parse_count(value)
+        elif family == FAMILY_OPENAI:
+            parsed = hv.parse_duration(value)
+        else:
+            parsed = hv.parse_absolute_reset(value, col.now_wall)
+        col.put(family, unit, key, name, parsed)
 
 
 def _parse_github(fields: Mapping[str, str], col: _Collector) -> None:

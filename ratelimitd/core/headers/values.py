@@ -77,6 +77,8 @@ def _clean(value: str) -> str | None:
 
 def parse_count(value: str) -> float | None:
     """A non-negative decimal number (`5000`, `0`, `1.5`); None for anything else."""
+    if value.isascii() and value.isdigit() and len(value) <= _MAX_CHARS:
+        return float(value)  # most counts: plain digits, no regex needed
     text = _clean(value)
     if text is None or not _COUNT.fullmatch(text):
         return None
@@ -84,8 +86,25 @@ def parse_count(value: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
+# Durations seen before: a provider sends the same few resets (`6ms`, `1s`, `6m0s`) again
+# and again. Cleared when full, so any stream of values stays bounded.
+_DURATIONS: dict[str, float | None] = {}
+_DURATIONS_MAX: Final = 4096
+
+
 def parse_duration(value: str) -> float | None:
     """Seconds from a Go-style duration (`6m0s`, `20ms`, `1h2m3.5s`) or a plain number."""
+    known = _DURATIONS.get(value, _DURATIONS)
+    if known is not _DURATIONS:
+        return known  # type: ignore[return-value]  # the sentinel is the dict itself
+    seconds = _parse_duration(value)
+    if len(_DURATIONS) >= _DURATIONS_MAX:
+        _DURATIONS.clear()
+    _DURATIONS[value] = seconds
+    return seconds
+
+
+def _parse_duration(value: str) -> float | None:
     text = _clean(value)
     if text is None:
         return None

@@ -58,7 +58,7 @@ class BucketLearner:
 
     # Slots: one per bucket (memory at thousands of buckets).
     __slots__ = (
-        "_disabled_forever", "_disabled_until", "_exhausted_until", "_hold_until",
+        "_disabled_forever", "_disabled_until", "_enforced", "_exhausted_until", "_hold_until",
         "_last_limited_permit", "_next_permit", "_overload_until", "_pace_factor", "_pace_until",
         "_policy_factor", "_retry_until", "_seed_points", "_top", "baseline_rate", "history",
         "late_ignored", "rules", "settings", "streak",
@@ -68,6 +68,8 @@ class BucketLearner:
         if not (math.isfinite(baseline_rate) and baseline_rate > 0):
             raise ValueError(f"baseline_rate: must be a finite number > 0, got {baseline_rate!r}")
         self.settings = settings
+        # Read on every report and grant: computed once (settings never change for a learner).
+        self._enforced = settings.learning and settings.policy != "static"
         self.baseline_rate = baseline_rate
         self.history: History = new_history(settings.history_size)
         self._next_permit = 1
@@ -99,7 +101,7 @@ class BucketLearner:
 
     @property
     def _enforcing(self) -> bool:
-        return self.settings.learning and self.settings.policy != "static"
+        return self._enforced
 
     @property
     def shadow_factor(self) -> float:
@@ -127,13 +129,12 @@ class BucketLearner:
     @property
     def pause_until(self) -> float | None:
         """Monotonic deadline before which nothing may be granted (None: no pause)."""
-        deadlines = [self._retry_until]
-        if self._enforcing:
-            deadlines.append(self._overload_until)
-        if self.settings.pacing:
-            deadlines.append(self._hold_until)
-        present = [d for d in deadlines if d is not None]
-        return max(present) if present else None
+        until = self._retry_until
+        if self._enforced and self._overload_until is not None:
+            until = self._overload_until if until is None else max(until, self._overload_until)
+        if self.settings.pacing and self._hold_until is not None:
+            until = self._hold_until if until is None else max(until, self._hold_until)
+        return until
 
     @property
     def exhausted_until(self) -> float | None:
