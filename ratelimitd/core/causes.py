@@ -9,13 +9,16 @@ that none falls through to "other".
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 __all__ = (
     "CAUSES",
     "DIRECTIONS",
+    "NO_EVENTS",
     "BucketEvents",
     "Cause",
+    "EventStats",
     "cause_of",
 )
 
@@ -86,6 +89,36 @@ def cause_of(reason: str, *, state: str | None = None) -> Cause:
         if reason.startswith(prefix):
             return cause
     return "other"
+
+
+@dataclass(frozen=True, slots=True)
+class EventStats:
+    """A snapshot of `BucketEvents` with wall times (unix seconds), for status, metrics and views."""
+
+    changes: dict[tuple[str, Cause], int]  # (direction, cause) -> count
+    pauses: dict[Cause, int]  # cause -> count
+    paused_seconds: float
+    resets: int
+    reason: str | None  # the cause of the last change or pause
+    reason_since: float | None
+    last_429: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        changes: dict[str, dict[str, int]] = {direction: {} for direction in DIRECTIONS}
+        for (direction, cause), count in self.changes.items():
+            changes.setdefault(direction, {})[cause] = count
+        return {
+            "reason": self.reason,
+            "reason_since": self.reason_since,
+            "last_429": self.last_429,
+            "rate_changes": changes,
+            "pauses": dict(self.pauses),
+            "paused_seconds": round(self.paused_seconds, 3),
+            "resets": self.resets,
+        }
+
+
+NO_EVENTS = EventStats({}, {}, 0.0, 0, None, None, None)
 
 
 class BucketEvents:
@@ -163,3 +196,19 @@ class BucketEvents:
         if self._pause_start is not None:
             total += max(0.0, min(now, self._pause_end) - self._pause_start)
         return total
+
+    def stats(self, now: float, wall: float) -> EventStats:
+        """A snapshot; monotonic times become unix times (`wall` is the wall clock at `now`)."""
+
+        def unix(at: float | None) -> float | None:
+            return None if at is None else round(wall + (at - now), 3)
+
+        return EventStats(
+            changes=dict(self.changes),
+            pauses=dict(self.pauses),
+            paused_seconds=self.paused_seconds(now),
+            resets=self.resets,
+            reason=self.last_cause,
+            reason_since=unix(self.last_cause_at),
+            last_429=unix(self.last_429_at),
+        )

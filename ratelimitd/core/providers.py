@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ratelimitd.core.causes import NO_EVENTS, EventStats
 from ratelimitd.core.errors import ErrorCode, RatelimitdError
 from ratelimitd.core.limiter import BucketLimiter, LimitSpec
 
@@ -69,6 +70,9 @@ class BucketStats:
     # Why the bucket cannot serve now (a selection reason code) and when it can, in seconds.
     why: str | None = None
     available_in: float | None = None
+    # What learning did, by cause (core.causes), and the share of the burst available now.
+    events: EventStats = NO_EVENTS
+    fill: float = 1.0
 
     def as_json(self, *, history: bool = True) -> dict[str, Any]:
         """The status op's view; `history=False` leaves the `history` key out."""
@@ -99,6 +103,8 @@ class BucketStats:
             "recoveries": self.recoveries,
             "pauses": self.pauses,
             "malformed_headers": self.malformed_headers,
+            "fill": round(self.fill, 4),
+            "events": self.events.as_json(),
         }
         if history:
             body["history"] = self.history

@@ -5,6 +5,7 @@ Pure: reads a bucket's state at `now` (monotonic) and `wall` (unix seconds).
 
 from __future__ import annotations
 
+from ratelimitd.core.causes import NO_EVENTS
 from ratelimitd.core.providers import Bucket, BucketStats, LimitStats
 from ratelimitd.core.selection import bucket_availability
 
@@ -51,4 +52,12 @@ def bucket_statistics(bucket: Bucket, now: float, wall: float, *, history: bool 
         history=[entry.as_dict(now, wall) for entry in learner.history] if history and learner else [],
         why=availability.reason,
         available_in=None if available_in is None else round(available_in, 3),
+        events=NO_EVENTS if bucket.events is None else bucket.events.stats(now, wall),
+        fill=_fill(bucket, now),
     )
+
+
+def _fill(bucket: Bucket, now: float) -> float:
+    """Share of the primary unit's burst available now (0 when in debt or held)."""
+    primary = bucket.limiter.primary
+    return max(0.0, min(1.0, primary.available(now) / primary.burst)) if primary.burst > 0 else 0.0

@@ -19,11 +19,15 @@ class MetricsHooks(Protocol):
 
     def on_timeout(self, bucket: Bucket) -> None: ...
 
+    def on_busy(self, bucket: Bucket) -> None: ...
+
     def on_acquire_error(self, provider: str) -> None: ...
 
     def on_protocol_error(self, code: ErrorCode) -> None: ...
 
     def on_provider_dropped(self, provider: str) -> None: ...
+
+    def on_op(self, op: str, seconds: float) -> None: ...
 
 
 class NoMetrics:
@@ -33,6 +37,9 @@ class NoMetrics:
     def on_timeout(self, bucket: Bucket) -> None:
         pass
 
+    def on_busy(self, bucket: Bucket) -> None:
+        pass
+
     def on_acquire_error(self, provider: str) -> None:
         pass
 
@@ -40,4 +47,7 @@ class NoMetrics:
         pass
 
     def on_provider_dropped(self, provider: str) -> None:
+        pass
+
+    def on_op(self, op: str, seconds: float) -> None:
         pass

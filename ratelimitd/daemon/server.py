@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, deque
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -25,12 +26,14 @@ from ratelimitd.daemon.status import StatusSlices
 if TYPE_CHECKING:
     import socket
 
-__all__ = ("Connection", "UnixServer")
+__all__ = ("OPS", "SAMPLE_EVERY", "Connection", "UnixServer")
 
 logger = logging.getLogger(__name__)
 _OPEN_BRACE = ord("{")
 # When the kernel cannot say who connected: trusted nowhere, limited like one user.
 _UNKNOWN_PEER: Final = Peer(pid=0, uid=-1, gid=-1)
+SAMPLE_EVERY = 16  # request lines per timed one (the per-op latency histogram is sampled)
+OPS = frozenset({"hello", "ping", "acquire", "report", "status", "reset"})
 
 
 class Connection(asyncio.Protocol):
@@ -122,7 +125,8 @@ class Connection(asyncio.Protocol):
         # One split for the whole read: cheaper than a find() per line under pipelining.
         lines = data.split(b"\n")
         tail = lines.pop()  # after the last newline: an incomplete line (or b"")
-        limit = self._server.max_line_bytes
+        server = self._server
+        limit = server.max_line_bytes
         out = bytearray()
         self._out = out
         handle = self._handle_line
@@ -131,7 +135,14 @@ class Connection(asyncio.Protocol):
                 if len(line) > limit:
                     self._too_long()
                     return
-                handle(line)
+                server.until_sample -= 1
+                if server.until_sample:
+                    handle(line)
+                else:  # one line in SAMPLE_EVERY is timed, for the per-op latency histogram
+                    server.until_sample = SAMPLE_EVERY
+                    started = time.perf_counter()
+                    handle(line)
+                    server.timed(line, time.perf_counter() - started)
             if len(tail) > limit:
                 self._too_long()
                 return
@@ -309,6 +320,17 @@ class UnixServer:
         self.per_uid: Counter[int] = Counter()  # open connections per peer uid
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.until_sample = SAMPLE_EVERY
+
+    def timed(self, line: bytes, seconds: float) -> None:
+        """A sampled line took `seconds` to handle: its op goes to the metrics (bounded label)."""
+        try:
+            obj = decode(line)
+        except RatelimitdError:
+            return
+        op = obj.get("op") if type(obj) is dict else None
+        if op is not None:
+            self.service.metrics.on_op(op if op in OPS else "other", seconds)
 
     def count_error(self, code: ErrorCode) -> None:
         self.service.protocol_errors[code.value] += 1

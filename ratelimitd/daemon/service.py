@@ -104,6 +104,8 @@ class Service:
         self.refused_connections: Counter[tuple[str, str]] = Counter()
         self.idle_closed = 0
         self.untrusted_reports = 0  # reports that only counted: untrusted peer, not its permit
+        # Readiness and the last reload, kept current by the daemon, shown by the status op.
+        self.daemon_status: dict[str, object] = {}
         for bucket in self.registry.buckets():
             self._attach(bucket)
 
@@ -317,7 +319,7 @@ class Service:
         delay = queue.estimate(cost, now)
         if delay > wait_at_most:
             # FIFO at a known rate: it cannot be served in time, so say so now.
-            self._count_timeout(bucket)
+            self._count_timeout(bucket, busy=timeout == 0)
             raise self._timeout_error(delay)
         if queue.live >= self.config.server.max_waiters:
             self._count_timeout(bucket)
@@ -346,9 +348,12 @@ class Service:
         self._count_timeout(bucket)
         bucket.queue.cancel(waiter, self._timeout_error(retry_after))
 
-    def _count_timeout(self, bucket: Bucket) -> None:
+    def _count_timeout(self, bucket: Bucket, *, busy: bool = False) -> None:
         bucket.timeouts += 1
-        self.metrics.on_timeout(bucket)
+        if busy:  # a try-acquire (timeout 0) that found no permit: asked, not waited for
+            self.metrics.on_busy(bucket)
+        else:
+            self.metrics.on_timeout(bucket)
 
     @staticmethod
     def _timeout_error(retry_after: float, why: str = "") -> RatelimitdError:
@@ -517,7 +522,9 @@ class Service:
 
     def status_slices(self, request: StatusRequest, *, with_id: bool = True) -> StatusSlices:
         """The answer in pieces, so a status of many providers never stops the loop for long."""
-        extra = None if self.backend is None else {"backend": self.backend.status()}
+        extra: dict[str, Any] = {"daemon": self.daemon_status}
+        if self.backend is not None:
+            extra["backend"] = self.backend.status()
         return status_slices(self.registry, self.clock, request, with_id=with_id, extra=extra)
 
     def statistics(self, provider: str | None = None, *, history: bool = True) -> dict[str, ProviderStats]:

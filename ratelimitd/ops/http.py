@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self, cast
 
 import orjson
@@ -181,6 +182,8 @@ class HttpServer:
 
         self._readiness = readiness
         self._status = status
+        self.scrapes = 0  # /metrics answered (the daemon waits for one when it stops)
+        self._scraped_at: list[float] = []  # monotonic times of the last two scrapes
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -247,11 +250,22 @@ class HttpServer:
         """
         assert self._registry is not None
         families = list(self._registry.collect())
+        self.scrapes += 1
+        self._scraped_at = [*self._scraped_at[-1:], time.monotonic()]
         encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
         body = await asyncio.to_thread(encoder, _Collected(families))
         response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
         response.enable_compression()
         return response
+
+    def scrape_interval(self) -> float | None:
+        """The interval of regular scrapes, or None when nothing scraped twice lately."""
+        now = time.monotonic()
+        if len(self._scraped_at) < 2:
+            return None
+        previous, last = self._scraped_at
+        interval = last - previous
+        return interval if now - last <= 2 * interval + 1.0 else None
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return _json({"ok": True})

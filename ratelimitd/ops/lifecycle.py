@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, MutableMapping
 
     from ratelimitd.core.providers import Bucket
+    from ratelimitd.ops.http import HttpServer
 
 __all__ = ("Daemon", "raise_fd_limit")
 
@@ -80,7 +81,12 @@ class Daemon:
         self.bound: BoundSocket | None = None  # the socket file bound here (not systemd's)
         self.readiness = Readiness(config="loading", state="loading", socket="not bound yet")
         self.store: StateStore | None = None
-        self.http: object | None = None  # the HttpServer, when HTTP is enabled
+        self.http: HttpServer | None = None  # when HTTP is enabled
+        self.reloads: dict[str, int] = {"success": 0, "failure": 0}
+        self.last_reload_success_wall: float | None = None
+        self.last_reload_failed = False
+        self._socket_identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the bound path
+        self._last_reload_error: str | None = None
         self.backend: object | None = None  # the RedisBackend, with `[backend] kind = "redis"`
         self._dirty = False
         self._stop = asyncio.Event()
@@ -129,7 +135,9 @@ class Daemon:
                 idle_timeout=self.config.server.idle_timeout,
             )
             await server.start(sock)
+            self._socket_identity = self._path_identity()
             self.readiness.set("socket", True)
+            self.check_readiness()
             ticker = loop.create_task(self._tick_forever(service))
             stack.callback(ticker.cancel)
             for sig, handler in (
@@ -154,7 +162,8 @@ class Daemon:
 
     async def _shut_down(self, server: UnixServer, service: Service) -> None:
         self.notifier.stopping("stopping: answering waiters with shutting_down")
-        self.readiness.set("socket", False, "stopping")
+        self.readiness.set("stopping", False, "stopping")
+        await self._let_prometheus_see_it()
         server.stop_accepting()
         waiting = service.waiting()
         service.shut_down()
@@ -167,6 +176,60 @@ class Daemon:
                     await asyncio.sleep(0.01)
         server.close_connections()
         await asyncio.sleep(0)
+
+    async def _let_prometheus_see_it(self) -> None:
+        """While still serving, wait for the next /metrics scrape (ready 0) when something
+        scrapes this daemon regularly: at most 1.5 scrape intervals and `shutdown_timeout`."""
+        http = self.http
+        if http is None:
+            return
+        interval = http.scrape_interval()
+        if interval is None:
+            return
+        seen = http.scrapes
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(1.5 * interval, self.config.server.shutdown_timeout)):
+                while http.scrapes == seen:  # noqa: ASYNC110 (a scrape sets no event; 50 ms polls are cheap)
+                    await asyncio.sleep(0.05)
+
+    def _path_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the socket path now; None when it is gone."""
+        if self.socket_path is None:
+            return None
+        try:
+            st = os.stat(self.socket_path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check_readiness(self) -> None:
+        """Readiness from what can change under a running daemon: the socket path, the state file."""
+        if self._socket_identity is not None and not self.readiness.reasons().get("stopping"):
+            if self._path_identity() != self._socket_identity:
+                self.readiness.set(
+                    "socket",
+                    False,
+                    f"{self.socket_path} no longer leads to this daemon (removed or replaced); restart it",
+                )
+            else:
+                self.readiness.set("socket", True)
+        if self.store is not None:
+            problem = self.store.save_problem
+            self.readiness.set("state", problem is None, f"the state file cannot be written: {problem}")
+        if self.service is not None:
+            self.service.daemon_status = self.daemon_status()
+
+    def daemon_status(self) -> dict[str, object]:
+        """Readiness and the last reload, for the status op and /v1/status."""
+        return {
+            "ready": self.readiness.ready,
+            "not_ready": self.readiness.reasons(),
+            "reload": {
+                "ok": not self.last_reload_failed,
+                "last_success": self.last_reload_success_wall,
+                "error": self._last_reload_error,
+            },
+        }
 
     def _mark_dirty(self) -> None:
         self._dirty = True
@@ -181,6 +244,7 @@ class Daemon:
             await asyncio.sleep(TICK_INTERVAL)
             service.tick()
             service.drop_idle()  # looks only every few seconds
+            self.check_readiness()
             ticks += 1
             if ticks % SLOW_TICKS == 0:
                 flush_event_limits()  # the count of log lines held back in a storm
@@ -258,7 +322,9 @@ class Daemon:
 
             registry = CollectorRegistry(auto_describe=True)
             metrics = Metrics(registry, version=__version__, max_providers=self.config.server.max_providers)
-            metrics.attach(service, wall=self.clock.wall, ready=lambda: self.ready, saves=self.store)
+            metrics.attach(
+                service, wall=self.clock.wall, ready=lambda: self.ready, saves=self.store, daemon=self
+            )
             service.metrics = metrics
             if self.backend is not None:
                 from ratelimitd.backends.metrics import BackendCollector
@@ -314,6 +380,10 @@ class Daemon:
             config = load_config(self.config_path, self.environ)
         except ConfigError as exc:
             logger.error("reload failed; keeping the running configuration: %s", exc)
+            self.reloads["failure"] += 1
+            self.last_reload_failed = True
+            self._last_reload_error = str(exc)
+            self.check_readiness()
             self.notifier.ready("reload failed; running the previous configuration")
             return
         # The socket, HTTP listener, feature gates and learning settings change only on restart.
@@ -323,6 +393,11 @@ class Daemon:
         self.config = config
         for hook in self.on_reload:
             hook(config)
+        self.reloads["success"] += 1
+        self.last_reload_success_wall = self.clock.wall()
+        self.last_reload_failed = False
+        self._last_reload_error = None
+        self.check_readiness()
         logger.info("configuration reloaded from %s (%d providers)", config.source, len(config.providers))
         self.notifier.ready(f"serving on {self.socket_path}")
 

@@ -10,6 +10,7 @@ Every metric name is listed in docs/operations.md ("Metrics").
 from __future__ import annotations
 
 import logging
+import platform
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -36,16 +37,20 @@ __all__ = (
     "BUCKET_STATES",
     "FEATURES",
     "REFUSAL_REASONS",
+    "OPS",
+    "OP_BUCKETS",
     "WAIT_BUCKETS",
     "Metrics",
+    "DaemonView",
     "SaveCounts",
     "ServiceView",
 )
 
 logger = logging.getLogger(__name__)
 
-AcquireOutcome = Literal["granted", "timeout", "error"]
-ACQUIRE_OUTCOMES: tuple[AcquireOutcome, ...] = ("granted", "timeout", "error")
+AcquireOutcome = Literal["granted", "timeout", "busy", "error"]
+# busy: a try-acquire (timeout 0) found no permit; timeout: one that would wait got none in time.
+ACQUIRE_OUTCOMES: tuple[AcquireOutcome, ...] = ("granted", "timeout", "busy", "error")
 BUCKET_STATES = ("ok", "paused", "cooling_down", "exhausted", "disabled")
 FEATURES = ("learning", "recovery", "pacing", "persist")
 # Upper bounds of the acquire wait histogram, 0.1 ms to 60 s.
@@ -62,6 +67,14 @@ REFUSAL_REASONS: tuple[tuple[str, str], ...] = (
     ("socket", "max_connections_per_uid"),
     ("http", "max_connections"),
 )
+# Upper bounds of the per-op handling time histogram, 5 µs to 100 ms.
+OP_BUCKETS: tuple[float, ...] = (
+    0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+)  # fmt: skip
+_OP_BOUNDS = (*OP_BUCKETS, float("inf"))
+_OP_LE = (*(repr(b) for b in OP_BUCKETS), "+Inf")
+OPS = ("hello", "ping", "acquire", "report", "status", "reset", "other")
 
 
 class ServiceView(Protocol):
@@ -98,6 +111,19 @@ class SaveCounts(Protocol):
 
     @property
     def last_success_wall(self) -> float | None: ...
+
+
+class DaemonView(Protocol):
+    """What the collector reads from the daemon (`ratelimitd.ops.lifecycle.Daemon`)."""
+
+    @property
+    def reloads(self) -> Mapping[str, int]: ...  # result ("success", "failure") -> count
+
+    @property
+    def last_reload_success_wall(self) -> float | None: ...
+
+    @property
+    def last_reload_failed(self) -> bool: ...
 
 
 class _ProviderCounters:
@@ -139,6 +165,12 @@ class Metrics:
         self._saves: SaveCounts | None = None
         self._wall: Callable[[], float] = lambda: 0.0
         self._ready: Callable[[], bool] = lambda: False
+        self._daemon: DaemonView | None = None
+        # op -> (per-bucket counts, sum of seconds); every op's series start at 0.
+        self._ops: dict[str, tuple[list[int], list[float]]] = {
+            op: ([0] * len(_OP_BOUNDS), [0.0]) for op in OPS
+        }
+        self._start_wall: float | None = None
         registry.register(_Collector(self))
         ProcessCollector(registry=registry)
 
@@ -149,12 +181,15 @@ class Metrics:
         wall: Callable[[], float],
         ready: Callable[[], bool],
         saves: SaveCounts | None = None,
+        daemon: DaemonView | None = None,
     ) -> None:
-        """Read gauges from `service`, `wall()` (unix s), `ready()` and `saves` at each scrape."""
+        """Read gauges from `service`, `wall()` (unix s), `ready()`, `saves` and `daemon` at each scrape."""
         self._service = service
         self._wall = wall
         self._ready = ready
         self._saves = saves
+        self._daemon = daemon
+        self._start_wall = wall()
 
     # -- hooks (ratelimitd.daemon.metrics_hooks.MetricsHooks) ----------------------------------------
 
@@ -178,6 +213,13 @@ class Metrics:
             counters = bucket.metrics = self._counters(bucket.provider)
         counters.outcomes["timeout"] += 1
 
+    def on_busy(self, bucket: Bucket) -> None:
+        """One try-acquire (timeout 0) answered `timeout`: the caller asked, and did not wait."""
+        counters: _ProviderCounters | None = bucket.metrics
+        if counters is None:
+            counters = bucket.metrics = self._counters(bucket.provider)
+        counters.outcomes["busy"] += 1
+
     def on_acquire_error(self, provider: str) -> None:
         """One acquire of a provider the registry holds, refused with another error code."""
         self._counters(provider).outcomes["error"] += 1
@@ -185,6 +227,12 @@ class Metrics:
     def on_protocol_error(self, code: ErrorCode) -> None:
         """One error response sent, whatever the op."""
         self._protocol_errors[code.value] += 1
+
+    def on_op(self, op: str, seconds: float) -> None:
+        """A sampled request line of `op` took `seconds` to handle."""
+        counts, total = self._ops.get(op) or self._ops["other"]
+        counts[bisect_left(_OP_BOUNDS, seconds)] += 1
+        total[0] += seconds
 
     def on_provider_dropped(self, provider: str) -> None:
         """An idle provider was dropped: its series go (a later first use starts them at 0)."""
@@ -216,12 +264,13 @@ class Metrics:
             self._counters(name)
         yield from self._acquire_families()
         yield from _bucket_families(stats, self._wall())
-        yield from self._daemon_families()
+        yield from self._daemon_families(len(stats))
 
     def _acquire_families(self) -> Iterator[Metric]:
         acquires = CounterMetricFamily(
             "ratelimitd_acquires",
-            "Acquire requests answered, by provider and outcome (granted, timeout, error).",
+            "Acquire requests answered, by provider and outcome (granted; timeout; busy: a try-acquire "
+            "with timeout 0 found no permit; error).",
             labels=("provider", "outcome"),
         )
         waits = HistogramMetricFamily(
@@ -240,8 +289,22 @@ class Metrics:
             waits.add_metric((provider,), buckets, counters.wait_sum)
         yield acquires
         yield waits
+        ops = HistogramMetricFamily(
+            "ratelimitd_request_duration_seconds",
+            "Seconds the daemon spent handling a request line, by op (one line in 16 is timed); "
+            "an acquire's wait for its permit is not included.",
+            labels=("op",),
+        )
+        for op, (counts, total) in self._ops.items():
+            cumulative = 0
+            buckets = []
+            for le, count in zip(_OP_LE, counts, strict=True):
+                cumulative += count
+                buckets.append((le, cumulative))
+            ops.add_metric((op,), buckets, total[0])
+        yield ops
 
-    def _daemon_families(self) -> Iterator[Metric]:
+    def _daemon_families(self, providers: int) -> Iterator[Metric]:
         service = self._service
         errors = CounterMetricFamily(
             "ratelimitd_protocol_errors",
@@ -305,11 +368,47 @@ class Metrics:
             "1 when the daemon is ready to serve (/readyz).",
             value=1 if self._ready() else 0,
         )
+        yield from self._config_families(service, providers)
         info = GaugeMetricFamily(
-            "ratelimitd_build_info", "The running ratelimitd version; always 1.", labels=("version",)
+            "ratelimitd_build_info",
+            "The running ratelimitd: version, Python, learning policy and feature gates on; always 1.",
+            labels=("version", "python", "policy", "features"),
         )
-        info.add_metric((self._version,), 1)
+        policy = service.config.learning.policy if service is not None else ""
+        on = ",".join(name for name in FEATURES if gates.get(name)) or "none"
+        info.add_metric((self._version, platform.python_version(), policy, on), 1)
         yield info
+
+    def _config_families(self, service: ServiceView | None, providers: int) -> Iterator[Metric]:
+        """Reloads, and the provider count against its cap."""
+        daemon = self._daemon
+        reloads = CounterMetricFamily(
+            "ratelimitd_config_reloads", "Configuration reloads (SIGHUP), by result.", labels=("result",)
+        )
+        for result in ("success", "failure"):
+            reloads.add_metric((result,), daemon.reloads.get(result, 0) if daemon is not None else 0)
+        yield reloads
+        yield GaugeMetricFamily(
+            "ratelimitd_config_last_reload_successful",
+            "1 when the last reload worked (or none was tried), 0 after a failed one.",
+            value=0 if daemon is not None and daemon.last_reload_failed else 1,
+        )
+        last = daemon.last_reload_success_wall if daemon is not None else None
+        yield GaugeMetricFamily(
+            "ratelimitd_config_last_reload_success_timestamp_seconds",
+            "Unix time the running configuration was loaded (at start or by the last good reload).",
+            value=last if last is not None else (self._start_wall or 0.0),
+        )
+        yield GaugeMetricFamily(
+            "ratelimitd_providers",
+            "Providers known now: configured ones and those created on first use.",
+            value=providers,
+        )
+        yield GaugeMetricFamily(
+            "ratelimitd_providers_max",
+            "The cap on providers (server.max_providers).",
+            value=service.config.server.max_providers if service is not None else self._max_providers,
+        )
 
 
 def _bucket_families(stats: Mapping[str, ProviderStats], wall: float) -> Iterator[Metric]:
@@ -322,17 +421,29 @@ def _bucket_families(stats: Mapping[str, ProviderStats], wall: float) -> Iterato
         "Calls reported by clients, by HTTP status class (2xx, 3xx, 4xx, 429, 5xx, network_error).",
         labels=(*pb, "status_class"),
     )
-    reductions = CounterMetricFamily(
-        "ratelimitd_rate_reductions", "Times the rate was cut after 429s.", labels=pb
-    )
-    recoveries = CounterMetricFamily(
-        "ratelimitd_rate_recoveries",
-        "Times the rate was raised back toward the baseline.",
-        labels=pb,
+    changes = CounterMetricFamily(
+        "ratelimitd_rate_changes",
+        "Times the rate was changed, by direction (down, up) and reason (429s, retry_after, "
+        "announced_limit, pacing, quota, overload, auth, noise_undone, recovery, reset, other).",
+        labels=(*pb, "direction", "reason"),
     )
     pauses = CounterMetricFamily(
         "ratelimitd_pauses",
-        "Pauses of the whole bucket (Retry-After, quota reset, overload).",
+        "Pauses of the whole bucket, by reason (retry_after, overload, pacing, ...).",
+        labels=(*pb, "reason"),
+    )
+    paused = CounterMetricFamily(
+        "ratelimitd_paused_seconds", "Seconds the bucket spent paused, the running pause included.", labels=pb
+    )
+    resets = CounterMetricFamily("ratelimitd_resets", "Resets (the reset op) of the bucket.", labels=pb)
+    last_change = GaugeMetricFamily(
+        "ratelimitd_bucket_last_change_timestamp_seconds",
+        "Unix time of the bucket's last rate change, pause, spent quota or disable; `reason` says why.",
+        labels=(*pb, "reason"),
+    )
+    fill = GaugeMetricFamily(
+        "ratelimitd_bucket_fill_ratio",
+        "Share of the burst available now (requests, else the first unit); 0 when paused or in debt.",
         labels=pb,
     )
     malformed = CounterMetricFamily(
@@ -372,9 +483,18 @@ def _bucket_families(stats: Mapping[str, ProviderStats], wall: float) -> Iterato
             granted.add_metric(key, b.granted)
             for status_class, count in b.reports.items():
                 reports.add_metric((*key, status_class), count)
-            reductions.add_metric(key, b.reductions)
-            recoveries.add_metric(key, b.recoveries)
-            pauses.add_metric(key, b.pauses)
+            events = b.events
+            # The series alerts read start at 0; the others appear at their first event.
+            counts = {("down", "429s"): 0, **events.changes}
+            for (direction, cause), count in counts.items():
+                changes.add_metric((*key, direction, cause), count)
+            for cause, count in {"retry_after": 0, **events.pauses}.items():
+                pauses.add_metric((*key, cause), count)
+            paused.add_metric(key, events.paused_seconds)
+            resets.add_metric(key, events.resets)
+            if events.reason is not None and events.reason_since is not None:
+                last_change.add_metric((*key, events.reason), events.reason_since)
+            fill.add_metric(key, b.fill)
             malformed.add_metric(key, b.malformed_headers)
             for unit, limit in b.limits.items():
                 unit_key = (*key, unit)
@@ -388,8 +508,8 @@ def _bucket_families(stats: Mapping[str, ProviderStats], wall: float) -> Iterato
                 state.add_metric((*key, name), 1.0 if b.state == name else 0.0)
             remaining = 0.0 if b.paused_until is None else max(0.0, b.paused_until - wall)
             pause_left.add_metric(key, remaining)
-    yield from (granted, reports, reductions, recoveries, pauses, malformed)
-    yield from (rate, baseline, ratio, shadow, streak, waiters, state, pause_left)
+    yield from (granted, reports, changes, pauses, paused, resets, malformed)
+    yield from (rate, baseline, ratio, shadow, streak, waiters, state, pause_left, last_change, fill)
 
 
 class _Collector:

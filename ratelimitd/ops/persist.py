@@ -106,6 +106,7 @@ class StateStore:
         self._carried: dict[BucketKey, tuple[float, Mapping[str, object]]] = {}
         self._live: dict[BucketKey, tuple[float, Mapping[str, object]]] = {}  # the last save's
         self._warned: set[str] = set()
+        self.save_problem: str | None = None  # why the last save failed; None once one works
         self._evidence_kept: str | None = None
         self._lock_fd: int | None = None
         self._write_lock = threading.Lock()
@@ -274,6 +275,7 @@ class StateStore:
                 return False
             self.saves_ok += 1
             self.last_success_wall = now_wall
+            self.save_problem = None
             if self._warned:
                 self._log.info("saving state to %s works again", self.path)
                 self._warned.clear()
@@ -342,12 +344,14 @@ class StateStore:
     def note_failure(self, key: str, message: str) -> None:
         """Count a save that failed before reaching the store; logged once per `key`, with traceback."""
         self.saves_failed += 1
+        self.save_problem = message
         if key not in self._warned:
             self._warned.add(key)
             self._log.exception(message)
 
     def _fail(self, key: str, message: str, *args: object) -> None:
         self.saves_failed += 1
+        self.save_problem = message % args
         if key not in self._warned:
             self._warned.add(key)
             self._log.warning(message, *args)

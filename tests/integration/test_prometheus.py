@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -66,7 +67,17 @@ limits = [
 [providers.github]
 rate = "20/second"
 burst = 2
+
+[providers.floor]
+rate = "100/second"
+burst = 100
+
+[providers.keys]
+rate = "10/second"
+burst = 10
+buckets = ["revoked", "spent"]
 """
+RUNBOOK_BASE = "https://runbooks.example.test/ratelimitd"
 
 
 def tool(name: str) -> str:
@@ -113,21 +124,23 @@ class Stack:
     prometheus_url: str
     socket_path: Path
     log: Path
+    traffic_done: float = 0.0
 
     @property
     def instance(self) -> str:
         return f"127.0.0.1:{self.daemon_port}"
 
-    def query(self, expr: str) -> dict[str, Any]:
-        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    def query(self, expr: str, at: float | None = None) -> dict[str, Any]:
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode(params)
         try:
             answer: dict[str, Any] = get_json(url)
         except urllib.error.HTTPError as exc:  # 400 with Prometheus's error for a bad expression
             answer = json.loads(exc.read())
         return answer
 
-    def vector(self, expr: str) -> list[dict[str, Any]]:
-        answer = self.query(expr)
+    def vector(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        answer = self.query(expr, at)
         assert answer["status"] == "success", f"{expr}\n{answer}"
         result: list[dict[str, Any]] = answer["data"]["result"]
         return result
@@ -158,6 +171,12 @@ def drive_traffic(client: NdjsonClient) -> None:
         )
         assert report["ok"] is True
     assert client.request("report", provider="github", status=200)["ok"] is True
+    # Rounds of 429s down to the rate floor; a revoked key; a spent quota.
+    for _ in range(12):
+        permit = client.request("acquire", provider="floor", timeout=0)["permit"]
+        client.request("report", provider="floor", status=429, permit=permit)
+    client.request("report", provider="keys", bucket="revoked", status=401)
+    client.request("report", provider="keys", bucket="spent", status=429, reason="insufficient_quota")
     client.send_raw(b"{not json\n")
     assert client.read_response()["error"] == "invalid_json"
     assert client.request("frobnicate")["error"] == "unknown_op"
@@ -184,7 +203,11 @@ def stack(module_daemon_factory: DaemonFactory, tmp_path_factory: pytest.TempPat
         (tmp / "prometheus.yml").write_text(
             json.dumps(  # JSON is YAML
                 {
-                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "global": {
+                        "scrape_interval": "1s",
+                        "evaluation_interval": "1s",
+                        "external_labels": {"runbook_base": RUNBOOK_BASE},
+                    },
                     "rule_files": [str(DASHBOARDS / "alerts.yml")],
                     "scrape_configs": [
                         {
@@ -214,7 +237,7 @@ def stack(module_daemon_factory: DaemonFactory, tmp_path_factory: pytest.TempPat
 
         def prometheus_ready() -> bool:
             assert processes[-1].poll() is None, f"prometheus exited:\n{prometheus_log.read_text()}"
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):  # still starting: not JSON yet
                 return running.scrapes() >= 1
             return False
 
@@ -222,8 +245,11 @@ def stack(module_daemon_factory: DaemonFactory, tmp_path_factory: pytest.TempPat
         # Traffic between scrapes, so rate() and increase() see counters move.
         drive_traffic(client)
         client.close()
+        # A reload that fails: reported, and the daemon stays ready.
+        daemon.reload(config.replace("burst = 2", "burts = 2"), outcome="reload failed")
         seen = running.scrapes()
         wait_for("two more scrapes", lambda: running.scrapes() >= seen + 2, prometheus_log.read_text)
+        running.traffic_done = time.time()  # recovery climbs later: alerts are judged here
         yield running
     finally:
         for process in reversed(processes):
@@ -314,7 +340,7 @@ def test_expression_helpers() -> None:
     assert substitute(
         'a{p=~"$provider"}[$__rate_interval] ${x}', {"provider": "o", "__rate_interval": "1m", "x": "y"}
     ) == ('a{p=~"o"}[1m] y')
-    assert len(alert_rules()) == 6
+    assert len(alert_rules()) == 9
     assert len(dashboard_exprs()) >= 25
 
 
@@ -344,8 +370,8 @@ def test_dashboard_shows_the_traffic(stack: Stack) -> None:
         ' / sum(rate(ratelimitd_reports_total{provider="openai"}[5m]))'
     )
     assert 0 < float(ratio[0]["value"][1]) < 1
-    timeouts = stack.vector('ratelimitd_acquires_total{provider="github", outcome="timeout"}')
-    assert float(timeouts[0]["value"][1]) >= 2  # at least one per drive_traffic
+    busy = stack.vector('ratelimitd_acquires_total{provider="github", outcome="busy"}')
+    assert float(busy[0]["value"][1]) >= 2  # try-acquires without a permit: at least one per drive_traffic
     refused = stack.vector('ratelimitd_acquires_total{provider="openai", outcome="error"}')
     assert float(refused[0]["value"][1]) >= 4  # cost_too_large and all_buckets_exhausted, twice
     waited = stack.vector('ratelimitd_acquire_wait_seconds_bucket{provider="openai", le="0.0001"}')
@@ -367,7 +393,11 @@ def test_dashboard_shows_the_traffic(stack: Stack) -> None:
 def test_template_variables_find_providers_and_buckets(stack: Stack) -> None:
     variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
     values = grafana_values(stack, all_selected=False)
-    expected = {"instance": {stack.instance}, "provider": {"openai", "github"}, "bucket": {"key1", "key2"}}
+    expected = {
+        "instance": {stack.instance},
+        "provider": {"openai", "github", "floor", "keys"},
+        "bucket": {"key1", "key2"},
+    }
     for name, want in expected.items():
         query = substitute(variables[name]["query"]["query"], values)
         match = re.fullmatch(r"label_values\((.*), (\w+)\)", query)
@@ -388,12 +418,54 @@ def test_every_alert_expression_parses_and_its_signal_returns_data(stack: Stack)
         assert stack.vector(signal), f"{name}: no data for {signal}"
 
 
+def alert_expr(name: str) -> str:
+    return dict(alert_rules())[name]
+
+
+@pytest.mark.timeout(120)
+def test_the_alert_expressions_find_what_the_traffic_did(stack: Stack) -> None:
+    """Each alert's whole expression, on the real Prometheus, at the end of the traffic."""
+
+    def found(name: str) -> set[tuple[str, ...]]:
+        rows = stack.vector(alert_expr(name), at=stack.traffic_done)
+        return {tuple(row["metric"].get(k, "") for k in ("provider", "bucket")) for row in rows}
+
+    assert found("RatelimitdKeyDisabled") == {("keys", "revoked")}
+    assert found("RatelimitdQuotaExhausted") == {("keys", "spent")}
+    assert found("RatelimitdRateAtFloor") == {("floor", "default")}
+    assert found("RatelimitdReloadFailed") == {("", "")}
+    assert found("RatelimitdNotReady") == set()  # a failed reload leaves the daemon ready
+    # Try-acquires on github found no permit: asked, not waited for; not counted against it.
+    rows = stack.vector(alert_signal(alert_expr("RatelimitdAcquireTimeoutsRising")), at=stack.traffic_done)
+    github = [float(r["value"][1]) for r in rows if r["metric"]["provider"] == "github"]
+    assert github == [0.0]
+    reasons = stack.vector(
+        'sum by (provider, direction, reason) (ratelimitd_rate_changes_total{provider="floor"}) > 0',
+        at=stack.traffic_done,
+    )
+    # Cut by 429s (and maybe climbing back between the two rounds of traffic): nothing else.
+    changes = {(r["metric"]["direction"], r["metric"]["reason"]) for r in reasons}
+    assert ("down", "429s") in changes
+    assert changes <= {("down", "429s"), ("up", "recovery")}
+
+
+@pytest.mark.timeout(120)
+def test_runbook_links_are_absolute_from_the_configured_base(stack: Stack) -> None:
+    def active() -> list[dict[str, Any]]:
+        alerts: list[dict[str, Any]] = get_json(f"{stack.prometheus_url}/api/v1/alerts")["data"]["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == "RatelimitdKeyDisabled"]
+
+    wait_for("RatelimitdKeyDisabled pending or firing", lambda: bool(active()))
+    (alert,) = active()
+    assert alert["annotations"]["runbook_url"] == f"{RUNBOOK_BASE}#ratelimitdkeydisabled"
+
+
 @pytest.mark.timeout(120)
 def test_prometheus_evaluates_the_rules_without_error(stack: Stack) -> None:
     def evaluated() -> bool:
         groups = get_json(f"{stack.prometheus_url}/api/v1/rules")["data"]["groups"]
         rules = [rule for group in groups for rule in group["rules"]]
-        return len(rules) == 6 and all(rule["lastEvaluation"] > "2000" for rule in rules)
+        return len(rules) == 9 and all(rule["lastEvaluation"] > "2000" for rule in rules)
 
     wait_for("the rules to be evaluated", evaluated)
     groups = get_json(f"{stack.prometheus_url}/api/v1/rules")["data"]["groups"]
@@ -425,7 +497,7 @@ def test_promtool_checks_and_tests_the_rules() -> None:
         check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 6 rules found" in checked.stdout
+    assert "SUCCESS: 9 rules found" in checked.stdout
     tested = subprocess.run(
         [promtool, "test", "rules", "alerts_test.yml"],
         cwd=DASHBOARDS,

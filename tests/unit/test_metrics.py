@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass, field
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ratelimitd.core.causes import EventStats
 from ratelimitd.core.errors import ErrorCode
 from ratelimitd.core.providers import STATUS_CLASSES, Bucket, BucketStats, LimitStats, ProviderStats
 from ratelimitd.daemon.config import Config, Features
@@ -77,7 +79,22 @@ def make_service() -> StubService:
         providers={
             "openai": ProviderStats(
                 buckets={
-                    "key1": bucket_stats(),
+                    "key1": bucket_stats(
+                        events=EventStats(
+                            changes={
+                                ("down", "429s"): 2,
+                                ("down", "announced_limit"): 1,
+                                ("up", "recovery"): 1,
+                            },
+                            pauses={"overload": 1},
+                            paused_seconds=1.5,
+                            resets=1,
+                            reason="429s",
+                            reason_since=WALL - 30,
+                            last_429=WALL - 31,
+                        ),
+                        fill=0.25,
+                    ),
                     "key2": bucket_stats(state="ok", paused_until=None, streak=0),
                 },
                 configured=True,
@@ -160,13 +177,26 @@ def test_gauges_and_bucket_counters_from_statistics(registry: CollectorRegistry)
         return registry.get_sample_value(name, labels)
 
     key1 = {"provider": "openai", "bucket": "key1"}
+    key2 = {"provider": "openai", "bucket": "key2"}
     assert sample("ratelimitd_permits_granted_total", **key1) == 42
     assert sample("ratelimitd_reports_total", **key1, status_class="429") == 7
     assert sample("ratelimitd_reports_total", **key1, status_class="2xx") == 30
     assert sample("ratelimitd_reports_total", **key1, status_class="network_error") == 0
-    assert sample("ratelimitd_rate_reductions_total", **key1) == 2
-    assert sample("ratelimitd_rate_recoveries_total", **key1) == 1
-    assert sample("ratelimitd_pauses_total", **key1) == 1
+    assert sample("ratelimitd_rate_changes_total", **key1, direction="down", reason="429s") == 2
+    assert sample("ratelimitd_rate_changes_total", **key1, direction="down", reason="announced_limit") == 1
+    assert sample("ratelimitd_rate_changes_total", **key1, direction="up", reason="recovery") == 1
+    # The series alerts read start at 0 on a bucket without events.
+    assert sample("ratelimitd_rate_changes_total", **key2, direction="down", reason="429s") == 0
+    assert sample("ratelimitd_rate_changes_total", **key2, direction="up", reason="recovery") is None
+    assert sample("ratelimitd_pauses_total", **key1, reason="retry_after") == 0
+    assert sample("ratelimitd_pauses_total", **key1, reason="overload") == 1
+    assert sample("ratelimitd_paused_seconds_total", **key1) == 1.5
+    assert sample("ratelimitd_resets_total", **key1) == 1
+    assert sample("ratelimitd_bucket_last_change_timestamp_seconds", **key1, reason="429s") == WALL - 30
+    assert sample("ratelimitd_bucket_last_change_timestamp_seconds", **key2, reason="429s") is None
+    assert sample("ratelimitd_bucket_fill_ratio", **key1) == 0.25
+    assert sample("ratelimitd_providers") == 2
+    assert sample("ratelimitd_providers_max") == 1000
     assert sample("ratelimitd_malformed_headers_total", **key1) == 5
     assert sample("ratelimitd_bucket_rate_per_second", **key1, unit="tokens") == 500.0
     assert sample("ratelimitd_bucket_baseline_per_second", **key1, unit="tokens") == 1000.0
@@ -191,7 +221,16 @@ def test_gauges_and_bucket_counters_from_statistics(registry: CollectorRegistry)
     assert sample("ratelimitd_feature_enabled", feature="persist") == 1
     assert sample("ratelimitd_connected_clients") == 3
     assert sample("ratelimitd_waiting_acquires") == 4
-    assert sample("ratelimitd_build_info", version="1.2.3") == 1
+    assert (
+        sample(
+            "ratelimitd_build_info",
+            version="1.2.3",
+            python=platform.python_version(),
+            policy="adaptive",
+            features="learning,persist",
+        )
+        == 1
+    )
     assert sample("ratelimitd_ready") == 0
     ready[0] = True
     service.connected_clients = 7
@@ -229,8 +268,8 @@ def test_exposition_follows_naming_rules(registry: CollectorRegistry) -> None:
     for name, family in ours.items():
         if family.type == "counter":
             assert all(s.name == f"{name}_total" for s in family.samples), name
-        if name.endswith("_seconds"):
-            assert family.type in {"histogram", "gauge"}, name
+        if name.endswith("_seconds"):  # counters of seconds are `..._seconds_total`
+            assert family.type in {"histogram", "gauge", "counter"}, name
     allowed = {
         "provider",
         "bucket",
@@ -241,9 +280,15 @@ def test_exposition_follows_naming_rules(registry: CollectorRegistry) -> None:
         "state",
         "feature",
         "version",
+        "python",
+        "policy",
+        "features",
+        "direction",
+        "reason",
+        "result",
+        "op",
         "le",
         "listener",
-        "reason",
     }
     assert {label for f in ours.values() for s in f.samples for label in s.labels} <= allowed
     assert set(ours) == {
@@ -251,10 +296,19 @@ def test_exposition_follows_naming_rules(registry: CollectorRegistry) -> None:
         "ratelimitd_acquire_wait_seconds",
         "ratelimitd_permits_granted",
         "ratelimitd_reports",
-        "ratelimitd_rate_reductions",
-        "ratelimitd_rate_recoveries",
+        "ratelimitd_rate_changes",
         "ratelimitd_pauses",
+        "ratelimitd_paused_seconds",
+        "ratelimitd_resets",
         "ratelimitd_malformed_headers",
+        "ratelimitd_request_duration_seconds",
+        "ratelimitd_bucket_fill_ratio",
+        "ratelimitd_bucket_last_change_timestamp_seconds",
+        "ratelimitd_config_reloads",
+        "ratelimitd_config_last_reload_successful",
+        "ratelimitd_config_last_reload_success_timestamp_seconds",
+        "ratelimitd_providers",
+        "ratelimitd_providers_max",
         "ratelimitd_protocol_errors",
         "ratelimitd_state_saves",
         "ratelimitd_bucket_rate_per_second",
@@ -294,3 +348,42 @@ def test_metrics_and_no_metrics_implement_the_hooks(registry: CollectorRegistry)
         registry.get_sample_value("ratelimitd_acquires_total", {"provider": "openai", "outcome": "error"})
         == 1
     )
+
+
+@dataclass
+class StubDaemon:
+    reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
+    last_reload_success_wall: float | None = None
+    last_reload_failed: bool = False
+
+
+def test_reloads_ops_and_dropped_providers(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry, version="1", max_providers=10)
+    daemon = StubDaemon()
+    metrics.attach(make_service(), wall=lambda: WALL, ready=lambda: True, daemon=daemon)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert sample("ratelimitd_config_reloads_total", result="failure") == 0
+    assert sample("ratelimitd_config_last_reload_successful") == 1
+    assert sample("ratelimitd_config_last_reload_success_timestamp_seconds") == WALL  # loaded at start
+    daemon.reloads["failure"] = 1
+    daemon.last_reload_failed = True
+    assert sample("ratelimitd_config_reloads_total", result="failure") == 1
+    assert sample("ratelimitd_config_last_reload_successful") == 0
+    daemon.reloads["success"], daemon.last_reload_failed, daemon.last_reload_success_wall = 1, False, WALL + 9
+    assert sample("ratelimitd_config_last_reload_success_timestamp_seconds") == WALL + 9
+
+    assert sample("ratelimitd_request_duration_seconds_count", op="status") == 0
+    metrics.on_op("acquire", 0.00002)
+    metrics.on_op("acquire", 0.5)
+    metrics.on_op("frobnicate", 0.001)
+    assert sample("ratelimitd_request_duration_seconds_bucket", op="acquire", le="2.5e-05") == 1
+    assert sample("ratelimitd_request_duration_seconds_bucket", op="acquire", le="+Inf") == 2
+    assert sample("ratelimitd_request_duration_seconds_count", op="other") == 1
+
+    metrics.on_granted(bucket("gone"), 0.0)
+    assert sample("ratelimitd_acquires_total", provider="gone", outcome="granted") == 1
+    metrics.on_provider_dropped("gone")
+    assert sample("ratelimitd_acquires_total", provider="gone", outcome="granted") is None
