@@ -196,10 +196,21 @@ def run(seconds: float) -> tuple[list[Row], list[tuple[int, int, float, float]]]
         directory = Path(tmp)
         with redis_server(directory) as url:
             for hosts in HOSTS:
-                with daemons(directory, hosts, "", FREE, f"m{hosts}") as paths:
-                    speed.append(hosts_run("memory (no sharing)", "daemon", paths, seconds))
-                with daemons(directory, hosts, url, FREE, f"r{hosts}") as paths:
-                    speed.append(hosts_run("redis backend", "daemon", paths, seconds))
+                # Memory and redis rows alternate, best of two each: the machine's other load
+                # moves between rows, and the best run is the least disturbed.
+                with (
+                    daemons(directory, hosts, "", FREE, f"m{hosts}") as memory,
+                    daemons(directory, hosts, url, FREE, f"r{hosts}") as shared,
+                ):
+                    runs = [
+                        hosts_run(name, "daemon", paths, seconds)
+                        for _ in range(2)
+                        for name, paths in (("memory (no sharing)", memory), ("redis backend", shared))
+                    ]
+                speed.extend(
+                    max((r for r in runs if r.contender == name), key=lambda r: r.total_per_second)
+                    for name in ("memory (no sharing)", "redis backend")
+                )
                 speed.append(hosts_run("round trip per acquire", "round_trip", [url] * hosts, seconds))
             limit = f'rate = "{LIMIT_RATE:g}/second"\nburst = {LIMIT_BURST}'
             for hosts in HOSTS:
