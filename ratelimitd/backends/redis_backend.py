@@ -400,6 +400,9 @@ class RedisBackend:
                 if not shared.dirty:
                     return
                 reset = False
+        except BackendDown:
+            shared.dirty = True  # written when Redis answers again (`_sync`)
+            raise
         finally:
             shared.publishing = False
 
@@ -434,17 +437,17 @@ class RedisBackend:
         )
 
     async def _sync(self, shared: _Shared) -> None:
-        """Join the fleet: adopt Redis's learned state, or give Redis ours if it has none."""
-        version = (await self._call("fetch", [shared.learned_key], [], deadline=self._slow_deadline))[0]
-        if version:
-            if int(version) != shared.version:
-                await self._adopt(shared)
-            if shared.dirty and not shared.publishing:
-                await self._publish(shared)
-            return
-        # Redis has nothing (new, or restarted empty): what this host learned goes back in.
-        shared.version = 0
-        if signature(shared.bucket.learner, self._now()) != NOTHING_LEARNED or shared.dirty:
+        """Join the fleet: what this host learned while apart goes in (compare-and-set on the
+        version there now); otherwise adopt Redis's state, or give Redis ours if it has none."""
+        reply = await self._call("fetch", [shared.learned_key], [], deadline=self._slow_deadline)
+        there = int(reply[0]) if reply[0] else 0
+        if shared.dirty:
+            shared.version = there
+            await self._publish(shared)  # a host that decided in the meantime wins: adopted
+        elif there and there != shared.version:
+            await self._adopt(shared)
+        elif not there and signature(shared.bucket.learner, self._now()) != NOTHING_LEARNED:
+            shared.version = 0  # Redis is new or restarted empty: it gets our state back
             await self._publish(shared)
 
     async def _listen(self) -> None:

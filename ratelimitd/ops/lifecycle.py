@@ -303,7 +303,13 @@ class Daemon:
         if self.config.backend.kind == "memory":
             return
         # redis-py is imported only by daemons that use it.
-        from ratelimitd.backends.redis_backend import RedisBackend
+        try:
+            from ratelimitd.backends.redis_backend import RedisBackend
+        except ImportError as exc:
+            raise ConfigError(
+                self.config.source,
+                [f"backend.kind: 'redis' needs redis-py ({exc}): pip install 'ratelimitd[redis]'"],
+            ) from exc
 
         backend = RedisBackend(self.config.backend, service, self.readiness)
         await backend.start()

@@ -324,3 +324,16 @@ def test_tls_to_a_plain_server_is_a_clear_error(daemon_factory: DaemonLauncher, 
         daemon.stop()
     finally:
         server.stop()
+
+
+def test_changing_the_backend_kind_on_reload_says_a_restart_is_needed(
+    daemon_factory: DaemonLauncher, redis_server: RedisServer
+) -> None:
+    memory = '[providers.api]\nrate = "200/s"\nburst = 20\n'
+    daemon = daemon_factory(memory)
+    daemon.reload(backend_config(redis_server.url, "a"))
+    assert "[backend] kind changed from memory to redis: this needs a restart; still running on memory" in (
+        daemon.log()
+    )
+    assert "backend" not in daemon.request("status")
+    assert daemon.request("acquire", provider="api")["ok"] is True
