@@ -23,6 +23,8 @@ from ratelimitd.daemon.config import Config, load_config
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from ratelimitd.core.peers import Trust
+
 __all__ = ("main",)
 
 STARTUP_FAILURE = 3
@@ -96,13 +98,25 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  features: {', '.join(k for k, v in config.features.as_dict().items() if v) or 'none'}")
     print(f"  policy: {config.learning.policy}")
     print(f"  backend: {_backend_line(config)}")
+    print(f"  trusted to report and reset: {_trust_line(config.trusted_peers)}")
     for name, provider in config.providers.items():
         limits = ", ".join(
             f"{lim.unit} {format_rate(lim.count / lim.period, lim.period)} (burst {lim.burst:g})"
             for lim in provider.limits
         )
-        print(f"  provider {name}: {limits}; buckets {', '.join(provider.buckets)} ({provider.selection})")
+        trust = "" if provider.trusted_peers is None else f"; trusted {_trust_line(provider.trusted_peers)}"
+        buckets = f"buckets {', '.join(provider.buckets)} ({provider.selection})"
+        print(f"  provider {name}: {limits}; {buckets}{trust}")
     return 0
+
+
+def _trust_line(trust: Trust | None) -> str:
+    """Whom `trust` names beside the daemon's user and root (docs/security.md)."""
+    if trust is None:
+        return "the daemon's user, root and the socket's group"
+    uids = ", ".join(map(str, sorted(trust.uids))) or "none"
+    gids = ", ".join(map(str, sorted(trust.gids))) or "none"
+    return f"the daemon's user, root, uids {uids}, gids {gids}"
 
 
 def _backend_line(config: Config) -> str:

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hostile import ThrowawayUser, public_dir, run_as, throwaway_user
+from hostile import ThrowawayUser, as_user_command, public_dir, run_as, throwaway_user
+from support import clean_env
+
+from ratelimitd.cli.commands import EX_NOPERM
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -147,6 +151,23 @@ def test_an_untrusted_reset_is_forbidden(
     assert daemon.bucket_status("p")["state"] == "paused"  # still: the reset did nothing
     assert daemon.request("reset", provider="p")["ok"] is True  # root may
     assert daemon.bucket_status("p")["state"] == "ok"
+
+
+def test_the_cli_says_forbidden_with_its_own_exit_code(
+    daemon_factory: DaemonFactory, short_dir: Path, user: ThrowawayUser
+) -> None:
+    daemon = start(daemon_factory, short_dir)
+    done = subprocess.run(
+        as_user_command(user, "-m", "ratelimitd", "reset", "p", "--socket", str(daemon.socket_path)),
+        env=clean_env({"HOME": str(user.home)}),
+        cwd=user.home,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == EX_NOPERM, done
+    assert f"forbidden: provider: uid {user.uid} may not reset 'p'" in done.stderr
 
 
 def test_trust_given_to_a_user_for_one_provider(
