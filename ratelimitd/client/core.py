@@ -28,7 +28,7 @@ from ratelimitd.client.types import (
     permit_from_response,
 )
 from ratelimitd.core.errors import ErrorCode
-from ratelimitd.core.paths import default_socket_path
+from ratelimitd.core.paths import client_socket_path
 
 if TYPE_CHECKING:
     import logging
@@ -55,6 +55,10 @@ class ClientOptions(TypedDict, total=False):
     connect_attempts: int
     fallback_probe_interval: float
     daemon_user: str | int | None
+
+
+def _exists(path: Path) -> bool:
+    return os.path.exists(path)
 
 
 def local_timeout(retry_after: float) -> PermitTimeout:
@@ -93,8 +97,10 @@ class ClientCore(ABC, Generic[LimiterT]):
             raise ValueError(f"fallback: must be 'raise' or 'local', got {fallback!r}")
         if not fallback_rate > 0:
             raise ValueError(f"fallback_rate: must be > 0 permits per second, got {fallback_rate!r}")
-        path = socket_path if socket_path is not None else default_socket_path(os.environ, os.getuid())
-        self.socket_path = str(path)
+        if socket_path is None:
+            # The per-user default, or the system daemon's socket when only that one is there.
+            socket_path = client_socket_path(os.environ, os.getuid(), _exists)
+        self.socket_path = str(socket_path)
         #: Users whose daemon this client talks to (daemon_check.py).
         self.trusted_daemon_uids = trusted_daemon_uids(daemon_user, os.environ)
         self.fallback: Fallback = fallback

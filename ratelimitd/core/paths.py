@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
-__all__ = ("SOCKET_NAME", "default_socket_path", "default_state_path")
+__all__ = ("SOCKET_NAME", "SYSTEM_SOCKET", "client_socket_path", "default_socket_path", "default_state_path")
 
 SOCKET_NAME = "ratelimitd.sock"
+#: Where the systemd units put the socket (ratelimitd.socket, `RuntimeDirectory=ratelimitd`).
+SYSTEM_SOCKET = Path("/run/ratelimitd") / SOCKET_NAME
 
 
 def default_socket_path(environ: Mapping[str, str], uid: int) -> Path:
@@ -29,6 +31,19 @@ def default_socket_path(environ: Mapping[str, str], uid: int) -> Path:
     if xdg := environ.get("XDG_RUNTIME_DIR"):
         return Path(xdg) / SOCKET_NAME
     return Path(f"/tmp/ratelimitd-{uid}") / SOCKET_NAME
+
+
+def client_socket_path(environ: Mapping[str, str], uid: int, exists: Callable[[Path], bool]) -> Path:
+    """The socket a client connects to when given none: `default_socket_path`, except that
+    when nothing is at that per-user path but the system daemon's socket exists, that one.
+
+    `$RATELIMITD_SOCKET` is always taken as given. `exists` tells whether a path exists
+    (the caller passes `os.path.exists`; tests pass a set's membership).
+    """
+    path = default_socket_path(environ, uid)
+    if environ.get("RATELIMITD_SOCKET") or exists(path) or not exists(SYSTEM_SOCKET):
+        return path
+    return SYSTEM_SOCKET
 
 
 def default_state_path(environ: Mapping[str, str], home: Path) -> Path:

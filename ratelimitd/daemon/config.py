@@ -99,6 +99,8 @@ class ServerConfig:
     log_level: LogLevel = "info"
     log_format: LogFormat = "text"
     create_providers: bool = True
+    # A provider created on first use whose name is a built-in profile (`openai`, ...) gets it.
+    profiles_on_first_use: bool = True
     idle_ttl: float = 3600.0  # providers created on first use and idle this long are dropped; 0: never
 
 
@@ -156,8 +158,26 @@ class Config:
     trusted_peers: Trust | None = None
 
     def provider_for(self, name: str) -> ProviderConfig:
-        """The configured provider, or one made from the defaults (created on demand)."""
-        return self.providers.get(name) or ProviderConfig(name=name, limits=self.default_limits)
+        """The configured provider, or one created on demand: the built-in profile of that
+        name (its limits and header trust) when `server.profiles_on_first_use`, else the defaults."""
+        configured = self.providers.get(name)
+        if configured is not None:
+            return configured
+        if self.server.profiles_on_first_use:
+            from ratelimitd.core.headers.profiles import PROFILES
+
+            profile = PROFILES.get(name)
+            if profile is not None:
+                return ProviderConfig(
+                    name=name,
+                    limits=tuple(
+                        LimitConfig(unit=lim.unit, count=lim.rate, period=lim.period_seconds, burst=lim.burst)
+                        for lim in profile.limits
+                    ),
+                    profile=name,
+                    trust_headers=profile.trust_headers,
+                )
+        return ProviderConfig(name=name, limits=self.default_limits)
 
 
 def _parse_limit(raw: Any, path: str, problems: Problems) -> LimitConfig | None:
@@ -375,6 +395,7 @@ _SERVER = {
     "log_level": "choice:debug|info|warning|error",
     "log_format": "choice:text|json",
     "create_providers": "bool",
+    "profiles_on_first_use": "bool",
     "idle_ttl": "seconds",
 }
 _HTTP = {

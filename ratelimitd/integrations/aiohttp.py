@@ -23,6 +23,7 @@ import aiohttp
 
 from ratelimitd.client.retry import DEFAULT_IDEMPOTENCY_HEADER, RetryPolicy
 from ratelimitd.client.retry_calls import AttemptContext, Outcome, call_async, error_reason
+from ratelimitd.integrations.bucket_headers import check_bucket_headers, headers_for
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -53,7 +54,9 @@ class RateLimitMiddleware:
     :param policy: a `RetryPolicy` or a preset name (`download`, `validate`, `resolve`, `extract`,
         `manifest_fetch`).
     :param bucket_headers: provider -> bucket -> headers to set for that bucket, e.g. its
-        `Authorization`; the daemon only ever sees bucket names.
+        `Authorization`; the daemon only ever sees bucket names. A bucket given no headers is
+        refused here, and a granted bucket the map does not name raises `MissingBucketHeaders`
+        instead of sending the request without a key.
     :param idempotency_header: the header carrying the key shared by every attempt.
     :param cost: the cost of one request (a number of `requests`, or units -> amounts).
     :param read_error_bodies: read a JSON error body (up to 64 KiB) for the provider's error code,
@@ -71,6 +74,9 @@ class RateLimitMiddleware:
     read_error_bodies: bool = True
     rng: Callable[[], float] = random.random
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def __post_init__(self) -> None:
+        check_bucket_headers(self.bucket_headers)
 
     def for_provider(self, provider: str, *, policy: RetryPolicy | str | None = None) -> RateLimitMiddleware:
         """The same middleware for one provider (and policy), to pass as a request's `middlewares`."""
@@ -94,7 +100,7 @@ class RateLimitMiddleware:
         async def send(ctx: AttemptContext) -> ClientResponse:
             for name in bucket_names:
                 request.headers.popall(name, None)
-            request.headers.update(per_bucket.get(ctx.bucket, {}))
+            request.headers.update(headers_for(provider, per_bucket, ctx.bucket))
             request.headers.update(ctx.headers)
             return await handler(request)
 

@@ -24,6 +24,7 @@ import orjson
 from ratelimitd.client.errors import BadRequest, RatelimitdClientError
 from ratelimitd.client.retry import RetriesExhausted, RetryPolicy
 from ratelimitd.client.retry_calls import Outcome, call_async, call_sync, error_reason, rate_limit_headers
+from ratelimitd.integrations.bucket_headers import check_bucket_headers, headers_for
 from ratelimitd.integrations.tokens import TOKEN_UNITS, TokenUsage, estimate_body
 from ratelimitd.integrations.usage_stream import UsageReader
 
@@ -137,10 +138,7 @@ class _Settings(Generic[RequestT]):
         self.cost = cost
         self.settle_usage = settle_usage
         self.rng = rng
-        for name, buckets in self.bucket_headers.items():
-            for bucket, headers in buckets.items():
-                if not headers:
-                    raise ValueError(f"bucket_headers[{name!r}][{bucket!r}]: no headers (no API key) given")
+        check_bucket_headers(self.bucket_headers)
 
     def provider_for(self, request: RequestT) -> str | None:
         """The provider of a request: the fixed one, else by `host:port`, else by host."""
@@ -162,7 +160,7 @@ class _Settings(Generic[RequestT]):
             headers = request.headers
             for name in names:  # no key of another bucket may stay on a retried request
                 headers.pop(name, None)
-            headers.update(per_bucket.get(ctx.bucket, {}))
+            headers.update(headers_for(provider, per_bucket, ctx.bucket))
             headers.update(ctx.headers)
 
         return prepare

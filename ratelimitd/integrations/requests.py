@@ -26,6 +26,7 @@ from requests.adapters import HTTPAdapter
 from ratelimitd.client.errors import BadRequest, RatelimitdClientError
 from ratelimitd.client.retry import DEFAULT_IDEMPOTENCY_HEADER, RetriesExhausted, RetryPolicy
 from ratelimitd.client.retry_calls import Outcome, call_sync, error_reason, rate_limit_headers
+from ratelimitd.integrations.bucket_headers import check_bucket_headers, headers_for
 from ratelimitd.integrations.httpx_base import ONE_ATTEMPT, report_failed, used_units
 from ratelimitd.integrations.tokens import TOKEN_UNITS, estimate_body
 from ratelimitd.integrations.usage_stream import UsageReader
@@ -90,10 +91,7 @@ class RateLimitAdapter(HTTPAdapter):
         **adapter_options: Any,
     ) -> None:
         super().__init__(**adapter_options)
-        for name, buckets in (bucket_headers or {}).items():
-            for bucket, headers in buckets.items():
-                if not headers:
-                    raise ValueError(f"bucket_headers[{name!r}][{bucket!r}]: no headers (no API key) given")
+        check_bucket_headers(bucket_headers or {})
         self.client = client
         self.hosts = dict(hosts or {})
         self.provider = provider
@@ -124,7 +122,7 @@ class RateLimitAdapter(HTTPAdapter):
         def attempt(ctx: AttemptContext) -> Response:
             for name in names:
                 request.headers.pop(name, None)
-            request.headers.update({**per_bucket.get(ctx.bucket, {}), **ctx.headers})
+            request.headers.update({**headers_for(provider, per_bucket, ctx.bucket), **ctx.headers})
             permits.append(ctx.permit)
             try:
                 return super(RateLimitAdapter, self).send(request, *args, **kwargs)

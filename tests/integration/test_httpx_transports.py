@@ -18,6 +18,7 @@ from fake_llm import FakeLLM
 from ratelimitd.client import AsyncClient, Client, PermitTimeout
 from ratelimitd.integrations import httpx as rl_httpx
 from ratelimitd.integrations import httpx2 as rl_httpx2
+from ratelimitd.integrations.bucket_headers import MissingBucketHeaders
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -231,3 +232,34 @@ async def test_a_transport_error_is_reported_as_network_error(
                     await http.get("http://api.test/x")
     after = await bucket(daemon, "api")
     assert after["reports"]["network_error"] == before["reports"]["network_error"] + 1
+
+
+def test_the_aiohttp_middleware_refuses_a_bucket_without_headers() -> None:
+    from ratelimitd.aiohttp import RateLimitMiddleware
+
+    with pytest.raises(ValueError, match=r"bucket_headers\['keys'\]\['b'\]: no headers"):
+        RateLimitMiddleware(
+            client=types.SimpleNamespace(),  # type: ignore[arg-type]
+            bucket_headers={"keys": {"a": {"Authorization": "Bearer a"}, "b": {}}},
+        )
+
+
+async def test_a_granted_bucket_without_headers_is_not_sent(
+    daemon: RunningDaemon, fake: tuple[FakeLLM, str]
+) -> None:
+    api, base = fake
+    api.fail_keys = {"key-a"}  # a 429 on key a: the policy fails over to b, which has no key here
+    only_a = {"keys": {"a": KEYS["keys"]["a"]}}
+    with pytest.raises(MissingBucketHeaders, match="no headers for bucket 'b'"):
+        await post(
+            daemon,
+            "httpx2",
+            "async",
+            f"{base}/v1/embeddings",
+            {"input": "hi"},
+            provider="keys",
+            bucket_headers=only_a,
+            policy="extract",
+        )
+    assert [seen.key for seen in api.seen] == ["key-a"]
+    await reset(daemon, "keys")

@@ -510,3 +510,25 @@ def test_status_of_many_providers_comes_in_slices_of_one_line(make_service: Call
     assert line.endswith(b"\n")
     assert orjson.loads(line)["id"] == "s"
     fails(service, ErrorCode.UNKNOWN_PROVIDER, op="status", provider="nobody")
+
+
+def test_a_provider_created_on_first_use_takes_the_profile_of_its_name(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service("")
+    call(service, op="acquire", provider="anthropic")
+    call(service, op="acquire", provider="elsewhere")
+    anthropic = bucket_json(service, "anthropic")["limits"]
+    assert set(anthropic) == {"requests", "input_tokens", "output_tokens"}
+    assert anthropic["requests"]["baseline"] == pytest.approx(50 / 60)
+    assert service.registry.providers["anthropic"].config.trust_headers == frozenset(
+        {"retry_after", "anthropic"}
+    )
+    assert set(bucket_json(service, "elsewhere")["limits"]) == {"requests"}
+    # Off: every unlisted provider gets the defaults; a configured one always wins.
+    plain = make_service('[server]\nprofiles_on_first_use = false\n[providers.openai]\nrate = "3/second"\n')
+    call(plain, op="acquire", provider="anthropic")
+    call(plain, op="acquire", provider="openai")
+    assert set(bucket_json(plain, "anthropic")["limits"]) == {"requests"}
+    assert bucket_json(plain, "anthropic")["limits"]["requests"]["baseline"] == 10.0
+    assert bucket_json(plain, "openai")["limits"]["requests"]["baseline"] == 3.0
