@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 import orjson
 
+from ratelimitd.cli.status_view import fetch_status, format_status, watch
 from ratelimitd.client.errors import (
     AllBucketsExhausted,
     BadRequest,
@@ -40,7 +41,7 @@ from ratelimitd.client.sync import Client
 from ratelimitd.core.rates import format_rate
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from ratelimitd.client.types import Cost, Status
 
@@ -120,6 +121,13 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"seconds must be >= 0, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"seconds must be > 0, got {text!r}")
     return value
 
 
@@ -211,64 +219,21 @@ def _reset(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     def action(client: Client) -> int:
-        providers = client.status(args.provider)
+        if args.watch is not None:
+            try:
+                watch(client, args.provider, args.watch)
+            except KeyboardInterrupt:
+                sys.stdout.write("\n")
+            return EX_OK
+        answer = fetch_status(client, args.provider)
+        providers = answer.get("providers") or {}
         if args.json:
             _say(orjson.dumps({"providers": providers}, option=orjson.OPT_INDENT_2).decode())
         else:
-            sys.stdout.write(format_status(providers))
+            sys.stdout.write(format_status(providers, daemon=answer.get("daemon")))
         return EX_OK
 
     return _run(args, action)
-
-
-_COLUMNS: Final = (
-    "PROVIDER",
-    "BUCKET",
-    "UNIT",
-    "RATE/BASELINE",
-    "STATE",
-    "STREAK",
-    "GRANTED",
-    "TIMEOUTS",
-    "WAITERS",
-)
-
-
-def _per_period(value: Any, period: Any) -> str:
-    if not isinstance(value, int | float):
-        return "-"
-    return format_rate(float(value), float(period) if isinstance(period, int | float) else None)
-
-
-def format_status(providers: Mapping[str, Any]) -> str:
-    """A table, one row per provider, bucket and unit (rates per the limit's period)."""
-    rows: list[tuple[str, ...]] = [_COLUMNS]
-    for name in sorted(providers):
-        buckets = providers[name].get("buckets", {}) if isinstance(providers[name], dict) else {}
-        for bucket_name, bucket in buckets.items():
-            limits = bucket.get("limits") or {"-": {}}
-            for unit, limit in limits.items():
-                period = limit.get("period")
-                rate = _per_period(limit.get("rate"), period)
-                baseline = _per_period(limit.get("baseline"), period)
-                rows.append(
-                    (
-                        name,
-                        bucket_name,
-                        unit,
-                        f"{rate} / {baseline}" if rate != baseline else rate,
-                        str(bucket.get("state", "-")),
-                        str(bucket.get("streak", "-")),
-                        str(bucket.get("granted", "-")),
-                        str(bucket.get("timeouts", "-")),
-                        str(bucket.get("waiters", "-")),
-                    )
-                )
-    if len(rows) == 1:
-        return "no providers yet\n"
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 # -- parser -------------------------------------------------------------------------------------
@@ -281,6 +246,14 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     status = subparsers.add_parser("status", help="show providers, buckets and their state")
     status.add_argument("provider", nargs="?", help="only this provider (default: all)")
     status.add_argument("--json", action="store_true", help="print the status op's JSON")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=_positive_seconds,
+        const=1.0,
+        metavar="SECONDS",
+        help="redraw the table in place every SECONDS (default 1) until Ctrl-C",
+    )
     status.add_argument("--socket", help=socket_help)
     status.set_defaults(func=_status)
 

@@ -154,6 +154,7 @@ def run_install_command(args: argparse.Namespace) -> int:
         )
     if Path(args.prefix).resolve() == Path("/"):
         sys.stdout.write(
-            "next: systemd-sysusers && systemctl daemon-reload && systemctl enable --now ratelimitd.socket\n"
+            "next: systemd-sysusers && systemctl daemon-reload"
+            " && systemctl enable --now ratelimitd.socket ratelimitd.service\n"
         )
     return 0

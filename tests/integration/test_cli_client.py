@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
-from support import run_cli
+from support import clean_env, run_cli
 
 from ratelimitd.cli.commands import EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, format_status, parse_cost
+from ratelimitd.cli.status_view import COLUMNS, format_age
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -155,28 +159,72 @@ def test_report_bad_status_and_unknown_bucket(daemon: RunningDaemon) -> None:
     assert "bucket" in run.err
 
 
+def cells(row: str) -> dict[str, str]:
+    """A table row by column (cells are separated by at least two spaces)."""
+    return dict(zip(COLUMNS, [c.strip() for c in row.split("  ") if c.strip()], strict=True))
+
+
 def test_status_table(daemon: RunningDaemon) -> None:
     assert ratelimitd("acquire", "cli-table", socket=daemon.socket_path).code == 0
     run = ratelimitd("status", socket=daemon.socket_path)
     assert run.code == 0, run.err
     header, *rows = run.out.splitlines()
-    assert header.split() == [
-        "PROVIDER",
-        "BUCKET",
-        "UNIT",
-        "RATE/BASELINE",
-        "STATE",
-        "STREAK",
-        "GRANTED",
-        "TIMEOUTS",
-        "WAITERS",
-    ]
-    by_key = {tuple(row.split()[:3]): row.split() for row in rows}
-    assert by_key[("fast", "default", "requests")][3] == "1,000,000/s"
-    assert by_key[("multi", "default", "tokens")][3] == "1000/min"
-    assert by_key[("cli-table", "default", "requests")][3:] == ["1/min", "ok", "0", "1", "0", "0"]
+    assert [c.strip() for c in header.split("  ") if c.strip()] == list(COLUMNS)
+    by_key = {(r["PROVIDER"], r["BUCKET"], r["UNIT"]): r for r in map(cells, rows)}
+    assert by_key[("fast", "default", "requests")]["RATE/BASELINE"] == "1,000,000/s"
+    assert by_key[("multi", "default", "tokens")]["RATE/BASELINE"] == "1000/min"
+    table = by_key[("cli-table", "default", "requests")]
+    assert table["AVAILABLE"].startswith("in ")  # burst 1 at 1/min: the next permit in about a minute
+    assert table["WHY"] == "rate_limited"
+    assert {k: table[k] for k in ("SHADOW", "STATE", "429s", "LAST 429", "GRANTED", "WAITERS")} == {
+        "SHADOW": "1/min",
+        "STATE": "ok",
+        "429s": "0",
+        "LAST 429": "-",
+        "GRANTED": "1",
+        "WAITERS": "0",
+    }
     one = ratelimitd("status", "fast", socket=daemon.socket_path)
     assert [line.split()[0] for line in one.out.splitlines()] == ["PROVIDER", "fast"]
+
+
+def test_status_shows_429s_why_and_ages(daemon_factory: DaemonFactory) -> None:
+    """After 429s: their count, the age of the last one, the reason and the shadow rate."""
+    path = daemon_factory(CONFIG).socket_path  # learning off: the shadow rate is what it would set
+    for _ in range(3):
+        assert ratelimitd("acquire", "fast", socket=path).code == 0
+        assert ratelimitd("report", "fast", "429", socket=path).code == 0
+    run = ratelimitd("status", "fast", socket=path)
+    (row,) = run.out.splitlines()[1:]
+    values = cells(row)
+    assert values["429s"] == "3"
+    assert values["LAST 429"].endswith("s ago")
+    assert values["RATE/BASELINE"] == "1,000,000/s"
+    assert values["STATE"] == "ok"
+    assert values["STREAK"] == "3"
+    assert "1970" not in run.out  # ages, never epoch times
+
+
+def test_status_watch_redraws_in_place(daemon: RunningDaemon) -> None:
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "ratelimitd", "status", "--watch", "0.2", "--socket", str(daemon.socket_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+    )
+    try:
+        assert watcher.stdout is not None
+        seen = b""
+        while seen.count(b"\x1b[H\x1b[2J") < 2:
+            chunk = watcher.stdout.read1(4096)
+            assert chunk, watcher.stderr.read() if watcher.stderr else b""
+            seen += chunk
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        _out, err = watcher.communicate(timeout=10)  # reads and closes both pipes
+    assert watcher.returncode == 0, err
+    frames = seen.split(b"\x1b[H\x1b[2J")[1:]
+    assert all(b"PROVIDER" in frame and b"fast" in frame for frame in frames[:2])
 
 
 def test_status_of_an_unknown_provider_exits_1(daemon: RunningDaemon) -> None:
@@ -186,36 +234,46 @@ def test_status_of_an_unknown_provider_exits_1(daemon: RunningDaemon) -> None:
 
 
 def test_format_status_shows_a_reduced_rate_beside_its_baseline() -> None:
+    now = 1_800_000_000.0
     table = format_status(
         {
             "p": {
                 "buckets": {
                     "k1": {
-                        "limits": {"requests": {"rate": 0.5, "baseline": 1.0, "period": 60.0}},
+                        "limits": {
+                            "requests": {"rate": 0.5, "baseline": 1.0, "period": 60.0, "shadow_rate": 0.5}
+                        },
                         "state": "cooling_down",
                         "streak": 3,
                         "granted": 10,
                         "timeouts": 2,
                         "waiters": 4,
+                        "reports": {"429": 7},
+                        "available_in": 125.0,
+                        "why": "rate_limited",
+                        "events": {"reason": "429s", "reason_since": now - 3725, "last_429": now - 4.25},
                     }
                 }
             }
-        }
+        },
+        now=now,
+        daemon={"ready": False, "not_ready": {"state": "disk full"}, "reload": {"ok": False, "error": "bad"}},
     )
-    assert table.splitlines()[1].split() == [
-        "p",
-        "k1",
-        "requests",
-        "30/min",
-        "/",
-        "60/min",
-        "cooling_down",
-        "3",
-        "10",
-        "2",
-        "4",
-    ]
+    lines = table.splitlines()
+    assert lines[0] == "daemon not ready: state: disk full"
+    assert lines[1] == "daemon last reload failed, running the previous configuration: bad"
+    cells = [c.strip() for c in lines[3].split("  ") if c.strip()]
+    assert cells == [
+        "p", "k1", "requests", "30/min / 60/min", "30/min", "cooling_down", "429s 1h02m ago",
+        "in 2m05s", "7", "4.2s ago", "3", "10", "2", "4",
+    ]  # fmt: skip
     assert format_status({}) == "no providers yet\n"
+
+
+def test_format_age() -> None:
+    assert [format_age(s) for s in (-1, 0.44, 9.96, 12, 65, 3725, 90061)] == [
+        "0.0s", "0.4s", "10.0s", "12s", "1m05s", "1h02m", "1d01h",
+    ]  # fmt: skip
 
 
 def test_parse_cost() -> None:
