@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -216,7 +217,7 @@ def test_status_watch_redraws_in_place(daemon: RunningDaemon) -> None:
         assert watcher.stdout is not None
         seen = b""
         while seen.count(b"\x1b[H\x1b[2J") < 2:
-            chunk = watcher.stdout.read1(4096)
+            chunk = os.read(watcher.stdout.fileno(), 4096)
             assert chunk, watcher.stderr.read() if watcher.stderr else b""
             seen += chunk
     finally:
