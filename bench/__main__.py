@@ -28,6 +28,7 @@ BENCHMARKS: Final[tuple[tuple[str, list[str], list[str]], ...]] = (
     ("bench.learning", [], ["--quick"]),
     ("bench.structured_fields", [], ["--quick"]),
     ("bench.redis_backend", [], ["--quick"]),
+    ("bench.redis_learning", [], ["--quick"]),
 )
 
 

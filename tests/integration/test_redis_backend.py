@@ -7,6 +7,7 @@ the whole file stays well under two minutes.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.error
@@ -287,6 +288,11 @@ def test_unreachable_at_start_serves_in_fallback_and_says_so(daemon_factory: Dae
     code, body = readyz(daemon)
     assert code == 503
     assert "backend" in body
+    base = f"http://127.0.0.1:{daemon.http_port}"
+    with urllib.request.urlopen(f"{base}/metrics", timeout=2) as response:
+        assert 'ratelimitd_backend_up{kind="redis"} 0.0' in response.read().decode()
+    with urllib.request.urlopen(f"{base}/v1/status", timeout=2) as response:
+        assert json.loads(response.read())["backend"]["up"] is False
 
 
 def test_a_wrong_password_names_the_url_without_its_secret(
