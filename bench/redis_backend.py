@@ -23,6 +23,8 @@ import asyncio
 import contextlib
 import multiprocessing
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +32,9 @@ import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from bench.throughput import daemon, socket_of
 
@@ -187,7 +191,45 @@ def daemons(directory: Path, count: int, backend: str, limit: str, prefix: str) 
         yield paths
 
 
-def run(seconds: float) -> tuple[list[Row], list[tuple[int, int, float, float]]]:
+def _ask(path: str, request: dict[str, object]) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(path)
+        sock.sendall(orjson.dumps(request) + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            data += sock.recv(1 << 16)
+    answer: dict[str, Any] = orjson.loads(data)
+    return answer
+
+
+def _factor(path: str) -> float:
+    status = _ask(path, {"op": "status", "provider": "api", "history": False})
+    return float(status["providers"]["api"]["buckets"]["default"]["factor"])
+
+
+def propagation(directory: Path, url: str, trials: int) -> list[float]:
+    """Seconds from a cut reported to host A until host B's status shows it, per trial."""
+    learning = f"{FREE}\n\n[features]\nlearning = true\n"
+    spent = {"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "0"}
+    seen: list[float] = []
+    with daemons(directory, 2, url, learning, "p") as (a, b):
+        for _ in range(trials):
+            permit = _ask(a, {"op": "acquire", "provider": "api"})["permit"]
+            started = time.perf_counter()
+            _ask(a, {"op": "report", "provider": "api", "status": 429, "permit": permit, "headers": spent})
+            cut = _factor(a)
+            while _factor(b) != cut:
+                if time.perf_counter() - started > 5:
+                    raise RuntimeError("host B never saw host A's cut")
+            seen.append(time.perf_counter() - started)
+            _ask(a, {"op": "reset", "provider": "api"})
+            while _factor(b) != 1.0:
+                time.sleep(0.001)
+            time.sleep(0.2)
+    return seen
+
+
+def run(seconds: float) -> tuple[list[Row], list[tuple[int, int, float, float]], list[float]]:
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is needed (make deps installs it)")
     speed: list[Row] = []
@@ -219,7 +261,8 @@ def run(seconds: float) -> tuple[list[Row], list[tuple[int, int, float, float]]]
                 allowed = LIMIT_RATE * seconds + LIMIT_BURST
                 total = sum(row.granted)
                 overshoot.append((hosts, total, allowed, (total - allowed) / allowed * 100))
-    return speed, overshoot
+            seen = propagation(directory, url, 5)
+    return speed, overshoot, seen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per row (default 3)")
     args = parser.parse_args(argv)
     seconds = 1.0 if args.quick else args.duration
-    speed, overshoot = run(seconds)
+    speed, overshoot, seen = run(seconds)
     print(f"\nspeed: {CONNECTIONS} connections per host, one acquire at a time, {seconds:g} s per row")
     print("| contender | hosts | acquires/s per host | total acquires/s | p99 | vs memory per host |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -244,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("| --- | --- | --- | --- |")
     for hosts, total, allowed, percent in overshoot:
         print(f"| {hosts} | {total:,} | {allowed:,.0f} | {percent:+.2f} % |")
+    ordered = sorted(seen)
+    print(f"\na cut reported to host A, seen in host B's status ({len(ordered)} cuts; includes the polling)")
+    print(f"median {statistics.median(ordered) * 1e3:.1f} ms, max {ordered[-1] * 1e3:.1f} ms")
     return 0
 
 

@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from redis_servers import RedisCluster, RedisServer, free_port
@@ -343,3 +343,45 @@ def test_changing_the_backend_kind_on_reload_says_a_restart_is_needed(
     )
     assert "backend" not in daemon.request("status")
     assert daemon.request("acquire", provider="api")["ok"] is True
+
+
+def lease_of(daemon: RunningDaemon) -> dict[str, Any]:
+    bucket: dict[str, Any] = daemon.request("status")["backend"]["buckets"]["roomy/default"]
+    return bucket
+
+
+def paced(daemon: RunningDaemon, count: int = 60, pause: float = 0.005) -> None:
+    """Acquires at about 200/s: a lease of ~15 that is not used up."""
+    with daemon.client() as client:
+        for _ in range(count):
+            assert client.request("acquire", provider="roomy")["ok"] is True
+            time.sleep(pause)
+
+
+def test_unused_leases_go_back_when_idle_on_reload_and_at_shutdown(
+    daemon_factory: DaemonLauncher, redis_server: RedisServer
+) -> None:
+    # A deep burst that refills slowly: what goes back shows in the bucket's tat.
+    roomy = '[providers.roomy]\nrate = "10/s"\nburst = 1000\n'
+    daemon = daemon_factory(backend_config(redis_server.url, "a") + roomy)
+    paced(daemon)
+    assert lease_of(daemon)["lease"]["requests"] > 0
+    # Idle for a second: the lease goes back.
+    wait_for(lambda: lease_of(daemon)["returned"] > 0, timeout=3.0, what="idle lease given back")
+    assert lease_of(daemon)["lease"]["requests"] == 0
+    returned = lease_of(daemon)["returned"]
+    # A reload rebuilds the limiter: what it held goes back.
+    paced(daemon)
+    held = lease_of(daemon)["lease"]["requests"]
+    assert held > 0
+    daemon.reload(backend_config(redis_server.url, "a", provider="# reloaded") + roomy)
+    wait_for(
+        lambda: lease_of(daemon)["returned"] >= returned + held - 1e-6, timeout=2.0, what="reload gives back"
+    )
+    # At shutdown: the shared bucket gets back what the host held (its tat moves back).
+    paced(daemon)
+    assert lease_of(daemon)["lease"]["requests"] > 0
+    before = float(redis_server.cli("hget", "t:{roomy:default}:gcra", "t:requests"))
+    daemon.stop()
+    after = float(redis_server.cli("hget", "t:{roomy:default}:gcra", "t:requests"))
+    assert after < before
