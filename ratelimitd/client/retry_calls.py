@@ -183,6 +183,7 @@ async def call_async(
     rng: Callable[[], float] = random.random,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     release: Callable[[R], object] | None = None,
+    wait_for_reports: bool = True,
 ) -> R:
     """Run `send` under permits until it succeeds or the policy gives up.
 
@@ -190,6 +191,8 @@ async def call_async(
     :param network_errors: exceptions of `send` that count as `network_error` (retried).
     :param idempotency_key: sent on every attempt; default a new random UUID.
     :param release: called on the result of each retried attempt (e.g. free a connection).
+    :param wait_for_reports: False sends the reports of answers without waiting for the
+        daemon's (`report_soon`): one round trip less per call, for callers that ignore it.
     :returns: the result of the first attempt whose status the policy does not retry.
     :raises RetriesExhausted: every attempt failed; `.attempts` lists bucket, status, reason.
     """
@@ -216,8 +219,10 @@ async def call_async(
             raise failure from exc
         described = describe(result)
         outcome = await described if inspect.isawaitable(described) else described
-        if outcome.report:
+        if outcome.report and wait_for_reports:
             await client.report_for(permit, outcome.status, **_details(outcome))
+        elif outcome.report:
+            await client.report_soon(permit, outcome.status, **_details(outcome))
         return _settle(request, permit, outcome, result, release)
 
     result: R = await AsyncRetrying(sleep=sleep, **_tenacity_hooks(request, rng))(attempt)
@@ -238,6 +243,7 @@ def call_sync(
     rng: Callable[[], float] = random.random,
     sleep: Callable[[float], None] = time.sleep,
     release: Callable[[R], object] | None = None,
+    wait_for_reports: bool = True,
 ) -> R:
     """`call_async` for blocking code and plain callables (same parameters, a blocking `Client`)."""
     request: LogicalRequest[R] = _start(provider, policy, idempotency_header, idempotency_key)
@@ -262,8 +268,10 @@ def call_sync(
                 raise
             raise failure from exc
         outcome = describe(result)
-        if outcome.report:
+        if outcome.report and wait_for_reports:
             client.report_for(permit, outcome.status, **_details(outcome))
+        elif outcome.report:
+            client.report_soon(permit, outcome.status, **_details(outcome))
         return _settle(request, permit, outcome, result, release)
 
     result: R = Retrying(sleep=sleep, **_tenacity_hooks(request, rng))(attempt)

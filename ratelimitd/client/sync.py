@@ -269,6 +269,25 @@ class Client(ClientCore[LocalBucket]):
         """`report` for the call made under `permit` (its provider, bucket and id echoed)."""
         return self.report(permit.provider, status, bucket=permit.bucket, permit=permit.permit, **details)
 
+    def report_soon(self, permit: Permit, status: Status, **details: Unpack[ReportDetails]) -> None:
+        """`report_for` without waiting for the answer, which the next request skips.
+
+        For integrations that never read the result: one round trip less per call. An
+        error answer goes unseen; a daemon that cannot be reached is handled as `report`.
+        """
+        if permit.local:
+            return
+        body = report_body(permit.provider, status, bucket=permit.bucket, permit=permit.permit, **details)
+        with self._lock:
+            try:
+                sock = self._connect()
+                sock.sendall(self._request_line(body)[1])
+            except DaemonUnavailable as exc:
+                self._drop_report(permit.provider, permit.bucket, exc)
+            except OSError as exc:
+                self._disconnect()
+                self._drop_report(permit.provider, permit.bucket, ConnectionLost(self.socket_path, str(exc)))
+
     def status(self, provider: str | None = None) -> dict[str, Any]:
         """Every provider's state (or one's): the `providers` object of the `status` op."""
         return providers_from_response(self.request(status_body(provider)))

@@ -281,6 +281,7 @@ class SyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
                 rng=self.rng,
                 sleep=time.sleep,
                 release=self._close_response,
+                wait_for_reports=False,  # the answer is never read here: one round trip less
             )
         except RetriesExhausted as exc:
             result: ResponseT = self._exhausted(exc, attempts)
@@ -384,6 +385,7 @@ class AsyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
                 rng=self.rng,
                 sleep=self.sleep,
                 release=_closer(closing, release),
+                wait_for_reports=False,  # the answer is never read here: one round trip less
             )
         except RetriesExhausted as exc:
             result: ResponseT = self._exhausted(exc, attempts)

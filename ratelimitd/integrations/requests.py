@@ -152,6 +152,7 @@ class RateLimitAdapter(HTTPAdapter):
                 rng=self.rng,
                 sleep=self.sleep,
                 release=_release,
+                wait_for_reports=False,  # the answer is never read here: one round trip less
             )
         except RetriesExhausted as exc:
             if isinstance(exc.last_result, requests.Response):

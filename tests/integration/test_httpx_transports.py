@@ -79,7 +79,8 @@ async def post(
                 with lib.Client(transport=transport) as http:
                     response = http.post(url, json=body)
                     answer: dict[str, Any] = response.json()
-                    return response.status_code, answer
+                client.ping()  # after the report, sent without waiting, on this connection
+                return response.status_code, answer
 
         return await asyncio.to_thread(blocking)
     async with AsyncClient(daemon.socket_path) as client:
@@ -87,7 +88,8 @@ async def post(
         async with lib.AsyncClient(transport=transport) as http:
             response = await http.post(url, json=body)
             answer: dict[str, Any] = response.json()
-            return response.status_code, answer
+        await client.ping()  # after the report, sent without waiting, on this connection
+        return response.status_code, answer
 
 
 async def bucket(daemon: RunningDaemon, provider: str, name: str = "default") -> dict[str, Any]:

@@ -54,6 +54,7 @@ async def post(daemon: RunningDaemon, url: str, body: dict[str, Any], **options:
         with Client(daemon.socket_path) as client, requests.Session() as session:
             session.mount("http://", RateLimitAdapter(client, **options))
             response = session.post(url, json=body)
+            client.ping()  # after the report, sent without waiting, on this connection
             return response.status_code, response.json()
 
     return await asyncio.to_thread(blocking)

@@ -104,9 +104,12 @@ async def call_sdk(
                         api_key="key-0", base_url=base, http_client=http, max_retries=max_retries
                     )
                     create = api.messages.create
-                with api:
-                    answer = create(**kwargs)
-                    return list(answer) if stream else answer
+                try:
+                    with api:
+                        answer = create(**kwargs)
+                        return list(answer) if stream else answer
+                finally:
+                    client.ping()  # after the reports, sent without waiting, on this connection
 
         return await asyncio.to_thread(blocking)
     async with AsyncClient(daemon.socket_path) as client:
@@ -121,9 +124,12 @@ async def call_sdk(
                 api_key="key-0", base_url=base, http_client=http, max_retries=max_retries
             )
             acreate = aapi.messages.create
-        async with aapi:
-            answer = await acreate(**kwargs)
-            return [event async for event in answer] if stream else answer
+        try:
+            async with aapi:
+                answer = await acreate(**kwargs)
+                return [event async for event in answer] if stream else answer
+        finally:
+            await client.ping()  # after the reports, sent without waiting, on this connection
 
 
 async def bucket(daemon: RunningDaemon, provider: str, name: str = "default") -> dict[str, Any]:
