@@ -22,7 +22,7 @@ def _preload() -> None:
     for module in pkgutil.walk_packages(ratelimitd.__path__, "ratelimitd."):
         if module.name.endswith("__main__"):
             continue
-        with contextlib.suppress(ImportError):  # an optional integration without its library
+        with contextlib.suppress(Exception):  # an optional integration without its library
             importlib.import_module(module.name)
     for name in ("uvloop", "json", "socket", "struct", "asyncio.unix_events", "tomllib", "runpy"):
         with contextlib.suppress(ImportError):
