@@ -67,6 +67,7 @@ class BucketStats:
     pauses: int
     history: list[dict[str, Any]] = field(default_factory=list)
     malformed_headers: int = 0
+    suspicious_headers: int = 0
     # Why the bucket cannot serve now (a selection reason code) and when it can, in seconds.
     why: str | None = None
     available_in: float | None = None
@@ -105,6 +106,7 @@ class BucketStats:
             "malformed_headers": self.malformed_headers,
             "fill": round(self.fill, 4),
             "events": self.events.as_json(),
+            "suspicious_headers": self.suspicious_headers,
         }
         if history:
             body["history"] = self.history
@@ -145,6 +147,7 @@ class Bucket:
         "recoveries",
         "reductions",
         "reports",
+        "suspicious_headers",
         "timeouts",
     )
 
@@ -161,6 +164,7 @@ class Bucket:
         self.applied_pause: float | None = None
         self.reductions = 0
         self.malformed_headers = 0  # report headers ignored because they did not parse
+        self.suspicious_headers = 0  # report waits capped: longer than max_pause, no quota evidence
         self.recoveries = 0
         self.pauses = 0
         self.events: Any = None  # core.causes.BucketEvents, made on the first learning event

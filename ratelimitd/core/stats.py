@@ -49,6 +49,7 @@ def bucket_statistics(bucket: Bucket, now: float, wall: float, *, history: bool 
         recoveries=bucket.recoveries,
         pauses=bucket.pauses,
         malformed_headers=bucket.malformed_headers,
+        suspicious_headers=bucket.suspicious_headers,
         history=[entry.as_dict(now, wall) for entry in learner.history] if history and learner else [],
         why=availability.reason,
         available_in=None if available_in is None else round(available_in, 3),

@@ -19,8 +19,15 @@ import orjson
 from ratelimitd import __version__
 from ratelimitd.core.errors import ErrorCode, RatelimitdError
 from ratelimitd.core.headers.parse import parse_headers
+from ratelimitd.core.headers.profiles import PROFILES
 from ratelimitd.core.learning.history import HistoryEntry
-from ratelimitd.core.learning.learner import BucketLearner, Decision, LearningSettings, ReportEvent
+from ratelimitd.core.learning.learner import (
+    QUOTA_REASONS,
+    BucketLearner,
+    Decision,
+    LearningSettings,
+    ReportEvent,
+)
 from ratelimitd.core.peers import Peer, PermitOwners, Trust
 from ratelimitd.core.protocol import (
     ONE_REQUEST,
@@ -445,14 +452,20 @@ class Service:
             note_429(bucket, now)
         hint = None
         if request.headers:
+            profile = PROFILES.get(provider.config.profile or "")
             hint = parse_headers(
                 request.headers,
                 status=request.status,
                 now_wall=self.clock.wall(),
                 trust=provider.config.trust_headers,
+                conventions=None if profile is None else profile.headers,
+                # A wait past max_pause needs quota evidence, else it is capped and counted.
+                max_pause=self.config.learning.max_pause,
+                quota_evidence=request.reason in QUOTA_REASONS,
             )
             # Malformed headers never fail a report: ignored, and counted here.
             bucket.malformed_headers += hint.malformed
+            bucket.suspicious_headers += len(hint.suspicious)
         learner: BucketLearner = bucket.learner
         decision = learner.on_report(
             ReportEvent(

@@ -451,6 +451,11 @@ def _bucket_families(stats: Mapping[str, ProviderStats], wall: float) -> Iterato
         "Rate-limit headers in reports that did not parse and were ignored.",
         labels=pb,
     )
+    suspicious = CounterMetricFamily(
+        "ratelimitd_suspicious_headers",
+        "Waits in report headers longer than max_pause without quota evidence, capped.",
+        labels=pb,
+    )
     rate = GaugeMetricFamily(
         "ratelimitd_bucket_rate_per_second",
         "Current rate (after learning), units per second.",
@@ -496,6 +501,7 @@ def _bucket_families(stats: Mapping[str, ProviderStats], wall: float) -> Iterato
                 last_change.add_metric((*key, events.reason), events.reason_since)
             fill.add_metric(key, b.fill)
             malformed.add_metric(key, b.malformed_headers)
+            suspicious.add_metric(key, b.suspicious_headers)
             for unit, limit in b.limits.items():
                 unit_key = (*key, unit)
                 rate.add_metric(unit_key, limit.rate)
@@ -508,7 +514,7 @@ def _bucket_families(stats: Mapping[str, ProviderStats], wall: float) -> Iterato
                 state.add_metric((*key, name), 1.0 if b.state == name else 0.0)
             remaining = 0.0 if b.paused_until is None else max(0.0, b.paused_until - wall)
             pause_left.add_metric(key, remaining)
-    yield from (granted, reports, changes, pauses, paused, resets, malformed)
+    yield from (granted, reports, changes, pauses, paused, resets, malformed, suspicious)
     yield from (rate, baseline, ratio, shadow, streak, waiters, state, pause_left, last_change, fill)
 
 

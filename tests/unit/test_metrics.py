@@ -39,6 +39,7 @@ def bucket_stats(**overrides: object) -> BucketStats:
         "recoveries": 1,
         "pauses": 1,
         "malformed_headers": 5,
+        "suspicious_headers": 3,
     }
     values.update(overrides)
     return BucketStats(**values)  # type: ignore[arg-type]
@@ -198,6 +199,7 @@ def test_gauges_and_bucket_counters_from_statistics(registry: CollectorRegistry)
     assert sample("ratelimitd_providers") == 2
     assert sample("ratelimitd_providers_max") == 1000
     assert sample("ratelimitd_malformed_headers_total", **key1) == 5
+    assert sample("ratelimitd_suspicious_headers_total", **key1) == 3
     assert sample("ratelimitd_bucket_rate_per_second", **key1, unit="tokens") == 500.0
     assert sample("ratelimitd_bucket_baseline_per_second", **key1, unit="tokens") == 1000.0
     assert sample("ratelimitd_bucket_rate_ratio", **key1, unit="requests") == 0.5
@@ -301,6 +303,7 @@ def test_exposition_follows_naming_rules(registry: CollectorRegistry) -> None:
         "ratelimitd_paused_seconds",
         "ratelimitd_resets",
         "ratelimitd_malformed_headers",
+        "ratelimitd_suspicious_headers",
         "ratelimitd_request_duration_seconds",
         "ratelimitd_bucket_fill_ratio",
         "ratelimitd_bucket_last_change_timestamp_seconds",

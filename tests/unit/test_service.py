@@ -374,6 +374,20 @@ def test_malformed_headers_never_fail_a_report_and_are_counted(service: Service)
     assert status["state"] == "ok"  # an unparsable Retry-After pauses nothing
 
 
+def test_a_wait_past_max_pause_without_evidence_is_capped_and_counted(service: Service) -> None:
+    # Prisjakt's documented 429 (developer.prisjakt.nu/docs/sections/rate-limit): the reset is
+    # in milliseconds; read as seconds it is a week, which parked the bucket as a spent quota.
+    headers = {"X-Rate-Limit-Limit": "10000", "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "600000"}
+    answer = call(service, op="report", provider="fast", status=429, headers=headers)
+    assert answer["ok"] is True
+    status = bucket_json(service, "fast")
+    assert status["suspicious_headers"] == 1
+    assert status["state"] != "exhausted"
+    # The same numbers with the report's quota reason are believed: no count.
+    call(service, op="report", provider="fast", status=429, headers=headers, reason="insufficient_quota")
+    assert bucket_json(service, "fast")["suspicious_headers"] == 1
+
+
 KEYS = """
 [providers.fo]
 rate = "2/second"

@@ -8,10 +8,13 @@ Supported header families and how each maps into the hint: docs/headers.md.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final
 
+from ratelimitd.core.headers import structured_fields as sf
 from ratelimitd.core.headers import values as hv
+from ratelimitd.core.headers.conventions import DEFAULT_CONVENTIONS, HeaderConventions
+from ratelimitd.core.headers.hint import DEFAULT_LONG_RESET_THRESHOLD, HintKind, RateLimitHint, UnitHint
+from ratelimitd.core.headers.plausibility import check_waits
 from ratelimitd.core.headers.values import parse_ietf, parse_retry_after
 
 if TYPE_CHECKING:
@@ -26,6 +29,7 @@ __all__ = (
     "FAMILY_IETF",
     "FAMILY_OPENAI",
     "FAMILY_RETRY_AFTER",
+    "HeaderConventions",
     "HintKind",
     "RateLimitHint",
     "UnitHint",
@@ -53,8 +57,6 @@ FAMILIES: Final = frozenset(
 # unit, so a limit is never paired with another family's window).
 _PRIORITY: Final = (FAMILY_ANTHROPIC, FAMILY_OPENAI, FAMILY_GITHUB, FAMILY_CROSSREF, FAMILY_IETF)
 
-#: A remaining of 0 with a reset further away than this is a quota, not a rate.
-DEFAULT_LONG_RESET_THRESHOLD: Final = 3600.0
 # OpenAI and Anthropic document their limits per minute; the headers do not say it.
 _PER_MINUTE: Final = 60.0
 # GitHub `x-ratelimit-resource` -> window, from docs.github.com "Rate limits for the REST
@@ -73,146 +75,15 @@ _CROSSREF_NAMES: Final = frozenset(
 _IETF_NAMES: Final = frozenset(
     {"ratelimit", "ratelimit-policy", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"}
 )
-_LIST_FIELDS: Final = frozenset({"ratelimit", "ratelimit-policy", "ratelimit-limit"})
-
-HintKind = Literal["ok", "rate_limited", "quota_exhausted"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UnitHint:
-    """What one family said about one unit (`requests`, `tokens`, `input_tokens`, ...).
-
-    `reset_after` is seconds until the provider refills (relative to the response);
-    `window` is the period `limit` applies to, in seconds; `window_assumed` is true when
-    the window comes from the provider's documentation, not from the response itself.
-    """
-
-    limit: float | None = None
-    remaining: float | None = None
-    reset_after: float | None = None
-    window: float | None = None
-    window_assumed: bool = False
-    used: float | None = None
-    family: str | None = None
-
-    @property
-    def exhausted(self) -> bool:
-        """True when the provider said nothing of this unit is left."""
-        return self.remaining is not None and self.remaining <= 0
-
-    @property
-    def rate_per_second(self) -> float | None:
-        """`limit / window` when both are known, else None."""
-        if self.limit is None or not self.window:
-            return None
-        return self.limit / self.window
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RateLimitHint:
-    """What a provider's response headers said, normalised.
-
-    Times are relative seconds from when the response was received. `units` holds the
-    per-unit view; the flat `limit`/`remaining`/`reset_after`/`window`/`unit` fields
-    mirror its primary unit (`requests` when present) for callers that want one number.
-    Building a hint from the flat fields alone fills `units` with that one unit.
-    """
-
-    retry_after: float | None = None
-    limit: float | None = None
-    remaining: float | None = None
-    reset_after: float | None = None
-    window: float | None = None
-    unit: str = "requests"
-    malformed: int = 0
-    units: Mapping[str, UnitHint] = field(default_factory=dict)
-    families: frozenset[str] = frozenset()
-    ignored_families: frozenset[str] = frozenset()
-    malformed_names: tuple[str, ...] = ()
-    status: int | None = None
-    resource: str | None = None
-
-    def __post_init__(self) -> None:
-        flat = (self.limit, self.remaining, self.reset_after, self.window)
-        if not self.units and any(value is not None for value in flat):
-            only = UnitHint(
-                limit=self.limit,
-                remaining=self.remaining,
-                reset_after=self.reset_after,
-                window=self.window,
-            )
-            object.__setattr__(self, "units", {self.unit: only})
-
-    @property
-    def requests(self) -> UnitHint | None:
-        return self.units.get("requests")
-
-    @property
-    def tokens(self) -> UnitHint | None:
-        return self.units.get("tokens")
-
-    @property
-    def empty(self) -> bool:
-        """True when the headers said nothing usable."""
-        return self.retry_after is None and not self.units
-
-    def exhausted_units(self) -> tuple[str, ...]:
-        """Units whose remaining is 0, in name order."""
-        return tuple(sorted(name for name, hint in self.units.items() if hint.exhausted))
-
-    def min_reset_for_exhausted(self) -> float | None:
-        """Seconds until the first exhausted unit refills (None: none exhausted or no reset)."""
-        resets = self._exhausted_resets()
-        return min(resets) if resets else None
-
-    def max_reset_for_exhausted(self) -> float | None:
-        """Seconds until every exhausted unit has refilled: how long a bucket should hold."""
-        resets = self._exhausted_resets()
-        return max(resets) if resets else None
-
-    def suggested_pause(self) -> float | None:
-        """The longest of Retry-After and `max_reset_for_exhausted()`; None if neither.
-
-        Not capped: the caller applies its `max_pause`.
-        """
-        known = [v for v in (self.retry_after, self.max_reset_for_exhausted()) if v is not None]
-        return max(known) if known else None
-
-    def announced_rate_per_second(self, unit: str = "requests") -> float | None:
-        """`limit / window` for `unit` when the provider (or its documentation) gave both."""
-        hint = self.units.get(unit)
-        return None if hint is None else hint.rate_per_second
-
-    @property
-    def rate_limited(self) -> bool:
-        """429, or 403 with remaining 0 or a Retry-After (GitHub's primary/secondary limits)."""
-        if self.status == 429:
-            return True
-        return self.status == 403 and (bool(self.exhausted_units()) or self.retry_after is not None)
-
-    def is_quota_exhausted(self, long_reset_threshold: float = DEFAULT_LONG_RESET_THRESHOLD) -> bool:
-        """True when a unit is at 0 until a reset more than `long_reset_threshold` s away."""
-        return any(reset > long_reset_threshold for reset in self._exhausted_resets())
-
-    def classify(self, long_reset_threshold: float = DEFAULT_LONG_RESET_THRESHOLD) -> HintKind:
-        """`quota_exhausted` (park until the reset), `rate_limited` (slow down), or `ok`."""
-        if self.is_quota_exhausted(long_reset_threshold):
-            return "quota_exhausted"
-        return "rate_limited" if self.rate_limited else "ok"
-
-    def _exhausted_resets(self) -> list[float]:
-        return [
-            hint.reset_after
-            for hint in self.units.values()
-            if hint.exhausted and hint.reset_after is not None
-        ]
+_LIST_FIELDS: Final = frozenset({"ratelimit", "ratelimit-policy", "ratelimit-limit", "x-ratelimit-limit"})
 
 
 class _Collector:
     """Accumulates observations per family and unit, and the malformed header names."""
 
-    def __init__(self, now_wall: float) -> None:
+    def __init__(self, now_wall: float, conventions: HeaderConventions) -> None:
         self.now_wall = now_wall
+        self.conventions = conventions
         self.observed: dict[str, dict[str, dict[str, float]]] = {}
         self.seen: set[str] = set()
         self.malformed: list[str] = []
@@ -233,6 +104,9 @@ def parse_headers(
     status: int | None,
     now_wall: float,
     trust: frozenset[str] | None = None,
+    conventions: HeaderConventions | None = None,
+    max_pause: float | None = None,
+    quota_evidence: bool = False,
 ) -> RateLimitHint:
     """Parse raw response headers into a `RateLimitHint`. Never raises on bad values.
 
@@ -242,9 +116,16 @@ def parse_headers(
         RFC 3339 and epoch resets become seconds relative to it (never negative).
     :param trust: header families to use (see `FAMILIES`); None trusts all. Families seen
         but not trusted are listed in `ignored_families` and contribute nothing.
+    :param conventions: what the provider's documentation says its headers mean (delay
+        unit, windows); None reads every family by its defaults.
+    :param max_pause: when given, a wait longer than this without quota evidence is capped
+        and named in `suspicious` (`plausibility.check_waits`).
+    :param quota_evidence: the report says a quota is spent (a quota reason): long waits
+        are believed.
     """
+    conv = DEFAULT_CONVENTIONS if conventions is None else conventions
     fields, bad_names = _fold(headers)
-    col = _Collector(now_wall)
+    col = _Collector(now_wall, conv)
     col.malformed.extend(bad_names)
     retry_after = _parse_retry(fields, col)
     _parse_llm(fields, col)
@@ -265,13 +146,13 @@ def parse_headers(
             continue
         for unit, values in col.observed.get(family, {}).items():
             if unit not in units:
-                units[unit] = _unit_hint(family, values)
+                units[unit] = _unit_hint(family, unit, values, conv)
     families = {f for f in col.observed if f in trusted}
     if retry_after is not None:
         families.add(FAMILY_RETRY_AFTER)
     primary = _primary_unit(units)
     main = units.get(primary, UnitHint())
-    return RateLimitHint(
+    hint = RateLimitHint(
         retry_after=retry_after,
         limit=main.limit,
         remaining=main.remaining,
@@ -285,6 +166,11 @@ def parse_headers(
         malformed_names=tuple(col.malformed),
         status=status,
         resource=col.resource if FAMILY_GITHUB in trusted else None,
+    )
+    if max_pause is None:
+        return hint
+    return check_waits(
+        hint, max_pause=max_pause, quota_evidence=quota_evidence, windows=conv.evidence_windows()
     )
 
 
@@ -369,7 +255,11 @@ def _parse_github(fields: Mapping[str, str], col: _Collector) -> None:
     for name in _GITHUB_NAMES & fields.keys():
         key = name.removeprefix("x-ratelimit-")
         value = fields[name]
-        parsed = hv.parse_reset(value, col.now_wall) if key == "reset" else hv.parse_count(value)
+        if key == "limit":
+            _put_limit_list(value, col)
+            continue
+        delay_unit = col.conventions.delay_unit
+        parsed = hv.parse_reset(value, col.now_wall, delay_unit) if key == "reset" else hv.parse_count(value)
         col.put(FAMILY_GITHUB, "requests", key, name, parsed)
     resource = fields.get("x-ratelimit-resource", "").strip().lower()
     if resource:
@@ -377,6 +267,47 @@ def _parse_github(fields: Mapping[str, str], col: _Collector) -> None:
         col.resource = resource
         if resource in _GITHUB_WINDOWS and FAMILY_GITHUB in col.observed:
             col.put(FAMILY_GITHUB, "requests", "window", "", _GITHUB_WINDOWS[resource])
+
+
+def _put_limit_list(value: str, col: _Collector) -> None:
+    """`X-RateLimit-Limit`: a count (`5000`), or a list of policies as in
+    draft-ietf-httpapi-ratelimit-headers-00 (`100, 100;window=60, 10000;window=86400`): the
+    first member is the limit that `-Remaining` and `-Reset` describe, and its window is its
+    own `window`/`w` parameter or that of the later member with the same count."""
+    name = "x-ratelimit-limit"
+    plain = hv.parse_count(value)
+    if plain is not None:
+        col.put(FAMILY_GITHUB, "requests", "limit", name, plain)
+        return
+    try:
+        items = sf.parse_list(value)
+    except ValueError:
+        items = []
+    first = _policy_count(items[0]) if items else None
+    if first is None:
+        col.put(FAMILY_GITHUB, "requests", "limit", name, None)
+        return
+    col.put(FAMILY_GITHUB, "requests", "limit", name, first)
+    for item in items:
+        window = _policy_window(item)
+        if _policy_count(item) == first and window is not None:
+            col.put(FAMILY_GITHUB, "requests", "window", name, window)
+            return
+
+
+def _policy_count(item: sf.Item) -> float | None:
+    value = item.value
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return float(value)
+
+
+def _policy_window(item: sf.Item) -> float | None:
+    for key in ("window", "w"):
+        value = item.params.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return None
 
 
 def _parse_crossref(fields: Mapping[str, str], col: _Collector) -> None:
@@ -390,17 +321,25 @@ def _parse_crossref(fields: Mapping[str, str], col: _Collector) -> None:
             if parsed is not None and parsed <= 0:
                 parsed = None
         elif key == "reset":
-            parsed = hv.parse_reset(value, col.now_wall)
+            parsed = hv.parse_reset(value, col.now_wall, col.conventions.delay_unit)
         else:
             parsed = hv.parse_count(value)
         col.put(FAMILY_CROSSREF, "requests", key, name, parsed)
 
 
-def _unit_hint(family: str, values: Mapping[str, float]) -> UnitHint:
+def _unit_hint(
+    family: str, unit: str, values: Mapping[str, float], conventions: HeaderConventions
+) -> UnitHint:
     window = values.get("window")
     assumed = False
-    if window is None and family in (FAMILY_OPENAI, FAMILY_ANTHROPIC) and "limit" in values:
-        window, assumed = _PER_MINUTE, True
+    if window is None and "limit" in values:
+        # The provider's documented window for this unit (Groq: requests per day), else
+        # OpenAI's and Anthropic's documented minute.
+        documented = conventions.windows.get(unit)
+        if documented is None and family in (FAMILY_OPENAI, FAMILY_ANTHROPIC):
+            documented = _PER_MINUTE
+        if documented is not None:
+            window, assumed = documented, True
     return UnitHint(
         limit=values.get("limit"),
         remaining=values.get("remaining"),

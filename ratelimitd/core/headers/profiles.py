@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
+from ratelimitd.core.headers.conventions import DEFAULT_CONVENTIONS, HeaderConventions
 from ratelimitd.core.headers.parse import (
     FAMILIES,
     FAMILY_ANTHROPIC,
@@ -65,6 +66,8 @@ class Profile:
     trust_headers: frozenset[str]
     #: API hosts, so an HTTP integration can map a request URL to this profile.
     hosts: tuple[str, ...] = ()
+    #: What the documentation says the headers mean where they do not say it themselves.
+    headers: HeaderConventions = DEFAULT_CONVENTIONS
 
     def __post_init__(self) -> None:
         unknown = sorted(self.trust_headers - FAMILIES)
@@ -116,6 +119,11 @@ class Profile:
             "doc_url": self.doc_url,
             "hosts": list(self.hosts),
             "trust_headers": sorted(self.trust_headers),
+            "headers": {
+                "delay_unit": self.headers.delay_unit,
+                "windows": dict(self.headers.windows),
+                "quota_windows": dict(self.headers.quota_windows),
+            },
             "limits": {
                 limit.unit: {
                     "rate": limit.rate,
@@ -180,6 +188,8 @@ _GITHUB = Profile(
     ),
     trust_headers=frozenset({FAMILY_RETRY_AFTER, FAMILY_GITHUB}),
     hosts=("api.github.com",),
+    # The core quota is per hour; the headers name it only through x-ratelimit-resource.
+    headers=HeaderConventions(quota_windows={"requests": _HOUR}),
 )
 
 # Crossref REST: the public and polite pools were documented at 50 requests/s with 5

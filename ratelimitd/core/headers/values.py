@@ -13,9 +13,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from ratelimitd.core.headers import structured_fields as sf
+from ratelimitd.core.headers.plausibility import seconds_until
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from ratelimitd.core.headers.plausibility import DelayUnit
 
 __all__ = (
     "parse_absolute_reset",
@@ -31,9 +34,6 @@ __all__ = (
 
 # Longer values are malformed: no parser ever sees pathological input.
 _MAX_CHARS: Final = 256
-# A "reset" at least this large is a unix time (GitHub, GitLab, Okta), not a delay: no
-# provider announces a reset 31 years away. 1e9 s is 2001-09-09.
-_EPOCH_THRESHOLD: Final = 1e9
 _COUNT: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 # Go's time.Duration.String() as OpenAI sends it: `6m0s`, `1s`, `20ms`, `1h2m3.5s`.
 _DURATION: Final = re.compile(r"(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h))+")
@@ -178,15 +178,14 @@ def parse_retry_after(value: str, now_wall: float) -> float | None:
     return None if moment is None else max(0.0, moment - now_wall)
 
 
-def parse_reset(value: str, now_wall: float) -> float | None:
-    """Seconds until a reset given as delta seconds, unix seconds (>= 1e9) or an HTTP-date."""
+def parse_reset(value: str, now_wall: float, delay_unit: DelayUnit = "seconds") -> float | None:
+    """Seconds until a reset given as a delay (in `delay_unit`), a unix time in seconds
+    (>= 1e9) or milliseconds (>= 1e12), or an HTTP-date (`plausibility.seconds_until`)."""
     number = parse_count(value)
     if number is None:
         moment = parse_http_date(value)
         return None if moment is None else max(0.0, moment - now_wall)
-    if number >= _EPOCH_THRESHOLD:
-        return max(0.0, number - now_wall)
-    return number
+    return seconds_until(number, now_wall, delay_unit)
 
 
 def parse_absolute_reset(value: str, now_wall: float) -> float | None:
