@@ -528,6 +528,11 @@ class Service:
         bucket.queue.reschedule()  # tokens given back may serve a waiter now
         return True
 
+    @property
+    def providers(self) -> dict[str, Provider]:
+        """Every provider by name (the registry's own dict: read, do not change)."""
+        return self.registry.providers
+
     def status(self, request: StatusRequest) -> Response:
         """The whole answer at once (one provider, tests); transports write `status_slices`."""
         body: Response = orjson.loads(b"".join(self.status_slices(request)))

@@ -36,10 +36,13 @@ __all__ = (
     "ACQUIRE_OUTCOMES",
     "BUCKET_STATES",
     "FEATURES",
+    "ProviderCounters",
     "REFUSAL_REASONS",
     "OPS",
     "OP_BUCKETS",
     "WAIT_BUCKETS",
+    "acquire_families",
+    "bucket_families",
     "Metrics",
     "DaemonView",
     "SaveCounts",
@@ -99,6 +102,9 @@ class ServiceView(Protocol):
 
     def waiting(self) -> int: ...
 
+    @property
+    def providers(self) -> Mapping[str, object]: ...
+
 
 class SaveCounts(Protocol):
     """What the collector reads from the state store (`ratelimitd.ops.persist.StateStore`)."""
@@ -126,7 +132,7 @@ class DaemonView(Protocol):
     def last_reload_failed(self) -> bool: ...
 
 
-class _ProviderCounters:
+class ProviderCounters:
     """Acquire outcomes and the wait histogram of one provider (plain numbers, no locks)."""
 
     __slots__ = ("outcomes", "wait_counts", "wait_sum")
@@ -154,14 +160,15 @@ class Metrics:
     """
 
     def __init__(self, registry: CollectorRegistry, *, version: str, max_providers: int) -> None:
-        self._providers: dict[str, _ProviderCounters] = {}
+        self._providers: dict[str, ProviderCounters] = {}
         # Events of providers past the cap land here and are never exported.
-        self._discard = _ProviderCounters()
+        self._discard = ProviderCounters()
         self._discard_logged = False
         self._max_providers = max_providers
         self._version = version
         self._protocol_errors: dict[str, int] = {code.value: 0 for code in ErrorCode}
         self._service: ServiceView | None = None
+        self.per_provider_apart = False
         self._saves: SaveCounts | None = None
         self._wall: Callable[[], float] = lambda: 0.0
         self._ready: Callable[[], bool] = lambda: False
@@ -195,7 +202,7 @@ class Metrics:
 
     def on_granted(self, bucket: Bucket, waited: float) -> None:
         """One acquire granted after `waited` seconds: two adds, counters cached on the bucket."""
-        counters: _ProviderCounters | None = bucket.metrics
+        counters: ProviderCounters | None = bucket.metrics
         if counters is None:
             counters = bucket.metrics = self._counters(bucket.provider)
         counters.outcomes["granted"] += 1
@@ -208,14 +215,14 @@ class Metrics:
 
     def on_timeout(self, bucket: Bucket) -> None:
         """One acquire answered `timeout`."""
-        counters: _ProviderCounters | None = bucket.metrics
+        counters: ProviderCounters | None = bucket.metrics
         if counters is None:
             counters = bucket.metrics = self._counters(bucket.provider)
         counters.outcomes["timeout"] += 1
 
     def on_busy(self, bucket: Bucket) -> None:
         """One try-acquire (timeout 0) answered `timeout`: the caller asked, and did not wait."""
-        counters: _ProviderCounters | None = bucket.metrics
+        counters: ProviderCounters | None = bucket.metrics
         if counters is None:
             counters = bucket.metrics = self._counters(bucket.provider)
         counters.outcomes["busy"] += 1
@@ -238,7 +245,7 @@ class Metrics:
         """An idle provider was dropped: its series go (a later first use starts them at 0)."""
         self._providers.pop(provider, None)
 
-    def _counters(self, provider: str) -> _ProviderCounters:
+    def _counters(self, provider: str) -> ProviderCounters:
         counters = self._providers.get(provider)
         if counters is not None:
             return counters
@@ -251,44 +258,39 @@ class Metrics:
                     provider,
                 )
             return self._discard
-        counters = self._providers[provider] = _ProviderCounters()
+        counters = self._providers[provider] = ProviderCounters()
         return counters
 
     # -- scrape -------------------------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
-        """Every ratelimitd metric family, built now (the process collector is separate)."""
+        """Every ratelimitd metric family, built now (the process collector is separate).
+
+        While `per_provider_apart` is set (the /metrics handler renders those itself, see
+        `ratelimitd.ops.metrics_scrape`), only the daemon-level families.
+        """
+        if self.per_provider_apart:
+            yield from self._ops_families()
+            yield from self._daemon_families(len(self._service.providers) if self._service is not None else 0)
+            return
         stats = self._service.statistics(history=False) if self._service is not None else {}
         # Series start at 0: every provider the service knows has its acquire series.
         for name in stats:
             self._counters(name)
-        yield from self._acquire_families()
-        yield from _bucket_families(stats, self._wall())
+        yield from acquire_families(self._providers)
+        yield from self._ops_families()
+        yield from bucket_families(stats, self._wall())
         yield from self._daemon_families(len(stats))
 
-    def _acquire_families(self) -> Iterator[Metric]:
-        acquires = CounterMetricFamily(
-            "ratelimitd_acquires",
-            "Acquire requests answered, by provider and outcome (granted; timeout; busy: a try-acquire "
-            "with timeout 0 found no permit; error).",
-            labels=("provider", "outcome"),
-        )
-        waits = HistogramMetricFamily(
-            "ratelimitd_acquire_wait_seconds",
-            "Seconds a granted acquire waited for its permit.",
-            labels=("provider",),
-        )
-        for provider, counters in self._providers.items():
-            for outcome, count in counters.outcomes.items():
-                acquires.add_metric((provider, outcome), count)
-            cumulative = 0
-            buckets = []
-            for le, count in zip(_WAIT_LE, counters.wait_counts, strict=True):
-                cumulative += count
-                buckets.append((le, cumulative))
-            waits.add_metric((provider,), buckets, counters.wait_sum)
-        yield acquires
-        yield waits
+    def counters_of(self, provider: str) -> ProviderCounters:
+        """The acquire counters of `provider` (made at 0 if new, within `max_providers`)."""
+        return self._counters(provider)
+
+    @property
+    def counted_providers(self) -> Mapping[str, ProviderCounters]:
+        return self._providers
+
+    def _ops_families(self) -> Iterator[Metric]:
         ops = HistogramMetricFamily(
             "ratelimitd_request_duration_seconds",
             "Seconds the daemon spent handling a request line, by op (one line in 16 is timed); "
@@ -411,7 +413,33 @@ class Metrics:
         )
 
 
-def _bucket_families(stats: Mapping[str, ProviderStats], wall: float) -> Iterator[Metric]:
+def acquire_families(providers: Mapping[str, ProviderCounters]) -> Iterator[Metric]:
+    """Acquire outcomes and the wait histogram of each provider."""
+    acquires = CounterMetricFamily(
+        "ratelimitd_acquires",
+        "Acquire requests answered, by provider and outcome (granted; timeout; busy: a try-acquire "
+        "with timeout 0 found no permit; error).",
+        labels=("provider", "outcome"),
+    )
+    waits = HistogramMetricFamily(
+        "ratelimitd_acquire_wait_seconds",
+        "Seconds a granted acquire waited for its permit.",
+        labels=("provider",),
+    )
+    for provider, counters in providers.items():
+        for outcome, count in counters.outcomes.items():
+            acquires.add_metric((provider, outcome), count)
+        cumulative = 0
+        buckets = []
+        for le, count in zip(_WAIT_LE, counters.wait_counts, strict=True):
+            cumulative += count
+            buckets.append((le, cumulative))
+        waits.add_metric((provider,), buckets, counters.wait_sum)
+    yield acquires
+    yield waits
+
+
+def bucket_families(stats: Mapping[str, ProviderStats], wall: float) -> Iterator[Metric]:
     """Per-bucket counters and gauges from the service's statistics snapshot."""
     pb = ("provider", "bucket")
     pbu = ("provider", "bucket", "unit")
