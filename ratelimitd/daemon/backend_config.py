@@ -68,9 +68,9 @@ class BackendConfig:
         """The URL as logs and `status` show it: the user, never the password."""
         if self.password is None and self.username is None:
             return self.url
-        parts = urlsplit(self.url)
+        scheme, _, rest = self.url.partition("://")
         secret = ":***" if self.password is not None else ""
-        return urlunsplit(parts._replace(netloc=f"{self.username or ''}{secret}@{parts.netloc}"))
+        return f"{scheme}://{self.username or ''}{secret}@{rest}"
 
 
 def display_url(url: str) -> str:
@@ -119,7 +119,9 @@ def _without_userinfo(url: str) -> str:
         return url
     if "@" not in parts.netloc:
         return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    # Built by hand: urlunsplit drops the `//` of an empty host (unix://user@/path).
+    rest = url.split("://", 1)[1] if "://" in url else url
+    return f"{parts.scheme}://{rest.split('@', 1)[1]}" if "@" in rest.split("/", 1)[0] else url
 
 
 def _check_url(url: str, problems: Problems) -> tuple[str | None, str | None]:

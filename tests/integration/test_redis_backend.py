@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,7 +21,6 @@ from support import NdjsonClient, run_cli, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from daemons import DaemonLauncher, RunningDaemon
 
@@ -387,3 +387,23 @@ def test_unused_leases_go_back_when_idle_on_reload_and_at_shutdown(
     daemon.stop()
     after = float(redis_server.cli("hget", "t:{roomy:default}:gcra", "t:requests"))
     assert after < before
+
+
+def test_the_documented_acl_user_is_enough(daemon_factory: DaemonLauncher, redis_server: RedisServer) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "multi-host.md"
+    line = next(x.strip() for x in docs.read_text().splitlines() if x.strip().startswith("ACL SETUSER"))
+    words = line.replace(">LONG-RANDOM-PASSWORD", ">pw-123").split()
+    assert redis_server.cli(*words) == "OK"
+    env = {**LEARNING, "RATELIMITD_REDIS_USERNAME": "ratelimitd", "RATELIMITD_REDIS_PASSWORD": "pw-123"}
+    config = backend_config(redis_server.url, "a").replace('key_prefix = "t:"', 'key_prefix = "ratelimitd:"')
+    daemon = daemon_factory(config, env=env)
+    assert backend_up(daemon)
+    permit = daemon.request("acquire", provider="api")["permit"]
+    daemon.request("report", provider="api", bucket="default", status=429, permit=permit, headers=SPENT)
+    wait_for(
+        lambda: redis_server.cli("hget", "ratelimitd:{api:default}:learned", "version") == "1",
+        timeout=2.0,
+        what="the learned state written by the ACL user",
+    )
+    assert backend_up(daemon)
+    assert daemon.request("status")["backend"]["failures"] == 0

@@ -64,3 +64,21 @@ def test_a_bad_url_is_named_without_its_password() -> None:
         parse_config({"backend": {"kind": "redis", "url": "redis://u:topsecret@host:99999"}}, {}, "t")
     assert "topsecret" not in str(info.value)
     assert "backend.url" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "kept", "shown"),
+    [
+        ("unix://app@/run/redis.sock", "unix:///run/redis.sock", "unix://app@/run/redis.sock"),
+        (
+            "unix://app:pw@/run/redis.sock?db=2",
+            "unix:///run/redis.sock?db=2",
+            "unix://app:***@/run/redis.sock?db=2",
+        ),
+        ("redis://app:pw@10.0.0.5:6379/1", "redis://10.0.0.5:6379/1", "redis://app:***@10.0.0.5:6379/1"),
+    ],
+)
+def test_the_secret_is_kept_apart_from_the_url(url: str, kept: str, shown: str) -> None:
+    backend = parse_config({"backend": {"kind": "redis", "url": url}}, {}, "t").backend
+    assert backend.url == kept
+    assert backend.display_url == shown
