@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,7 +24,6 @@ from ratelimitd.cli.commands import EX_NOPERM
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-    from pathlib import Path
 
     from daemons import DaemonFactory, RunningDaemon
 
@@ -80,6 +82,17 @@ def start(daemon_factory: DaemonFactory, short_dir: Path, config: str = CONFIG) 
     return daemon_factory(config, socket_path=public_dir(short_dir) / "r.sock")
 
 
+@pytest.fixture(scope="module")
+def shared(module_daemon_factory: DaemonFactory) -> Iterator[RunningDaemon]:
+    """One daemon with the default trust for the tests that need no config of their own
+    (each uses its own providers, created on first use unless configured above)."""
+    directory = Path(tempfile.mkdtemp(prefix="rlt-", dir="/tmp"))
+    try:
+        yield module_daemon_factory(CONFIG, socket_path=public_dir(directory) / "r.sock")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def assert_untouched(daemon: RunningDaemon, provider: str = "p") -> None:
     status = daemon.bucket_status(provider)
     assert (status["state"], status["streak"], status["paused_until"]) == ("ok", 0, None), status
@@ -88,9 +101,9 @@ def assert_untouched(daemon: RunningDaemon, provider: str = "p") -> None:
 
 
 def test_an_untrusted_report_without_its_permit_only_counts(
-    daemon_factory: DaemonFactory, short_dir: Path, user: ThrowawayUser
+    shared: RunningDaemon, user: ThrowawayUser
 ) -> None:
-    daemon = start(daemon_factory, short_dir)
+    daemon = shared
     answers = ask_as(
         user,
         daemon,
@@ -107,10 +120,8 @@ def test_an_untrusted_report_without_its_permit_only_counts(
     daemon.wait_for_log("report ignored from an untrusted peer (uid")
 
 
-def test_an_untrusted_peer_may_report_on_its_own_permit(
-    daemon_factory: DaemonFactory, short_dir: Path, user: ThrowawayUser
-) -> None:
-    daemon = start(daemon_factory, short_dir)
+def test_an_untrusted_peer_may_report_on_its_own_permit(shared: RunningDaemon, user: ThrowawayUser) -> None:
+    daemon = shared
     own = {"op": "report", "provider": "slow", "status": 429, "retry_after": 60, "permit": "$last"}
     # The second acquire waits for the next permit: a grant from the wait queue counts too.
     first, second, report = ask_as(
@@ -127,38 +138,33 @@ def test_an_untrusted_peer_may_report_on_its_own_permit(
     assert daemon.bucket_status("slow")["state"] == "paused"
 
 
-def test_echoing_someone_elses_permit_changes_nothing(
-    daemon_factory: DaemonFactory, short_dir: Path, user: ThrowawayUser
-) -> None:
-    daemon = start(daemon_factory, short_dir)
-    granted = daemon.request("acquire", provider="p")
-    (answer,) = ask_as(user, daemon, {**PAUSE, "permit": granted["permit"]})
+def test_echoing_someone_elses_permit_changes_nothing(shared: RunningDaemon, user: ThrowawayUser) -> None:
+    daemon = shared
+    granted = daemon.request("acquire", provider="p3")
+    (answer,) = ask_as(user, daemon, {**PAUSE, "provider": "p3", "permit": granted["permit"]})
     assert (answer["action"], answer["trusted"]) == ("none", False), answer
-    assert_untouched(daemon)
+    assert_untouched(daemon, "p3")
 
 
-def test_an_untrusted_reset_is_forbidden(
-    daemon_factory: DaemonFactory, short_dir: Path, user: ThrowawayUser
-) -> None:
-    daemon = start(daemon_factory, short_dir)
-    assert daemon.request("report", provider="p", status=429, retry_after=60)["action"] == "paused"
+def test_an_untrusted_reset_is_forbidden(shared: RunningDaemon, user: ThrowawayUser) -> None:
+    daemon = shared
+    assert daemon.request("report", provider="p4", status=429, retry_after=60)["action"] == "paused"
     forbidden, missing = ask_as(
-        user, daemon, {"op": "reset", "provider": "p"}, {"op": "reset", "provider": "nobody-made-this"}
+        user, daemon, {"op": "reset", "provider": "p4"}, {"op": "reset", "provider": "nobody-made-this"}
     )
     for answer in (forbidden, missing):
         assert (answer["ok"], answer["error"]) == (False, "forbidden"), answer
         assert f"uid {user.uid} may not reset" in answer["message"]
-    assert daemon.bucket_status("p")["state"] == "paused"  # still: the reset did nothing
-    assert daemon.request("reset", provider="p")["ok"] is True  # root may
-    assert daemon.bucket_status("p")["state"] == "ok"
+    assert daemon.bucket_status("p4")["state"] == "paused"  # still: the reset did nothing
+    assert daemon.request("reset", provider="p4")["ok"] is True  # root may
+    assert daemon.bucket_status("p4")["state"] == "ok"
 
 
-def test_the_cli_says_forbidden_with_its_own_exit_code(
-    daemon_factory: DaemonFactory, short_dir: Path, user: ThrowawayUser
-) -> None:
-    daemon = start(daemon_factory, short_dir)
+def test_the_cli_says_forbidden_with_its_own_exit_code(shared: RunningDaemon, user: ThrowawayUser) -> None:
+    daemon = shared
+    daemon.request("acquire", provider="p5")
     done = subprocess.run(
-        as_user_command(user, "-m", "ratelimitd", "reset", "p", "--socket", str(daemon.socket_path)),
+        as_user_command(user, "-m", "ratelimitd", "reset", "p5", "--socket", str(daemon.socket_path)),
         env=clean_env({"HOME": str(user.home)}),
         cwd=user.home,
         capture_output=True,
@@ -167,7 +173,7 @@ def test_the_cli_says_forbidden_with_its_own_exit_code(
         check=False,
     )
     assert done.returncode == EX_NOPERM, done
-    assert f"forbidden: provider: uid {user.uid} may not reset 'p'" in done.stderr
+    assert f"forbidden: provider: uid {user.uid} may not reset 'p5'" in done.stderr
 
 
 def test_trust_given_to_a_user_for_one_provider(
@@ -201,11 +207,9 @@ def test_trust_by_group_for_every_provider(
     assert paused["action"] == "paused", paused
 
 
-def test_the_sockets_group_is_trusted_by_default(
-    daemon_factory: DaemonFactory, short_dir: Path, user: ThrowawayUser
-) -> None:
-    daemon = start(daemon_factory, short_dir)
+def test_the_sockets_group_is_trusted_by_default(shared: RunningDaemon, user: ThrowawayUser) -> None:
+    daemon = shared
     socket_group = os.stat(daemon.socket_path).st_gid
     # A member of the socket's group (a supplementary group: SO_PEERGROUPS), like Docker's.
-    (paused,) = ask_as(user, daemon, {**PAUSE, "retry_after": 60}, groups=[socket_group])
+    (paused,) = ask_as(user, daemon, {**PAUSE, "provider": "p6", "retry_after": 60}, groups=[socket_group])
     assert paused["action"] == "paused", paused
