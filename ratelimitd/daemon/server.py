@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections import Counter, deque
 from functools import partial
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 _OPEN_BRACE = ord("{")
 # When the kernel cannot say who connected: trusted nowhere, limited like one user.
 _UNKNOWN_PEER: Final = Peer(pid=0, uid=-1, gid=-1)
+# SO_PEERCRED is Linux's. Elsewhere every client that can open the socket is trusted.
+PEERCRED: Final = sys.platform.startswith("linux")
 SAMPLE_EVERY = 16  # request lines per timed one (the per-op latency histogram is sampled)
 OPS = frozenset({"hello", "ping", "acquire", "report", "status", "reset"})
 
@@ -73,10 +76,17 @@ class Connection(asyncio.Protocol):
         if len(server.connections) >= server.max_connections:
             server.refuse(self._transport, "max_connections")
             return
+        if not PEERCRED:  # logged once at start: connecting is the only check
+            server.connections.add(self)
+            self._service.connected_clients += 1
+            return
         try:
             self.peer = peer_of(transport.get_extra_info("socket"))
         except (OSError, AttributeError, TypeError):
-            logger.warning("cannot read the peer credentials of a connection; treating it as untrusted")
+            logger.warning(
+                "cannot read the peer credentials of a connection; treating it as untrusted",
+                extra={"event": "peercred_failed"},
+            )
         if server.per_uid[self.peer.uid] >= server.max_connections_per_uid:
             server.refuse(self._transport, "max_connections_per_uid", self.peer)
             return
@@ -353,6 +363,11 @@ class UnixServer:
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(lambda: Connection(self), sock=sock, backlog=1024)
+        if not PEERCRED:
+            logger.warning(
+                "peer credentials need Linux (SO_PEERCRED): every client that can open the socket "
+                "may report and reset, and there is no per-user connection limit"
+            )
         if self.idle_timeout > 0:
             self._sweeper = loop.create_task(self._close_idle_forever())
 
