@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 # Debian packages the tests use: prometheus + promtool (metrics issue),
 # systemd-analyze and systemd-socket-activate (systemd issue); redis-server and redis-cli
-# (the redis backend's tests start their own servers).
-DEB_TOOLS := redis-server:redis-server redis-cli:redis-tools prometheus:prometheus promtool:prometheus systemd-analyze:systemd systemd-socket-activate:systemd
+# (the redis backend's tests start their own servers); chromium (the status page in a real browser).
+DEB_TOOLS := redis-server:redis-server redis-cli:redis-tools prometheus:prometheus promtool:prometheus systemd-analyze:systemd systemd-socket-activate:systemd chromium:chromium
 
 .PHONY: run test lint typecheck unit bench deps clean install-systemd
 

@@ -23,6 +23,7 @@ from prometheus_client.exposition import choose_encoder
 from ratelimitd.core.errors import ErrorCode, RatelimitdError
 from ratelimitd.core.protocol import StatusRequest, parse_object
 from ratelimitd.core.readiness import Readiness
+from ratelimitd.ops.status_page import add_status_page
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -195,6 +196,7 @@ class HttpServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/v1/status", self._v1_status)
+        add_status_page(app)
         self._registry = registry
         self._scrape = scrape
         if config.metrics and registry is not None:
