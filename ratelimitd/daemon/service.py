@@ -105,7 +105,7 @@ class Service:
         # Authorization (protocol.md, "Who may do what"): the daemon's uid and root are
         # trusted everywhere; the socket's group by default (the lifecycle sets it).
         self.daemon_uid = os.geteuid()
-        self.socket_gid: int | None = None
+        self._socket_trust = Trust()  # the socket file's group, once known
         self.permit_owners = PermitOwners()
         # Connections refused, by (listener, reason); closed for being idle.
         self.refused_connections: Counter[tuple[str, str]] = Counter()
@@ -122,16 +122,18 @@ class Service:
         """The daemon's own uid and root: trusted for every provider, whatever the config."""
         return peer.uid == self.daemon_uid or peer.uid == 0
 
+    def set_socket_gid(self, gid: int | None) -> None:
+        """The socket file's group: trusted where the config names no one."""
+        self._socket_trust = Trust(gids=frozenset() if gid is None else frozenset({gid}))
+
     def trusts(self, peer: Peer | None, provider: str) -> bool:
         """Whether `peer`'s reports and resets may change `provider` (None: in-process, trusted)."""
-        if peer is None or self.trusted_everywhere(peer):
+        if peer is None or peer.uid == self.daemon_uid or peer.uid == 0:
             return True
         configured = self.config.providers.get(provider)
         trust = configured.trusted_peers if configured is not None else None
         if trust is None:
-            trust = self.config.trusted_peers
-        if trust is None:
-            trust = Trust(gids=frozenset() if self.socket_gid is None else frozenset({self.socket_gid}))
+            trust = self.config.trusted_peers or self._socket_trust
         return trust.allows(peer)
 
     @staticmethod

@@ -127,7 +127,7 @@ class Daemon:
             sock = self._listening_socket()
             if self.bound is not None:
                 stack.callback(self.bound.remove_file)
-            service.socket_gid = self._socket_gid()
+            service.set_socket_gid(self._socket_gid())
             self.server = server = UnixServer(
                 service,
                 max_line_bytes=self.config.server.max_line_bytes,
