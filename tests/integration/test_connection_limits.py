@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import ConnectionClosed, NdjsonClient, wait_for
 
 from ratelimitd.client import AsyncClient, Client
+from ratelimitd.ops.logs import LINES_PER_WINDOW
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -79,6 +80,11 @@ def test_one_user_cannot_take_every_connection(
     labels = {"listener": "socket", "reason": "max_connections_per_uid"}
     assert sample(daemon, "ratelimitd_connections_refused_total", **labels) == 1
     daemon.wait_for_log("refusing a connection from uid 0")
+    # A flood of refusals: every one counted, a few logged (then one line with a count).
+    for _ in range(LINES_PER_WINDOW + 10):
+        assert refused_at_once(daemon.socket_path)
+    assert sample(daemon, "ratelimitd_connections_refused_total", **labels) == LINES_PER_WINDOW + 11
+    assert daemon.log().count("refusing a connection from uid 0") == LINES_PER_WINDOW
     held.pop().close()
     wait_for(lambda: not refused_at_once(daemon.socket_path), what="a slot freed by a closed connection")
 
