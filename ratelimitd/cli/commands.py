@@ -85,6 +85,18 @@ def parse_cost(values: list[str] | None) -> Cost:
     return units
 
 
+def parse_used(text: str) -> tuple[str, float]:
+    """`tokens=812` -> `("tokens", 812.0)` (0 allowed: nothing of that unit was used)."""
+    unit, sep, amount = text.partition("=")
+    try:
+        value = float(amount)
+    except ValueError:
+        value = math.nan
+    if not sep or not unit or not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"--used: give UNIT=N with N a number >= 0 (got {text!r})")
+    return unit, value
+
+
 def _amount(text: str, what: str) -> float:
     try:
         amount = float(text)
@@ -180,6 +192,7 @@ def _acquire(args: argparse.Namespace) -> int:
                         "permit": permit.permit,
                         "waited": permit.waited,
                         "rate": permit.rate,
+                        "ignored_units": list(permit.ignored_units),
                     }
                 ).decode()
             )
@@ -198,10 +211,12 @@ def _report(args: argparse.Namespace) -> int:
             reason=args.reason,
             retry_after=args.retry_after,
             headers=dict(args.header) if args.header else None,
+            used=dict(args.used) if args.used else None,
         )
         rate = "-" if result.rate is None else format_rate(result.rate)
         where = f"{result.provider}/{result.bucket}"
-        _say(f"{where}: action={result.action} streak={result.streak} rate={rate}")
+        settled = "" if result.settled is None else f" settled={str(result.settled).lower()}"
+        _say(f"{where}: action={result.action} streak={result.streak} rate={rate}{settled}")
         return EX_OK
 
     return _run(args, action)
@@ -295,6 +310,13 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         type=parse_header,
         metavar="'NAME: VALUE'",
         help="a response header, repeatable (the daemon parses Retry-After and rate headers)",
+    )
+    report.add_argument(
+        "--used",
+        action="append",
+        type=parse_used,
+        metavar="UNIT=N",
+        help="what the call really consumed, repeatable, e.g. --used tokens=812: settles the permit's cost",
     )
     report.add_argument("--socket", help=socket_help)
     report.set_defaults(func=_report)

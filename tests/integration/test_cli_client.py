@@ -303,3 +303,42 @@ buckets = ["k1", "k2"]
     assert run.code == EX_TEMPFAIL
     assert "all_buckets_exhausted" in run.err
     assert "auth_failed" in run.err
+
+
+def test_report_used_settles_and_says_so(daemon: RunningDaemon) -> None:
+    sock = daemon.socket_path
+    acquired = ratelimitd("acquire", "multi", "--cost", "tokens=900", "--json", socket=sock)
+    assert acquired.code == 0, acquired.err
+    grant = json.loads(acquired.out)
+    assert grant["ignored_units"] == []
+    run = ratelimitd(
+        "report",
+        "multi",
+        "200",
+        "--permit",
+        str(grant["permit"]),
+        "--used",
+        "tokens=100",
+        socket=daemon.socket_path,
+    )
+    assert run.code == 0, run.err
+    assert run.out.rstrip().endswith("settled=true")
+    # Settled once: the same permit again changes nothing.
+    again = ratelimitd(
+        "report",
+        "multi",
+        "200",
+        "--permit",
+        str(grant["permit"]),
+        "--used",
+        "tokens=1",
+        socket=daemon.socket_path,
+    )
+    assert again.out.rstrip().endswith("settled=false")
+    typo = ratelimitd("report", "multi", "200", "--used", "tokns=1", socket=sock)
+    assert typo.code == EX_USAGE
+    assert "used.tokns" in typo.err
+    assert (
+        ratelimitd("report", "multi", "200", "--used", "tokens=-1", socket=daemon.socket_path).code
+        == EX_USAGE
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import orjson
 import pytest
@@ -12,6 +13,9 @@ from ratelimitd.client.core import FALLBACK_PROBE_INTERVAL, ClientCore, local_ti
 from ratelimitd.client.errors import ConnectionLost, DaemonUnavailable, PermitTimeout
 from ratelimitd.client.types import LOCAL_FALLBACK_BUCKET, Permit, ReportResult
 from ratelimitd.core.errors import ErrorCode
+
+if TYPE_CHECKING:
+    import pathlib
 
 SOCKET = "/run/test/ratelimitd.sock"
 
@@ -172,3 +176,20 @@ class TestDroppedReports:
         result = _Core(SOCKET, fallback="local")._drop_report("api", "key1", error)
         assert result.action == "dropped"
         assert caplog.records[-1].getMessage() == "report for api/key1 dropped: EOF"
+
+
+def test_a_unit_the_daemon_ignored_is_warned_about_once_per_provider(
+    caplog: pytest.LogCaptureFixture, tmp_path: pathlib.Path
+) -> None:
+    from ratelimitd.client import Client
+
+    client = Client(tmp_path / "none.sock")  # never connects: only the grant's reading is tested
+    grant = {"ok": True, "provider": "openai", "bucket": "default", "permit": 1, "ignored_units": ["tokns"]}
+    with caplog.at_level("WARNING"):
+        permits = [client._permit("openai", grant) for _ in range(3)]
+        client._permit("other", {**grant, "provider": "other"})
+    permit = permits[-1]
+    assert permit.ignored_units == ("tokns",)
+    warnings = [r.getMessage() for r in caplog.records if "does not limit" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "'openai' does not limit the unit 'tokns'" in warnings[0]
