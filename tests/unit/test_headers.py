@@ -15,6 +15,7 @@ import pytest
 
 from ratelimitd.core.headers.parse import (
     FAMILIES,
+    HeaderConventions,
     RateLimitHint,
     UnitHint,
     parse_headers,
@@ -324,6 +325,29 @@ SAMPLES = {
         retry_after=0.35,
         families=frozenset({"retry_after"}),
     ),
+    # A list-valued X-RateLimit-Limit, from developer.whoop.com/docs/developing/rate-limiting:
+    # the first member (100) is the limit -Remaining and -Reset describe; its window is that
+    # of the member with the same count (60 s), not the daily one.
+    "whoop-list-limit": Sample(
+        headers={
+            "X-RateLimit-Limit": "100, 100;window=60, 10000;window=86400",
+            "X-RateLimit-Remaining": "98",
+            "X-RateLimit-Reset": "3",
+        },
+        status=200,
+        now_wall=1_750_000_000.0,
+        units={"requests": (100, 98, 3.0, 60)},
+        families=frozenset({"github"}),
+    ),
+    # draft-ietf-httpapi-ratelimit-headers, "Missing Remaining information" (editor's copy,
+    # github.com/ietf-wg-httpapi/ratelimit-headers at 0669b82): no `r`, the reset still counts.
+    "ietf-missing-remaining": Sample(
+        headers={"RateLimit-Policy": "quota;q=100;w=1", "RateLimit": "quota;t=1"},
+        status=200,
+        now_wall=1_750_000_000.0,
+        units={"requests": (100, None, 1.0, 1.0)},
+        families=frozenset({"ietf"}),
+    ),
 }
 
 
@@ -448,6 +472,8 @@ MALFORMED = {
         {"RateLimit-Limit": "lots", "RateLimit-Reset": "later"},
         ("ratelimit-limit", "ratelimit-reset"),
     ),
+    "ietf-neither-r-nor-t": ({"RateLimit": '"a";q=1'}, ("ratelimit",)),
+    "list-limit-junk": ({"X-RateLimit-Limit": "lots, 100;window=60"}, ("x-ratelimit-limit",)),
     "crossref-zero-interval": ({"x-rate-limit-interval": "0s"}, ("x-rate-limit-interval",)),
     "conflicting-duplicates": ({"Retry-After": "5", "retry-after": "7"}, ("retry-after",)),
 }
@@ -639,3 +665,17 @@ def test_hint_built_from_flat_fields_has_its_unit() -> None:
     assert tokens.tokens is not None
     assert tokens.requests is None
     assert RateLimitHint().units == {}
+
+
+def test_a_documented_per_day_window_replaces_the_assumed_minute() -> None:
+    # Groq sends per-day request limits under OpenAI's names (console.groq.com/docs/rate-limits:
+    # x-ratelimit-limit-requests is "Requests Per Day"); per minute they would read 240/s.
+    headers = {"x-ratelimit-limit-requests": "14400", "x-ratelimit-limit-tokens": "18000"}
+    groq = HeaderConventions(windows={"requests": 86400.0})
+    assumed = parse_headers(headers, status=200, now_wall=0.0)
+    assert assumed.announced_rate_per_second() == pytest.approx(240.0)
+    hint = parse_headers(headers, status=200, now_wall=0.0, conventions=groq)
+    assert hint.announced_rate_per_second() == pytest.approx(14400 / 86400)
+    assert hint.requests is not None
+    assert hint.requests.window_assumed
+    assert hint.announced_rate_per_second("tokens") == pytest.approx(300.0)  # still per minute

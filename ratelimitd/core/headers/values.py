@@ -249,7 +249,11 @@ def _policies(text: str) -> dict[str, _Policy] | None:
 
 
 def _service_limits(text: str, policies: Mapping[str, _Policy]) -> list[tuple[str, dict[str, float]]] | None:
-    """`RateLimit`: `"name";r=50;t=30` (draft 08+) or `limit=100, remaining=50, reset=5`."""
+    """`RateLimit`: `"name";r=50;t=30` (draft 08+) or `limit=100, remaining=50, reset=5`.
+
+    `r` may be missing when the server has no counter to expose, as in the draft's own
+    example "Missing Remaining information" (`RateLimit: quota;t=1`): `t` still counts.
+    """
     try:
         items: list[sf.Item] | None = sf.parse_list(text)
     except ValueError:
@@ -259,9 +263,13 @@ def _service_limits(text: str, policies: Mapping[str, _Policy]) -> list[tuple[st
         for item in items:
             name, remaining = _name(item.value), _natural(item.params.get("r"))
             reset = _natural(item.params.get("t"))
-            if name is None or remaining is None or ("t" in item.params and reset is None):
+            if name is None or ("r" in item.params and remaining is None):
                 return None
-            values = {"remaining": float(remaining)}
+            if ("t" in item.params and reset is None) or (remaining is None and reset is None):
+                return None
+            values: dict[str, float] = {}
+            if remaining is not None:
+                values["remaining"] = float(remaining)
             if reset is not None:
                 values["reset"] = float(reset)
             policy = policies.get(name)
