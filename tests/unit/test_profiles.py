@@ -10,7 +10,31 @@ import pytest
 from ratelimitd.core.headers.parse import FAMILIES, parse_headers
 from ratelimitd.core.headers.profiles import PROFILES, Profile, ProfileLimit, get_profile
 
-EXPECTED = ("openai", "anthropic", "github", "crossref", "semantic-scholar", "datacite")
+EXPECTED = (
+    # LLM APIs
+    "openai",
+    "anthropic",
+    "groq",
+    "mistral",
+    "gemini",
+    "cohere",
+    "together",
+    "openrouter",
+    "azure-openai",
+    "deepseek",
+    # GitHub and scholarly APIs
+    "github",
+    "crossref",
+    "semantic-scholar",
+    "datacite",
+    "openalex",
+    "unpaywall",
+    "arxiv",
+    "ncbi-eutils",
+    "orcid",
+    "zenodo",
+    "europe-pmc",
+)
 
 # One real response per provider that sends rate-limit headers (sources in
 # tests/unit/test_headers.py): the profile's trusted families must pick them up.
@@ -93,7 +117,8 @@ def test_semantic_scholar_is_one_per_second_without_burst() -> None:
 
 def test_token_bursts_admit_a_full_minute_of_tokens() -> None:
     # A request larger than the burst could never be granted (cost_too_large).
-    for name, unit in (("openai", "tokens"), ("anthropic", "input_tokens")):
+    token_units = [(name, "tokens") for name in ("openai", "groq", "mistral", "gemini", "together")]
+    for name, unit in [*token_units, ("azure-openai", "tokens"), ("anthropic", "input_tokens")]:
         limit = PROFILES[name].limit(unit)
         assert limit is not None
         assert limit.burst == limit.rate
@@ -149,5 +174,5 @@ def test_duplicate_units_are_rejected() -> None:
 def test_profiles_are_read_only_and_unknown_names_are_named() -> None:
     with pytest.raises(TypeError):
         PROFILES["mine"] = PROFILES["github"]  # type: ignore[index]
-    with pytest.raises(ValueError, match="unknown profile 'opanai'; known: anthropic, crossref"):
+    with pytest.raises(ValueError, match="unknown profile 'opanai'; known: anthropic, arxiv, azure-openai"):
         get_profile("opanai")
