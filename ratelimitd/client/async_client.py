@@ -302,6 +302,14 @@ class AsyncClient(ClientCore[AsyncLimiter]):
         :raises DaemonUnavailable: the daemon cannot be reached.
         :raises ConnectionLost: the connection broke before the answer came.
         """
+        connection = await self._usable_connection()
+        try:
+            return check_response(await self._send(connection, body))
+        finally:
+            connection.last_used = time.monotonic()
+
+    async def _usable_connection(self) -> _Connection:
+        """The open connection, or a new one when there is none or the daemon closed it."""
         connection = self._connection
         if (
             connection is not None
@@ -312,10 +320,7 @@ class AsyncClient(ClientCore[AsyncLimiter]):
             connection.close()  # the daemon closed it (idle_timeout) before the loop noticed
         if connection is None or connection.closed:
             connection = await self._connect()
-        try:
-            return check_response(await self._send(connection, body))
-        finally:
-            connection.last_used = time.monotonic()
+        return connection
 
     async def _send(self, connection: _Connection, body: dict[str, Any]) -> dict[str, Any]:
         rid, line = self._request_line(body)
@@ -415,13 +420,12 @@ class AsyncClient(ClientCore[AsyncLimiter]):
         if permit.local:
             return
         body = report_body(permit.provider, status, bucket=permit.bucket, permit=permit.permit, **details)
-        connection = self._connection
-        if connection is None or connection.closed:
-            try:
-                connection = await self._connect()
-            except DaemonUnavailable as exc:
-                self._drop_report(permit.provider, permit.bucket, exc)
-                return
+        try:
+            connection = await self._usable_connection()
+        except DaemonUnavailable as exc:
+            self._drop_report(permit.provider, permit.bucket, exc)
+            return
+        connection.last_used = time.monotonic()
         rid, line = self._request_line(body)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_answer_dropped)

@@ -117,10 +117,16 @@ def test_clients_reconnect_after_an_idle_close(daemon_factory: DaemonFactory) ->
             before = sample(daemon, "ratelimitd_connections_closed_idle_total")
             # Blocking the loop: it has not seen the close when the next call goes out.
             wait_for(lambda: sample(daemon, "ratelimitd_connections_closed_idle_total") > before, timeout=10)
-            await client.acquire("p")
+            permit = await client.acquire("p")
+            # The same for a report sent without waiting for its answer.
+            before = sample(daemon, "ratelimitd_connections_closed_idle_total")
+            wait_for(lambda: sample(daemon, "ratelimitd_connections_closed_idle_total") > before, timeout=10)
+            await client.report_soon(permit, 200)
+            reports = (await client.status("p"))["p"]["buckets"]["default"]["reports"]
+            assert reports["2xx"] == 1, reports
             return client.connections_made
 
-    assert asyncio.run(run_async()) == 2
+    assert asyncio.run(run_async()) == 3
 
 
 def test_http_connections_are_capped_and_time_out(daemon_factory: DaemonFactory) -> None:
