@@ -5,8 +5,9 @@ bucket of a quarter second) is half the configured rate (100/s), 8 client proces
 workers each in a closed loop, half of them echoing their permits in reports. Here the 8
 processes are spread over 4 real daemons (2 each) with learning and recovery on, and time
 is real (a short run, so the first convergence weighs in). Measured: the share of calls
-answered 429 and the successes as a share of the hidden capacity, for the daemons sharing
-one bucket through Redis and for 4 daemons each learning alone.
+answered 429 and the successes as a share of the hidden capacity, for one daemon serving
+all 8 processes (the target: sharing should learn as well as one daemon), the 4 daemons
+sharing one bucket through Redis, and 4 daemons each learning alone.
 
     python -m bench.redis_learning [--quick] [--duration S]
 """
@@ -111,10 +112,16 @@ def run(seconds: float) -> list[tuple[str, Tally]]:
     with tempfile.TemporaryDirectory(prefix="rll-") as tmp:
         directory = Path(tmp)
         with redis_server(directory) as url:
-            for name, backend in (("4 daemons on one Redis", url), ("4 daemons alone (memory)", "")):
-                prefix = "s" if backend else "m"
+            fleets = (
+                ("1 daemon, all 8 processes", "", 1),
+                (f"{HOSTS} daemons on one Redis", url, HOSTS),
+                (f"{HOSTS} daemons alone (memory)", "", HOSTS),
+            )
+            for name, backend, hosts in fleets:
                 limit = f"{CONFIGURED}\n\n{learning}"
-                with daemons(directory, HOSTS, backend, limit, prefix) as paths:
+                with daemons(
+                    directory, hosts, backend, limit, f"{name[:1]}{'s' if backend else 'm'}"
+                ) as paths:
                     rows.append((name, asyncio.run(_fleet(paths, seconds))))
     return rows
 
