@@ -18,6 +18,8 @@ from bench.sim.engine import Outcome
 from bench.sim.provider import HiddenProvider
 
 SEEDS = (1, 2, 3, 4, 5, 6)
+# The module's fixture runs the simulations (about 20 s of CPU); a loaded machine stretches that.
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
