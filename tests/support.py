@@ -38,6 +38,7 @@ __all__ = (
     "assert_refuses_writes",
     "clean_env",
     "make_readonly_dir",
+    "peak_rss_kib",
     "rss_kib",
     "run_due",
     "run_cli",
@@ -238,6 +239,14 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The highest resident set size `pid` has had so far (VmHWM), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for pid {pid}")
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

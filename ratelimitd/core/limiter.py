@@ -120,6 +120,20 @@ class BucketLimiter:
                 delay = max(delay, limit.delay_for(amount, now))
         return delay
 
+    def delay_behind(self, queued: Mapping[str, float], cost: Mapping[str, float], now: float) -> float:
+        """Seconds until `cost` could be taken after everything `queued` was taken first.
+
+        O(this bucket's units): units named in neither map, or not limited here, are skipped.
+        """
+        delay = 0.0
+        for unit, limit in self._units.items():
+            ahead = queued.get(unit)
+            extra = cost.get(unit)
+            if ahead is None and extra is None:
+                continue
+            delay = max(delay, limit.delay_for((ahead or 0.0) + (extra or 0.0), now))
+        return delay
+
     def try_take(self, cost: Mapping[str, float], now: float) -> float:
         """Take `cost` now and return 0.0, or take nothing and return the seconds to wait."""
         # The hot path of every acquire: one pass computing each unit's new tat, then commit.

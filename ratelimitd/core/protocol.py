@@ -134,7 +134,10 @@ def _cost(value: Any) -> dict[str, float]:
     if isinstance(value, dict):
         if not value:
             raise _bad("cost: an object of units must name at least one unit")
-        cost: dict[str, float] = {}
+        if len(value) > MAX_UNITS:
+            raise _bad(f"cost: at most {MAX_UNITS} units, got {len(value)}")
+        # An acquire is one call: `requests` is 1 unless written out, even as 0 (protocol.md).
+        cost: dict[str, float] = {"requests": 1.0}
         for unit, amount in value.items():
             if unit not in _valid_names:
                 if not _NAME.fullmatch(unit):
@@ -143,11 +146,11 @@ def _cost(value: Any) -> dict[str, float]:
                     )
                 if len(_valid_names) < _VALID_NAMES_MAX:
                     _valid_names.add(unit)
-            # Common amounts (a finite int or float > 0) by type, the rest by the full check.
-            if (type(amount) is int or type(amount) is float) and 0 < amount < math.inf:
+            # Common amounts (a finite int or float >= 0) by type, the rest by the full check.
+            if (type(amount) is int or type(amount) is float) and 0 <= amount < math.inf:
                 cost[unit] = float(amount)
             else:
-                cost[unit] = _number(amount, f"cost.{unit}", positive=True)
+                cost[unit] = _number(amount, f"cost.{unit}", positive=False)
         return cost
     return {"requests": _number(value, "cost", positive=True)}
 

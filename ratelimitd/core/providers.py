@@ -192,6 +192,7 @@ class Bucket:
 class Provider:
     __slots__ = (
         "buckets", "config", "configured", "name", "one_request_fits", "order", "rotating", "rotation",
+        "units",
     )  # fmt: skip
 
     def __init__(self, config: ProviderConfig, *, configured: bool, now: float) -> None:
@@ -212,6 +213,24 @@ class Provider:
         self.rotating = len(buckets) > 1 and self.config.selection == "round_robin"
         requests = buckets[0].limiter.units.get("requests")
         self.one_request_fits = requests is None or requests.burst >= 1.0
+        self.units = frozenset(buckets[0].limiter.units)  # every bucket limits the same units
+
+    def limited_part(self, cost: dict[str, float]) -> tuple[dict[str, float], tuple[str, ...]]:
+        """`cost` without the units this provider does not limit, and the units so dropped.
+
+        Dropped before anything waits, so a cost map full of unknown names costs nothing
+        to keep or to estimate. `requests` is never listed as dropped: every acquire counts
+        one call, whether or not the provider limits calls (protocol.md, acquire).
+        """
+        units = self.units
+        for unit in cost:
+            if unit not in units:
+                break
+        else:
+            return cost, ()
+        kept = {unit: amount for unit, amount in cost.items() if unit in units}
+        ignored = tuple(unit for unit in cost if unit not in units and unit != "requests")
+        return kept, ignored
 
     def reconfigure(self, config: ProviderConfig, now: float) -> list[Bucket]:
         """Apply a reloaded config; return the buckets that were removed."""

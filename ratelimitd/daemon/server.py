@@ -27,10 +27,14 @@ from ratelimitd.daemon.status import StatusSlices
 if TYPE_CHECKING:
     import socket
 
-__all__ = ("OPS", "SAMPLE_EVERY", "Connection", "UnixServer")
+__all__ = ("MAX_PENDING_BYTES", "OPS", "SAMPLE_EVERY", "Connection", "UnixServer")
 
 logger = logging.getLogger(__name__)
 _OPEN_BRACE = ord("{")
+# Answers one connection may have built but not yet handed to the kernel. Past it, the
+# lines already read wait (reading paused) until the transport drains: a pipelined burst
+# of requests never builds more than about one answer ahead of what the client reads.
+MAX_PENDING_BYTES = 256 * 1024
 # When the kernel cannot say who connected: trusted nowhere, limited like one user.
 _UNKNOWN_PEER: Final = Peer(pid=0, uid=-1, gid=-1)
 # SO_PEERCRED is Linux's. Elsewhere every client that can open the socket is trusted.
@@ -61,6 +65,9 @@ class Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._slice_writer: asyncio.Task[None] | None = None
+        # Complete lines left unanswered in `_buffer` because the answers before them are
+        # still pending (MAX_PENDING_BYTES, or a status being sliced); reading is paused.
+        self._backlogged = False
         self.peer = _UNKNOWN_PEER
         self._untrusted: Peer | None = None  # the peer, unless trusted everywhere (fast path)
         self._counted = False  # in the server's per-uid counts
@@ -122,7 +129,11 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writable.set()
-        if self._transport is not None and not self._closing and self._held is None:
+        if self._held is not None:
+            return  # the status writer goes on, and reads again when its line is done
+        if self._backlogged:
+            self._continue()
+        elif self._transport is not None and not self._closing:
             self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -130,18 +141,27 @@ class Connection(asyncio.Protocol):
         buffer = self._buffer
         if buffer:
             buffer += data
+            if self._backlogged:
+                return  # a read that raced the pause: it waits behind the backlog
             data = bytes(buffer)
             buffer.clear()
+        self._take_lines(data)
+
+    def _take_lines(self, data: bytes) -> None:
+        """Answer the complete lines of `data` until the pending answers pass the bound."""
         # One split for the whole read: cheaper than a find() per line under pipelining.
         lines = data.split(b"\n")
         tail = lines.pop()  # after the last newline: an incomplete line (or b"")
         server = self._server
         limit = server.max_line_bytes
+        transport = self._transport
+        assert transport is not None
+        budget = server.max_pending_bytes - transport.get_write_buffer_size()
         out = bytearray()
         self._out = out
         handle = self._handle_line
         try:
-            for line in lines:
+            for index, line in enumerate(lines):
                 if len(line) > limit:
                     self._too_long()
                     return
@@ -153,15 +173,42 @@ class Connection(asyncio.Protocol):
                     started = time.perf_counter()
                     handle(line)
                     server.timed(line, time.perf_counter() - started)
+                if (len(out) > budget or self._held is not None) and index + 1 < len(lines):
+                    # The rest waits, unread beyond this, until these answers are out.
+                    self._buffer += b"\n".join(lines[index + 1 :]) + b"\n" + tail
+                    self._backlogged = True
+                    transport.pause_reading()
+                    return
             if len(tail) > limit:
                 self._too_long()
                 return
             if tail and not self._closing:
-                buffer += tail
+                self._buffer += tail
         finally:
             self._out = None
-            if out and self._transport is not None:
-                self._transport.write(bytes(out))
+            if out and not transport.is_closing():
+                transport.write(bytes(out))
+            if self._backlogged and self._writable.is_set() and self._held is None:
+                # The kernel took the answers at once: go on after other connections had a turn.
+                self._server.loop.call_soon(self._continue)
+
+    def _continue(self) -> None:
+        """Answer the lines held back by the bound; read again once they are all answered."""
+        transport = self._transport
+        if not self._backlogged or self._held is not None or self._closing:
+            return
+        if transport is None or transport.is_closing():
+            return
+        self._backlogged = False
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        self._take_lines(data)
+        if self._may_read():
+            transport.resume_reading()
+
+    def _may_read(self) -> bool:
+        """Nothing held back, nothing being sliced, the client reading: take new requests."""
+        return not self._backlogged and self._held is None and self._writable.is_set() and not self._closing
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -196,6 +243,11 @@ class Connection(asyncio.Protocol):
                 request = parse_object(obj, max_timeout=self._max_timeout)
                 rid = request.id
                 result = service.handle(request, self._untrusted)
+            if type(result) is dict:
+                # Encoded inside the boundary: an answer that cannot be encoded is a bug
+                # answered `internal`, not a dropped connection.
+                self._send(encode(result))
+                return
         except RatelimitdError as error:
             if rid is None and isinstance(obj, dict):
                 rid = request_id(obj)  # echo the id of a request that failed validation
@@ -207,9 +259,7 @@ class Connection(asyncio.Protocol):
                 rid = request_id(obj)
             self._error(rid, RatelimitdError(ErrorCode.INTERNAL, "internal error; the daemon logged it"))
             return
-        if type(result) is dict:
-            self._send(encode(result))
-        elif isinstance(result, StatusSlices):
+        if isinstance(result, StatusSlices):
             self._write_slices(result)
         else:
             assert isinstance(result, PendingAcquire)
@@ -222,18 +272,15 @@ class Connection(asyncio.Protocol):
         if future.cancelled():
             return  # abandoned: the client is gone
         try:
-            body = self._service.finish(pending)
+            self._send(encode(self._service.finish(pending)))
         except RatelimitdError as error:
             self._error(pending.request.id, error)
-            return
         except Exception:
             logger.exception("internal error while answering a waiting acquire")
             self._error(
                 pending.request.id,
                 RatelimitdError(ErrorCode.INTERNAL, "internal error; the daemon logged it"),
             )
-            return
-        self._send(encode(body))
 
     def _write_slices(self, answer: StatusSlices) -> None:
         """Start writing `answer` piece by piece; later answers wait until its line is done."""
@@ -271,7 +318,11 @@ class Connection(asyncio.Protocol):
             if not transport.is_closing():
                 if held:
                     transport.write(bytes(held))
-                if not self._closing and self._writable.is_set():
+                if self._closing or not self._writable.is_set():
+                    pass  # resume_writing goes on (or the connection is closing)
+                elif self._backlogged:
+                    self._continue()  # the lines that came after the status
+                else:
                     transport.resume_reading()
 
     def _too_long(self) -> None:
@@ -319,8 +370,11 @@ class UnixServer:
         max_connections: int,
         max_connections_per_uid: int | None = None,
         idle_timeout: float = 0.0,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
     ) -> None:
         self.service = service
+        self.loop = service.loop
+        self.max_pending_bytes = max_pending_bytes
         self.max_line_bytes = max_line_bytes
         self.max_timeout = service.config.server.max_timeout
         self.max_connections = max_connections

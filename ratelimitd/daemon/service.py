@@ -73,6 +73,7 @@ class PendingAcquire:
     bucket: Bucket
     waiter: Waiter
     peer: Peer | None = None  # None: a peer trusted everywhere
+    ignored: tuple[str, ...] = ()  # units of the cost the provider does not limit
 
 
 class Service:
@@ -292,6 +293,10 @@ class Service:
     ) -> Response | PendingAcquire:
         now = self.clock.monotonic()
         provider = self.registry.providers.get(name) or self._provider(name, now)
+        ignored: tuple[str, ...] = ()
+        if cost is not ONE_REQUEST:
+            # Units the provider does not limit never wait in a queue (protocol.md, acquire).
+            cost, ignored = provider.limited_part(cost)
         # Grant at once on the first bucket, in the provider's order, that allows it: what
         # `choose_bucket` would pick when a bucket can serve now (a test checks them equal).
         # A paused bucket's limiter is held, so it never allows it; a bucket the learner may
@@ -314,7 +319,7 @@ class Service:
             if bucket.limiter.try_take(cost, now) == 0.0:
                 if provider.rotating:
                     provider.rotation = index + 1 if index + 1 < count else 0
-                return self._granted(rid, bucket, cost, 0.0, now, peer)
+                return self._granted(rid, bucket, cost, 0.0, now, peer, ignored)
         # Nobody can grant at once: say why, or choose where to wait. (A granted cost fit
         # its limits, so only here can it be one that never fits.)
         if cost is not ONE_REQUEST or not provider.one_request_fits:
@@ -324,7 +329,7 @@ class Service:
         bucket = choose_bucket(provider, request, now, wait_at_most)
         queue: WaitQueue = bucket.queue
         if not queue.live and bucket.limiter.try_take(cost, now) == 0.0:
-            return self._granted(rid, bucket, cost, 0.0, now, peer)
+            return self._granted(rid, bucket, cost, 0.0, now, peer, ignored)
         delay = queue.estimate(cost, now)
         if delay > wait_at_most:
             # FIFO at a known rate: it cannot be served in time, so say so now.
@@ -335,7 +340,7 @@ class Service:
             raise self._timeout_error(delay, "this bucket already holds max_waiters waiting requests")
         waiter = queue.push(cost, now)
         waiter.timeout_handle = self.loop.call_later(wait_at_most, self._expire, bucket, waiter)
-        return PendingAcquire(request, bucket, waiter, peer)
+        return PendingAcquire(request, bucket, waiter, peer, ignored)
 
     @staticmethod
     def _check_fits(provider: Provider, cost: dict[str, float]) -> None:
@@ -384,6 +389,7 @@ class Service:
             granted_at - pending.waiter.enqueued_at,
             granted_at,
             pending.peer,
+            pending.ignored,
         )
 
     def abandon(self, pending: PendingAcquire) -> None:
@@ -398,6 +404,7 @@ class Service:
         waited: float,
         now: float,
         peer: Peer | None = None,
+        ignored: tuple[str, ...] = (),
     ) -> Response:
         bucket.granted += 1
         self.metrics.on_granted(bucket, waited)
@@ -406,7 +413,7 @@ class Service:
         if peer is not None and not self.trusts(peer, bucket.provider):
             # Its report about this permit may then change the bucket (protocol.md).
             self.permit_owners.record(bucket.provider, bucket.name, permit, peer.uid)
-        return {
+        response = {
             "id": rid,
             "ok": True,
             "provider": bucket.provider,
@@ -415,6 +422,9 @@ class Service:
             "rate": bucket.limiter.primary.rate,
             "permit": permit,
         }
+        if ignored:
+            response["ignored_units"] = list(ignored)
+        return response
 
     def report(self, request: ReportRequest, peer: Peer | None = None) -> Response:
         now = self.clock.monotonic()

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = ("WaitQueue", "Waiter")
 
 _COMPACT_SLACK = 1024  # dead entries tolerated beyond twice the live ones
+_RESIDUE = 1e-9  # a queued total this small is what is left of adding and subtracting floats
 _NO_WAITERS: deque[Waiter] = deque(maxlen=0)  # shared, always empty; push() swaps in a real one
 
 
@@ -57,13 +58,13 @@ class WaitQueue:
         return self.live
 
     def estimate(self, cost: dict[str, float], now: float) -> float:
-        """Seconds until `cost` could be granted behind everyone already waiting."""
+        """Seconds until `cost` could be granted behind everyone already waiting.
+
+        O(the bucket's units): no copy of the queued total, no scan of the waiters.
+        """
         if not self.live:
             return self._limiter_of().delay_for(cost, now)
-        total = dict(self._queued_cost)
-        for unit, amount in cost.items():
-            total[unit] = total.get(unit, 0.0) + amount
-        return self._limiter_of().delay_for(total, now)
+        return self._limiter_of().delay_behind(self._queued_cost, cost, now)
 
     def push(self, cost: dict[str, float], now: float) -> Waiter:
         waiter = Waiter(cost, self._loop.create_future(), now)
@@ -71,8 +72,10 @@ class WaitQueue:
             self._queue = deque()
         self._queue.append(waiter)
         self.live += 1
+        queued = self._queued_cost
         for unit, amount in cost.items():
-            self._queued_cost[unit] = self._queued_cost.get(unit, 0.0) + amount
+            if amount > 0.0:
+                queued[unit] = queued.get(unit, 0.0) + amount
         if self.live == 1:
             self.reschedule()
         return waiter
@@ -82,8 +85,16 @@ class WaitQueue:
         if self.live == 0:
             self._queued_cost.clear()  # no float residue after many add/subtract
         else:
+            queued = self._queued_cost
             for unit, amount in waiter.cost.items():
-                self._queued_cost[unit] -= amount
+                if amount > 0.0:
+                    left = queued.get(unit, 0.0) - amount
+                    # No key outlives the waiters that named it (a stream of distinct unit
+                    # names must not grow this dict); below the residue of float sums, it is 0.
+                    if left > _RESIDUE:
+                        queued[unit] = left
+                    else:
+                        queued.pop(unit, None)
         if waiter.timeout_handle is not None:
             waiter.timeout_handle.cancel()
 

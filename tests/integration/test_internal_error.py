@@ -86,3 +86,46 @@ async def test_a_bug_in_an_op_is_answered_internal_and_the_daemon_keeps_serving(
     finally:
         server.stop_accepting()
         server.close_connections()
+
+
+class UnencodableService(Service):
+    """A service whose answers for one provider cannot be encoded (an integer past 64 bits)."""
+
+    def report(self, request: ReportRequest, peer: Peer | None = None) -> Response:
+        body = super().report(request, peer)
+        if request.provider == "huge":
+            body["rate"] = 1 << 70
+        return body
+
+    def finish(self, pending: PendingAcquire) -> Response:
+        body = super().finish(pending)
+        if pending.request.provider == "huge":
+            body["permit"] = 1 << 70
+        return body
+
+
+async def test_an_answer_that_cannot_be_encoded_is_answered_internal(
+    short_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = short_dir / "encode.sock"
+    service = UnencodableService(Config(), SystemClock(), asyncio.get_running_loop())
+    server = UnixServer(service, max_line_bytes=65536, max_connections=16)
+    await server.start(bind_unix_socket(path, 0o660).sock)
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        with caplog.at_level(logging.ERROR, logger="ratelimitd.daemon.server"):
+            answer = await _ask(reader, writer, {"op": "report", "provider": "huge", "status": 200, "id": 1})
+        assert (answer["ok"], answer["error"], answer["id"]) == (False, "internal", 1)
+        assert "Integer exceeds 64-bit range" in caplog.text
+        assert await _ask(reader, writer, {"op": "ping", "id": 2}) == {"id": 2, "ok": True}
+        burst = service.config.default_limits[0].burst
+        for i in range(int(burst)):
+            assert (await _ask(reader, writer, {"op": "acquire", "provider": "huge", "id": 10 + i}))["ok"]
+        waited = await _ask(reader, writer, {"op": "acquire", "provider": "huge", "id": 99, "timeout": 5})
+        assert (waited["error"], waited["id"]) == ("internal", 99)
+        assert await _ask(reader, writer, {"op": "ping", "id": 100}) == {"id": 100, "ok": True}
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        server.stop_accepting()
+        server.close_connections()

@@ -163,7 +163,7 @@ def test_a_valid_name_seen_before_is_still_checked_as_a_name_elsewhere() -> None
             "cost: must be a number, got str",
         ),
         ({"op": "acquire", "provider": "p", "cost": {}}, ErrorCode.BAD_REQUEST, "cost: an object of units"),
-        ({"op": "acquire", "provider": "p", "cost": {"t": 0}}, ErrorCode.BAD_REQUEST, "cost.t: must be"),
+        ({"op": "acquire", "provider": "p", "cost": {"t": -1}}, ErrorCode.BAD_REQUEST, "cost.t: must be"),
         ({"op": "acquire", "provider": "p", "cost": {"": 1}}, ErrorCode.BAD_REQUEST, "cost: unit names"),
         (
             {"op": "acquire", "provider": "p", "timeout": -0.5},
@@ -271,3 +271,22 @@ def test_error_codes_are_the_spec_table() -> None:
         "forbidden",
         "internal",
     ]
+
+
+def test_an_object_cost_counts_one_request_unless_written_out() -> None:
+    request = _parse({"op": "acquire", "provider": "p", "cost": {"tokens": 1200}})
+    assert isinstance(request, AcquireRequest)
+    assert request.cost == {"requests": 1.0, "tokens": 1200.0}
+    free = _parse({"op": "acquire", "provider": "p", "cost": {"requests": 0, "tokens": 5}})
+    assert isinstance(free, AcquireRequest)
+    assert free.cost == {"requests": 0.0, "tokens": 5.0}
+
+
+def test_an_object_cost_names_at_most_16_units() -> None:
+    sixteen = {f"u{i}": 1 for i in range(16)}
+    request = _parse({"op": "acquire", "provider": "p", "cost": sixteen})
+    assert isinstance(request, AcquireRequest)
+    assert len(request.cost) == 17  # the 16 named and the implied request
+    error = _error({"op": "acquire", "provider": "p", "cost": {**sixteen, "u16": 1}})
+    assert error.code is ErrorCode.BAD_REQUEST
+    assert error.message == "cost: at most 16 units, got 17"

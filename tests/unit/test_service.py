@@ -546,3 +546,29 @@ def test_a_provider_created_on_first_use_takes_the_profile_of_its_name(
     assert set(bucket_json(plain, "anthropic")["limits"]) == {"requests"}
     assert bucket_json(plain, "anthropic")["limits"]["requests"]["baseline"] == 10.0
     assert bucket_json(plain, "openai")["limits"]["requests"]["baseline"] == 3.0
+
+
+def test_units_the_provider_does_not_limit_are_dropped_and_listed(
+    service: Service, loop: asyncio.AbstractEventLoop, fake_clock: FakeClock
+) -> None:
+    # `fast` limits only requests (burst 1): `tokns` is a typo, and the object's request counts.
+    granted = call(service, op="acquire", provider="fast", cost={"tokns": 500, "requests": 1})
+    assert granted["ignored_units"] == ["tokns"]
+    pending = call(service, op="acquire", provider="fast", id="w", cost={"tokns": 5, "more": 1})
+    assert isinstance(pending, PendingAcquire)
+    assert pending.waiter.cost == {"requests": 1.0}  # nothing unlimited waits in the queue
+    assert pending.bucket.queue.pending_cost() == {"requests": 1.0}
+    fake_clock.advance(0.1)
+    run_due(loop)
+    assert service.finish(pending)["ignored_units"] == ["tokns", "more"]
+    # `requests` is never listed, and a cost of only limited units lists nothing.
+    tokens_only = call(service, op="acquire", provider="multi", cost={"tokens": 10})
+    assert "ignored_units" not in tokens_only
+
+
+def test_an_object_cost_without_requests_takes_one_request(service: Service) -> None:
+    call(service, op="acquire", provider="fast", cost={"tokens": 5})  # takes the burst of 1
+    error = fails(service, ErrorCode.TIMEOUT, op="acquire", provider="fast", cost={"tokens": 5}, timeout=0)
+    assert error.fields["retry_after"] == pytest.approx(0.1)
+    free = call(service, op="acquire", provider="fast", cost={"requests": 0, "tokens": 5}, timeout=0)
+    assert free["ok"] is True

@@ -270,3 +270,34 @@ def test_cancelled_waiters_behind_a_blocked_head_do_not_pile_up(
     h.advance_to_wake()
     assert head.future.done()
     assert [w.future.done() for w in survivors] == [False] * len(survivors)
+
+
+def test_no_queued_unit_outlives_the_waiters_that_named_it(
+    loop: asyncio.AbstractEventLoop, fake_clock: FakeClock
+) -> None:
+    limits = {"requests": LimitSpec(1.0, 1.0), "tokens": LimitSpec(100.0, 100.0)}
+    limiter = BucketLimiter(limits, fake_clock.monotonic())
+    queue = WaitQueue(lambda: limiter, fake_clock.monotonic, loop)
+    now = fake_clock.monotonic()
+    assert limiter.try_take({"requests": 1.0}, now) == 0.0
+    head = queue.push({"requests": 1.0}, now)
+    left = [queue.push({"requests": 1.0, "tokens": 0.1 * (i + 1)}, now) for i in range(10)]
+    free = queue.push({"requests": 1.0, "tokens": 0.0}, now)
+    assert queue.pending_cost() == pytest.approx({"requests": 12.0, "tokens": 5.5})
+    for waiter in [*left, free]:
+        queue.cancel(waiter)
+    # Float sums leave residue; the key goes with the last waiter that named the unit.
+    assert queue.pending_cost() == {"requests": 1.0}
+    assert not head.future.done()
+
+
+def test_the_estimate_reads_only_the_units_the_bucket_limits(
+    loop: asyncio.AbstractEventLoop, fake_clock: FakeClock
+) -> None:
+    limiter = BucketLimiter({"requests": LimitSpec(10.0, 1.0)}, fake_clock.monotonic())
+    queue = WaitQueue(lambda: limiter, fake_clock.monotonic, loop)
+    now = fake_clock.monotonic()
+    assert limiter.try_take({"requests": 1.0}, now) == 0.0
+    queue.push({"requests": 2.0, "tokens": 1e9}, now)
+    assert queue.estimate({"requests": 1.0, "other": 5.0}, now) == pytest.approx(0.3)
+    assert queue.estimate({}, now) == pytest.approx(0.2)
