@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = (
     "SCHEMA_VERSION",
@@ -53,7 +53,8 @@ class LoadedState:
     `saved_at` is the file's unix save time and `stale_for` = now - saved_at
     (never negative). `last_seen` is each entry's own unix time (older than
     `saved_at` for entries carried over for providers no longer configured);
-    `expired` counts entries dropped for being older than `max_age`.
+    `expired` counts entries dropped for being older than `max_age`; `rejected`
+    says, per malformed entry, why it was dropped ("buckets.p.b.last_seen: ...").
     """
 
     buckets: dict[BucketKey, dict[str, object]]
@@ -61,6 +62,7 @@ class LoadedState:
     stale_for: float
     last_seen: dict[BucketKey, float] = field(default_factory=dict)
     expired: int = 0
+    rejected: list[str] = field(default_factory=list)
 
     def age(self, key: BucketKey, now_wall: float) -> float:
         """Seconds since the entry `key` was last live (its decay time), never negative."""
@@ -93,12 +95,19 @@ def encode_state(
         raise StateFormatError(f"buckets: not JSON-serialisable: {exc}") from exc
 
 
-def decode_state(data: bytes, now_wall: float, max_age: float) -> LoadedState:
+def decode_state(
+    data: bytes,
+    now_wall: float,
+    max_age: float,
+    check: Callable[[dict[str, object]], str | None] | None = None,
+) -> LoadedState:
     """Parse and check a state file; drop entries whose `last_seen` is over `max_age` s old.
 
-    Raises `StateFormatError` (with `future=True` for a newer schema) for anything
-    else than a well-formed version-1 document: bad JSON, missing keys, wrong types,
-    non-finite times. Unknown extra keys are ignored (additive changes keep version 1).
+    Raises `StateFormatError` (with `future=True` for a newer schema) when the document
+    itself is not a version-1 state file: bad JSON, a missing or wrong top-level key.
+    A malformed entry is dropped alone and said in `rejected`, as is one that
+    `check(learner)` finds a problem with. A `last_seen` in the future counts as now.
+    Unknown extra keys are ignored (additive changes keep version 1).
     """
     try:
         document = orjson.loads(data)
@@ -124,17 +133,26 @@ def decode_state(data: bytes, now_wall: float, max_age: float) -> LoadedState:
     buckets: dict[BucketKey, dict[str, object]] = {}
     seen_at: dict[BucketKey, float] = {}
     expired = 0
+    rejected: list[str] = []
     for provider, per_bucket in providers.items():
         if not isinstance(per_bucket, dict):
-            raise StateFormatError(f"buckets.{provider}: must be an object, got {_kind(per_bucket)}")
+            rejected.append(f"buckets.{provider}: must be an object, got {_kind(per_bucket)}")
+            continue
         for bucket, entry in per_bucket.items():
             where = f"buckets.{provider}.{bucket}"
-            if not isinstance(entry, dict):
-                raise StateFormatError(f"{where}: must be an object, got {_kind(entry)}")
-            last_seen = _time_field(entry, "last_seen", f"{where}.last_seen")
-            learner = entry.get("learner")
-            if not isinstance(learner, dict):
-                raise StateFormatError(f"{where}.learner: must be an object, got {_kind(learner)}")
+            try:
+                if not isinstance(entry, dict):
+                    raise StateFormatError(f"{where}: must be an object, got {_kind(entry)}")
+                last_seen = min(now_wall, _time_field(entry, "last_seen", f"{where}.last_seen"))
+                learner = entry.get("learner")
+                if not isinstance(learner, dict):
+                    raise StateFormatError(f"{where}.learner: must be an object, got {_kind(learner)}")
+                problem = None if check is None else check(learner)
+                if problem is not None:
+                    raise StateFormatError(f"{where}.learner: {problem}")
+            except StateFormatError as exc:
+                rejected.append(str(exc))
+                continue
             if now_wall - last_seen > max_age:
                 expired += 1
                 continue
@@ -146,6 +164,7 @@ def decode_state(data: bytes, now_wall: float, max_age: float) -> LoadedState:
         stale_for=max(0.0, now_wall - saved_at),
         last_seen=seen_at,
         expired=expired,
+        rejected=rejected,
     )
 
 

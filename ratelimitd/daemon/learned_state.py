@@ -45,17 +45,36 @@ def collect_snapshots(service: LearnerHost) -> dict[BucketKey, Mapping[str, obje
 
 
 def restore_bucket(service: LearnerHost, bucket: Bucket, data: dict[str, object], stale_for: float) -> bool:
-    """Replace `bucket`'s learner with one rebuilt from `data`; False (logged) if malformed."""
+    """Replace `bucket`'s learner with one rebuilt from `data`; False (logged) if it was dropped.
+
+    Never raises: a snapshot that cannot be restored, or whose learner the limiter cannot
+    apply, leaves the bucket at its configured rates (state must never stop a start).
+    """
     now, wall = service.clock.monotonic(), service.clock.wall()
+    fresh = bucket.learner
+    clamped: list[str] = []
     try:
-        learner = persist.restore(
-            service.learning_settings, bucket.learner.baseline_rate, data, now, wall, stale_for
+        bucket.learner = persist.restore(
+            service.learning_settings, fresh.baseline_rate, data, now, wall, stale_for, clamped
         )
-    except (ValueError, TypeError, KeyError) as exc:
-        logger.warning("state for %s/%s is malformed and was dropped: %s", bucket.provider, bucket.name, exc)
+        service.apply_learner(bucket)
+    except Exception as exc:  # any bad value: this bucket starts over, the daemon goes on
+        bucket.learner = fresh
+        service.apply_learner(bucket)
+        logger.warning(
+            "saved state for %s/%s is malformed and was dropped (starting from the configured rates): %s",
+            bucket.provider,
+            bucket.name,
+            exc,
+        )
         return False
-    bucket.learner = learner
-    service.apply_learner(bucket)
+    if clamped:
+        logger.warning(
+            "saved state for %s/%s was out of range and was clamped: %s",
+            bucket.provider,
+            bucket.name,
+            "; ".join(clamped),
+        )
     return True
 
 

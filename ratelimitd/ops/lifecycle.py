@@ -11,8 +11,10 @@ Stop (SIGTERM/SIGINT):
   1. STOPPING=1, readiness false
   2. stop accepting connections
   3. every waiting acquire and every new request gets `shutting_down`
-  4. flush answers, close connections (bounded by shutdown_timeout)
+  4. flush answers, close connections (bounded by shutdown_timeout; a second signal
+     closes them at once)
   5. save learned state, close HTTP, remove the socket file if it is still the one bound here
+  (a third signal exits at once, saving nothing)
 Reload (SIGHUP): RELOADING=1, re-read the config, apply it keeping learned state and
 waiters (a config that fails to load is logged and the running one stays), READY=1.
 """
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from ratelimitd import __version__
 from ratelimitd.core.errors import ConfigError
-from ratelimitd.core.learning.persist import snapshot
+from ratelimitd.core.learning.persist import snapshot, snapshot_problem
 from ratelimitd.core.paths import default_socket_path, default_state_path
 from ratelimitd.core.readiness import Readiness
 from ratelimitd.daemon.clock import Clock, SystemClock
@@ -91,15 +93,21 @@ class Daemon:
         self.backend: object | None = None  # the RedisBackend, with `[backend] kind = "redis"`
         self._dirty = False
         self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second stop signal: skip the rest of the drain
         self._reloads: list[asyncio.Task[None]] = []
         self.on_reload: list[Callable[[Config], None]] = []  # extra components follow reloads
 
     # -- signals only set state (uvicorn's handle_exit) -----------------------------------------
 
     def request_stop(self) -> None:
-        if self._stop.is_set():
-            logger.warning("second stop signal: exiting now")
+        if self._hurry.is_set():
+            logger.warning("third stop signal: exiting now, without saving state")
             os._exit(1)
+        if self._stop.is_set():
+            # Impatience cuts the drain short; the state is still saved and the socket removed.
+            logger.warning("second stop signal: closing connections now")
+            self._hurry.set()
+            return
         logger.info("stop requested")
         self._stop.set()
 
@@ -177,7 +185,7 @@ class Daemon:
         # Let the answers be written before the connections close.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.server.shutdown_timeout / 2):
-                while any(c.has_unsent() for c in server.connections):  # noqa: ASYNC110 (no event for "buffer drained")
+                while not self._hurry.is_set() and any(c.has_unsent() for c in server.connections):  # noqa: ASYNC110 (no event for "buffer drained")
                     await asyncio.sleep(0.01)
         server.close_connections()
         await asyncio.sleep(0)
@@ -260,7 +268,7 @@ class Daemon:
             self.readiness.set("state", True)
             return
         path = self.config.persist.path or default_state_path(self.environ, Path.home())
-        store = StateStore(path, max_age=self.config.persist.max_age)
+        store = StateStore(path, max_age=self.config.persist.max_age, check=snapshot_problem)
         store.acquire_lock()  # a second daemon on the same file refuses to start
         stack.callback(store.close)
         self.store = store
@@ -268,6 +276,7 @@ class Daemon:
         loaded = store.load(self.clock.wall(), configured)
         if loaded is not None:
             restored = restore_learners(service, loaded)
+            store.note_dropped(len(loaded.buckets) - restored)
             logger.info("restored learned state of %d buckets from %s", restored, path)
 
         def saved_state(key: tuple[str, str]) -> tuple[dict[str, object], float] | None:

@@ -118,6 +118,9 @@ class SaveCounts(Protocol):
     @property
     def last_success_wall(self) -> float | None: ...
 
+    @property
+    def buckets_dropped(self) -> int: ...
+
 
 class DaemonView(Protocol):
     """What the collector reads from the daemon (`ratelimitd.ops.lifecycle.Daemon`)."""
@@ -359,6 +362,11 @@ class Metrics:
         saves.add_metric(("success",), store.saves_ok if store is not None else 0)
         saves.add_metric(("failure",), store.saves_failed if store is not None else 0)
         yield saves
+        yield CounterMetricFamily(
+            "ratelimitd_state_buckets_dropped",
+            "Saved buckets dropped at start because their state was malformed (logged, file kept).",
+            value=store.buckets_dropped if store is not None else 0,
+        )
         last = store.last_success_wall if store is not None else None
         yield GaugeMetricFamily(
             "ratelimitd_state_last_save_timestamp_seconds",

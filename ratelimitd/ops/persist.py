@@ -29,6 +29,7 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -93,13 +94,21 @@ class StateStore:
     """
 
     def __init__(
-        self, path: Path, *, max_age: float = DEFAULT_MAX_AGE, logger: logging.Logger | None = None
+        self,
+        path: Path,
+        *,
+        max_age: float = DEFAULT_MAX_AGE,
+        logger: logging.Logger | None = None,
+        check: Callable[[dict[str, object]], str | None] | None = None,
     ) -> None:
         self.path = path
         self.lock_path = path.with_name(path.name + ".lock")
         self.max_age = max_age
+        self.check = check  # why a snapshot cannot be restored, or None
         self.saves_ok = 0
         self.saves_failed = 0
+        self.buckets_dropped = 0  # malformed entries dropped at load (and at restore, by the caller)
+        self.rejected_copy: Path | None = None  # the file as read, kept when entries were dropped
         self.last_success_wall: float | None = None
         self.quarantined: Path | None = None
         self._log = logger or _logger
@@ -139,16 +148,9 @@ class StateStore:
             return
         with contextlib.suppress(OSError):
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
-            try:
-                fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                self._log.warning(
-                    "cannot open state lock %s (%s); running without a lock", self.lock_path, exc
-                )
-                return
+        fd = self._open_lock()
+        if fd is None:
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -164,6 +166,46 @@ class StateStore:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
         self._remove_stale_temporaries()
+
+    def _open_lock(self) -> int | None:
+        """The lock file, opened without following a link; None when it cannot be had (logged).
+
+        Anything there that is not a regular file (a symlink planted to make us truncate its
+        target, a FIFO) is moved aside and a new lock file is created in its place.
+        """
+        for _attempt in range(2):
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o600)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    if not self._move_aside(self.lock_path, "a symbolic link (not followed)"):
+                        return None
+                    continue
+                try:
+                    fd = os.open(self.lock_path, os.O_RDONLY | _NO_FOLLOW)
+                except OSError as again:
+                    self._log.warning(
+                        "cannot open state lock %s (%s); running without a lock", self.lock_path, again
+                    )
+                    return None
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)
+            if not self._move_aside(self.lock_path, "not a regular file"):
+                return None
+        self._log.warning("cannot make a regular state lock at %s; running without a lock", self.lock_path)
+        return None
+
+    def _move_aside(self, path: Path, reason: str) -> bool:
+        """Rename `path` to `<name>.rejected-<UTC stamp>` (the entry itself, never a link's target)."""
+        target = _free_name(path.with_name(f"{path.name}.rejected-{_stamp(time.time())}"))
+        try:
+            os.rename(path, target)
+        except OSError as exc:
+            self._log.error("%s is %s and could not be moved aside: %s", path, reason, exc)
+            return False
+        self._log.warning("%s is %s; moved to %s", path, reason, target)
+        return True
 
     def close(self) -> None:
         """Release the lock (idempotent). The lock file stays: deleting it would race."""
@@ -184,19 +226,22 @@ class StateStore:
         self._carried = {}
         self._live = {}
         try:
-            data = self.path.read_bytes()
+            data = _read_regular_file(self.path)
         except FileNotFoundError:
             self._log.info("no saved state at %s; starting from the configured rates", self.path)
             return None
         except OSError as exc:
-            self._quarantine(now_wall, f"unreadable ({exc})")
+            reason = "a symbolic link (not followed)" if exc.errno == errno.ELOOP else f"unreadable ({exc})"
+            self._quarantine(now_wall, reason)
             return None
         try:
-            loaded = decode_state(data, now_wall, self.max_age)
+            loaded = decode_state(data, now_wall, self.max_age, self.check)
         except StateFormatError as exc:
             kind = "from a newer ratelimitd" if exc.future else "corrupt"
             self._quarantine(now_wall, f"{kind}: {exc}")
             return None
+        if loaded.rejected:
+            self._reject_entries(data, loaded.rejected, now_wall)
         if loaded.stale_for > self.max_age:
             self._log.warning(
                 "saved state in %s is %.0f s old (max_age %.0f s); dropped, starting from "
@@ -312,15 +357,29 @@ class StateStore:
                 with contextlib.suppress(OSError):
                     leftover.unlink()
 
+    def note_dropped(self, count: int) -> None:
+        """Count buckets dropped after load (their snapshot could not be restored)."""
+        self.buckets_dropped += count
+
+    def _reject_entries(self, data: bytes, reasons: list[str], now_wall: float) -> None:
+        """Log each dropped entry, count them, and keep the file as read for inspection."""
+        self.buckets_dropped += len(reasons)
+        for reason in reasons:
+            self._log.warning("state file %s: dropped a malformed bucket: %s", self.path, reason)
+        target = _free_name(self.path.with_name(f"{self.path.name}.rejected-{_stamp(now_wall)}"))
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as copy:
+                copy.write(data)
+        except OSError as exc:
+            self._log.warning("could not keep a copy of %s for inspection: %s", self.path, exc)
+            return
+        self.rejected_copy = target
+        self._log.warning("kept a copy of %s as read in %s", self.path, target)
+
     def _quarantine(self, now_wall: float, reason: str) -> None:
         """Move a bad file aside under a new name; never overwrite an earlier one."""
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now_wall))
-        base = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        target = base
-        suffix = 1
-        while target.exists():
-            target = base.with_name(f"{base.name}-{suffix}")
-            suffix += 1
+        target = _free_name(self.path.with_name(f"{self.path.name}.corrupt-{_stamp(now_wall)}"))
         try:
             os.rename(self.path, target)
         except OSError as exc:
@@ -440,6 +499,34 @@ class PeriodicSaver:
             ok = self._store.save(snapshot, self._wall())
         self._pending = not ok
         return ok
+
+
+# Never follow a link at the state file or its lock, never block on a FIFO there.
+_NO_FOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of `path`; OSError (ELOOP for a symlink) unless it is a regular file."""
+    fd = os.open(path, os.O_RDONLY | _NO_FOLLOW)
+    with os.fdopen(fd, "rb") as stream:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"not a regular file (mode {stat.filemode(mode)})")
+        return stream.read()
+
+
+def _stamp(wall: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(wall))
+
+
+def _free_name(base: Path) -> Path:
+    """`base`, or `base-1`, `base-2`...: the first name not taken (never overwrite evidence)."""
+    target = base
+    suffix = 1
+    while os.path.lexists(target):
+        target = base.with_name(f"{base.name}-{suffix}")
+        suffix += 1
+    return target
 
 
 def _read_pid(fd: int) -> int | None:

@@ -94,8 +94,9 @@ def test_multi_unit_cost_is_granted_only_when_every_unit_allows(daemon_factory: 
     assert refused["retry_after"] > 0
     # The 5 requests were not consumed: 9 requests remain for a tokens-free cost.
     assert client.request("acquire", provider="multi", cost={"requests": 9}, timeout=0)["ok"] is True
-    # A unit the provider does not limit is ignored.
-    assert client.request("acquire", provider="multi", cost={"other": 1e9}, timeout=0)["ok"] is True
+    # A unit the provider does not limit is ignored (and said so); no request is left, so none is taken.
+    free = client.request("acquire", provider="multi", cost={"requests": 0, "other": 1e9}, timeout=0)
+    assert (free["ok"], free["ignored_units"]) == (True, ["other"])
     assert daemon.bucket_status("multi")["granted"] == 3
 
 

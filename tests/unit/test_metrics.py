@@ -69,6 +69,7 @@ class StubSaves:
     saves_ok: int = 0
     saves_failed: int = 0
     last_success_wall: float | None = None
+    buckets_dropped: int = 0
 
 
 def bucket(provider: str, name: str = "default") -> Bucket:
@@ -252,6 +253,9 @@ def test_state_saves(registry: CollectorRegistry) -> None:
     assert registry.get_sample_value("ratelimitd_state_saves_total", {"outcome": "success"}) == 1
     assert registry.get_sample_value("ratelimitd_state_saves_total", {"outcome": "failure"}) == 2
     assert registry.get_sample_value("ratelimitd_state_last_save_timestamp_seconds") == WALL
+    assert registry.get_sample_value("ratelimitd_state_buckets_dropped_total") == 0
+    saves.buckets_dropped = 3
+    assert registry.get_sample_value("ratelimitd_state_buckets_dropped_total") == 3
 
 
 def test_unattached_metrics_still_expose_daemon_series(registry: CollectorRegistry) -> None:
@@ -314,6 +318,7 @@ def test_exposition_follows_naming_rules(registry: CollectorRegistry) -> None:
         "ratelimitd_providers_max",
         "ratelimitd_protocol_errors",
         "ratelimitd_state_saves",
+        "ratelimitd_state_buckets_dropped",
         "ratelimitd_bucket_rate_per_second",
         "ratelimitd_bucket_baseline_per_second",
         "ratelimitd_bucket_rate_ratio",

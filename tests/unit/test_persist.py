@@ -118,22 +118,38 @@ BAD_DOCUMENTS: list[tuple[str, bytes, str]] = [
     ("saved_at string", b'{"version": 1, "saved_at": "x", "buckets": {}}', "saved_at: must be a"),
     ("infinite saved_at", b'{"version": 1, "saved_at": 1e999, "buckets": {}}', "infinity"),
     ("buckets list", b'{"version": 1, "saved_at": 1, "buckets": []}', "buckets: must be an object"),
-    (
-        "provider not object",
-        b'{"version": 1, "saved_at": 1, "buckets": {"p": 3}}',
-        "buckets.p: must be an object, got number",
-    ),
-    (
-        "entry missing last_seen",
-        b'{"version": 1, "saved_at": 1, "buckets": {"p": {"b": {"learner": {}}}}}',
-        "buckets.p.b.last_seen: must be a number",
-    ),
+]
+
+BAD_ENTRIES: list[tuple[str, bytes, str]] = [
+    ("provider not object", b'{"p": 3}', "buckets.p: must be an object, got number"),
+    ("entry missing last_seen", b'{"p": {"b": {"learner": {}}}}', "buckets.p.b.last_seen: must be a number"),
     (
         "learner not object",
-        b'{"version": 1, "saved_at": 1, "buckets": {"p": {"b": {"last_seen": 1, "learner": []}}}}',
+        b'{"p": {"b": {"last_seen": 1, "learner": []}}}',
         "buckets.p.b.learner: must be an object, got array",
     ),
 ]
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"), [c[1:] for c in BAD_ENTRIES], ids=[c[0] for c in BAD_ENTRIES]
+)
+def test_a_malformed_entry_is_dropped_alone(entries: bytes, message: str) -> None:
+    good = b'"q": {"b": {"last_seen": %d, "learner": {"i": 1}}}' % T0
+    data = b'{"version": 1, "saved_at": 1, "buckets": {' + good + b", " + entries.strip()[1:-1] + b"}}"
+    loaded = decode_state(data, T0, WEEK)
+    assert list(loaded.buckets) == [("q", "b")]
+    assert len(loaded.rejected) == 1
+    assert loaded.rejected[0].startswith(message)
+
+
+def test_check_drops_what_it_finds_a_problem_with_and_future_times_are_now() -> None:
+    data = encode_state({("p", "ok"): {"i": 1}, ("p", "bad"): {"i": 2}}, T0 + 3600.0)
+    loaded = decode_state(data, T0, WEEK, check=lambda learner: "two" if learner["i"] == 2 else None)
+    assert list(loaded.buckets) == [("p", "ok")]
+    assert loaded.rejected == ["buckets.p.bad.learner: two"]
+    assert loaded.last_seen[("p", "ok")] == T0
+    assert loaded.stale_for == 0.0
 
 
 @pytest.mark.parametrize(
@@ -222,7 +238,7 @@ def test_truncated_file_is_quarantined_and_never_overwritten(tmp_path: Path) -> 
     [
         b"\x89PNG garbage",
         b'{"version": 2, "saved_at": 1700000000, "buckets": {}}',
-        b'{"version": 1, "saved_at": 1700000000, "buckets": {"p": {"b": {"last_seen": "x"}}}}',
+        b'{"version": 1, "saved_at": "x", "buckets": {"p": {"b": {"last_seen": 1}}}}',
     ],
     ids=["garbage", "future-version", "wrong-types"],
 )
