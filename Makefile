@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.installed-run
 # (the redis backend's tests start their own servers); chromium (the status page in a real browser).
 DEB_TOOLS := redis-server:redis-server redis-cli:redis-tools prometheus:prometheus promtool:prometheus systemd-analyze:systemd systemd-socket-activate:systemd chromium:chromium
 
-.PHONY: run test lint typecheck unit bench deps clean install-systemd
+.PHONY: run test lint typecheck unit bench fuzz deps clean install-systemd
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ test: deps lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The protocol fuzz test of `make test`, with many more (and new) examples: FUZZ_EXAMPLES=N.
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	RATELIMITD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q --timeout=0 tests/integration/test_protocol_fuzz.py
 
 install-systemd: $(STAMP)
 	$(BIN)/ratelimitd install-systemd --prefix "$(or $(PREFIX),/)"

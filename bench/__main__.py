@@ -30,6 +30,8 @@ BENCHMARKS: Final[tuple[tuple[str, list[str], list[str]], ...]] = (
     ("bench.integrations", [], ["--quick"]),
     ("bench.redis_backend", [], ["--quick"]),
     ("bench.redis_learning", [], ["--quick"]),
+    ("bench.hostile", [], ["--quick"]),
+    ("bench.soak", [], ["--quick"]),
 )
 
 
