@@ -66,6 +66,7 @@ def restore_bucket(service: LearnerHost, bucket: Bucket, data: dict[str, object]
             bucket.provider,
             bucket.name,
             exc,
+            extra=_event(bucket, "dropped"),
         )
         return False
     if clamped:
@@ -74,8 +75,14 @@ def restore_bucket(service: LearnerHost, bucket: Bucket, data: dict[str, object]
             bucket.provider,
             bucket.name,
             "; ".join(clamped),
+            extra=_event(bucket, "clamped"),
         )
     return True
+
+
+def _event(bucket: Bucket, reason: str) -> dict[str, object]:
+    """Log fields of a bad-state line: a storm of them is rate-limited as one event kind."""
+    return {"event": "bad_state", "provider": bucket.provider, "bucket": bucket.name, "reason": reason}
 
 
 def restore_learners(service: LearnerHost, loaded: LoadedState) -> int:

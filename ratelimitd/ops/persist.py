@@ -365,7 +365,12 @@ class StateStore:
         """Log each dropped entry, count them, and keep the file as read for inspection."""
         self.buckets_dropped += len(reasons)
         for reason in reasons:
-            self._log.warning("state file %s: dropped a malformed bucket: %s", self.path, reason)
+            self._log.warning(
+                "state file %s: dropped a malformed bucket: %s",
+                self.path,
+                reason,
+                extra={"event": "bad_state", "reason": "malformed"},
+            )
         target = _free_name(self.path.with_name(f"{self.path.name}.rejected-{_stamp(now_wall)}"))
         try:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600)
