@@ -394,7 +394,8 @@ class UnixServer:
             return
         op = obj.get("op") if type(obj) is dict else None
         if op is not None:
-            self.service.metrics.on_op(op if op in OPS else "other", seconds)
+            # Any JSON value may stand there (a list is unhashable): only known names are labels.
+            self.service.metrics.on_op(op if type(op) is str and op in OPS else "other", seconds)
 
     def count_error(self, code: ErrorCode) -> None:
         self.service.protocol_errors[code.value] += 1

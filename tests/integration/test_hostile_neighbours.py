@@ -145,3 +145,15 @@ def test_waiters_with_many_unit_names_cost_nothing_to_estimate(daemon_factory: D
     waiters.close()  # 2,000 waiters leave at once
     assert ping_seconds(daemon) < PING_BOUND
     assert daemon.rss_kib() - before < RSS_GROWTH_BOUND_KIB
+
+
+def test_an_op_of_any_json_type_is_answered_on_every_line(daemon_factory: DaemonFactory) -> None:
+    """One line in 16 is timed for the per-op histogram: an unhashable `op` must not break that."""
+    daemon = daemon_factory(COST_CONFIG)
+    with NdjsonClient.connect(daemon.socket_path) as client:
+        for op in ([1], {"a": 1}, 3.5, None, True):
+            client.send(*({"op": op, "id": i} for i in range(40)))
+            answers = client.read_responses(40)
+            assert sorted(answer["id"] for answer in answers) == list(range(40))
+            assert {answer.get("error") for answer in answers} <= {"bad_request", "unknown_op"}
+        assert client.request("ping")["ok"] is True
