@@ -14,7 +14,7 @@ from ratelimitd.core.headers import structured_fields as sf
 from ratelimitd.core.headers import values as hv
 from ratelimitd.core.headers.conventions import DEFAULT_CONVENTIONS, HeaderConventions
 from ratelimitd.core.headers.hint import DEFAULT_LONG_RESET_THRESHOLD, HintKind, RateLimitHint, UnitHint
-from ratelimitd.core.headers.plausibility import check_waits
+from ratelimitd.core.headers.plausibility import check_waits, has_long_wait
 from ratelimitd.core.headers.values import parse_ietf, parse_retry_after
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ def parse_headers(
         status=status,
         resource=col.resource if FAMILY_GITHUB in trusted else None,
     )
-    if max_pause is None:
+    if max_pause is None or not has_long_wait(hint, max_pause):
         return hint
     return check_waits(
         hint, max_pause=max_pause, quota_evidence=quota_evidence, windows=conv.evidence_windows()

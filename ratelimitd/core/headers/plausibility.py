@@ -30,6 +30,7 @@ __all__ = (
     "EPOCH_SECONDS_MIN",
     "DelayUnit",
     "check_waits",
+    "has_long_wait",
     "seconds_until",
 )
 
@@ -57,6 +58,16 @@ def seconds_until(number: float, now_wall: float, delay_unit: DelayUnit = "secon
     if number >= EPOCH_SECONDS_MIN:
         return max(0.0, number - now_wall)
     return number / 1000.0 if delay_unit == "milliseconds" else number
+
+
+def has_long_wait(hint: RateLimitHint, max_pause: float) -> bool:
+    """True when the hint asks for a wait past `max_pause` (most answers do not: one pass)."""
+    if hint.retry_after is not None and hint.retry_after > max_pause:
+        return True
+    return any(
+        unit.exhausted and unit.reset_after is not None and unit.reset_after > max_pause
+        for unit in hint.units.values()
+    )
 
 
 def check_waits(
