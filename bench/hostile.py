@@ -261,16 +261,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.hostile", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller cases")
     parser.add_argument("--units", type=int, default=5500, help="units per cost map (default 5500)")
+    parser.add_argument("--waiters", type=int, help="waiting acquires of the cost-map case")
+    parser.add_argument("cases", nargs="*", help="only these: flood costs abandoned")
     args = parser.parse_args(argv)
     quick = args.quick
     with tempfile.TemporaryDirectory(prefix="rl-hostile-") as tmp:
         root = Path(tmp)
         cases: list[tuple[str, Callable[[Path], list[str]]]] = [
             ("flood", lambda d: status_flood(d, 200 if quick else 1000, 20 if quick else 150, 3.0)),
-            ("costs", lambda d: cost_maps(d, 300 if quick else 3000, args.units)),
+            ("costs", lambda d: cost_maps(d, args.waiters or (300 if quick else 3000), args.units)),
             ("abandoned", lambda d: abandoned(d, 40 if quick else 400, args.units)),
         ]
         for name, case in cases:
+            if args.cases and name not in args.cases:
+                continue
             directory = root / name
             directory.mkdir()
             for line in case(directory):
