@@ -41,7 +41,9 @@ SLICE_PROVIDERS: Final = 500
 _PIECE_PROVIDERS: Final = 1000
 _OPENMETRICS: Final = "application/openmetrics-text"
 
-Lines = tuple[str, ...]  # one string of sample lines per per-provider family
+# One bytes of sample lines per per-provider family: bytes, not str, since they are kept
+# (16 bytes less per object, ~5 MB at 10,000 providers) and written as they are.
+Lines = tuple[bytes, ...]
 
 
 class ScrapeSource(Protocol):
@@ -84,7 +86,7 @@ class MetricsScrape:
             yield head.encode()
             for first in range(0, len(per_provider), _PIECE_PROVIDERS):
                 group = per_provider[first : first + _PIECE_PROVIDERS]
-                yield "".join([lines[index] for lines in group]).encode()
+                yield b"".join([lines[index] for lines in group])
         # The rest is small (daemon-level families, process, backend): encoded at once, last
         # (an OpenMetrics body ends with its `# EOF`).
         self._metrics.per_provider_apart = True
@@ -128,7 +130,7 @@ class MetricsScrape:
         # Counters of providers no longer served (removed by a reload) keep their series.
         gone = {n: c for n, c in self._metrics.counted_providers.items() if n not in providers}
         if gone:
-            found.append(tuple(_samples(f) for f in acquire_families(gone)) + ("",) * _bucket_family_count())
+            found.append(tuple(_samples(f) for f in acquire_families(gone)) + (b"",) * _bucket_family_count())
         for name in [n for n in remembered if n not in providers]:
             del remembered[name]
         return found
@@ -198,12 +200,13 @@ def _head(family: Metric, *, openmetrics: bool) -> str:
     return f"# HELP {name} {help_text}\n# TYPE {name} {family.type}\n"
 
 
-def _samples(family: Metric) -> str:
+def _samples(family: Metric) -> bytes:
     """The family's sample lines, labels sorted by name as prometheus_client writes them."""
-    return "".join(
+    text = "".join(
         f"{sample.name}{{{_labels(sample.labels.items())}}} {_go_float(sample.value)}\n"
         for sample in family.samples
     )
+    return text.encode()
 
 
 def _labels(pairs: Iterable[tuple[str, str]]) -> str:
