@@ -7,7 +7,8 @@ busy with one request outstanding each, every request encoded with orjson, for e
 shape below; then the same shape pipelined over one connection. Printed per shape and
 server: requests per second at 16 connections (best of the rounds) and its ratio to
 echo's, p99 at 16 connections and its ratio to echo's, and µs per pipelined request
-over echo's.
+over echo's: wall time, and the server's own CPU time (its event loop thread, from
+/proc/PID/schedstat), which a busy machine does not distort.
 
     python -m bench.raw_client [--quick] [--duration S] [--rounds N]
 """
@@ -198,12 +199,18 @@ def closed_loop(path: Path, template: dict[str, Any], duration: float) -> Closed
 # -- the run ------------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of the process's main thread (its event loop), from /proc/PID/schedstat (ns)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
 @dataclass(slots=True)
 class Row:
     shape: str
     server: str
     closed: ClosedLoop
-    micros: float  # per pipelined request
+    micros: float  # wall time per pipelined request
+    cpu_micros: float  # the server's CPU time per pipelined request
     pipeline_errors: int
 
 
@@ -217,7 +224,8 @@ def run(*, duration: float, rounds: int, pipelined: int, repetitions: int) -> li
             daemon(directory, metrics=True, config=CONFIG, name="off") as off,
             daemon(directory, metrics=True, config=CONFIG, name="on", env=learning_env) as on,
         ):
-            servers = {"echo": socket_of(echo), "learning off": socket_of(off), "learning on": socket_of(on)}
+            processes = {"echo": echo, "learning off": off, "learning on": on}
+            servers = {name: socket_of(process) for name, process in processes.items()}
             for shape in SHAPES:
                 best: dict[str, ClosedLoop] = {}
                 for _ in range(rounds):  # the servers take turns, so drift hits all alike
@@ -230,8 +238,15 @@ def run(*, duration: float, rounds: int, pipelined: int, repetitions: int) -> li
                         orjson.dumps({**shape.request, "id": i}, option=orjson.OPT_APPEND_NEWLINE)
                         for i in range(pipelined)
                     ]
+                    pid = processes[server].pid
+                    cpu_before = cpu_seconds(pid)
                     row = pipelined_lines(server, path, lines, repetitions)
-                    rows.append(Row(shape.name, server, best[server], row.micros_per_acquire, row.errors))
+                    # The server's own CPU per request: what a busy machine does not distort.
+                    sent = len(lines) * repetitions + min(len(lines), 20 * 256)  # + the warm-up
+                    cpu = (cpu_seconds(pid) - cpu_before) / sent * 1e6
+                    rows.append(
+                        Row(shape.name, server, best[server], row.micros_per_acquire, cpu, row.errors)
+                    )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return rows
@@ -241,7 +256,7 @@ def format_rows(rows: Sequence[Row]) -> str:
     out = [
         f"## every shape: one uvloop client, {CONNECTIONS} connections x 1 outstanding; pipelined over 1",
         f"{'request':<32} {'server':<13} {'req/s':>9} {'of echo':>8} {'p99 µs':>7} {'p99/echo':>9} "
-        f"{'pipe µs':>8} {'over echo':>10} {'errors':>7}",
+        f"{'pipe µs':>8} {'over echo':>10} {'cpu µs':>7} {'over echo':>10} {'errors':>7}",
     ]
     echo: Row | None = None
     for row in rows:
@@ -252,6 +267,7 @@ def format_rows(rows: Sequence[Row]) -> str:
             f"{row.shape:<32} {row.server:<13} {row.closed.per_second:>9,.0f} "
             f"{row.closed.per_second / echo.closed.per_second:>8.2f} {row.closed.p99 * 1e6:>7.0f} "
             f"{row.closed.p99 / echo.closed.p99:>9.2f} {row.micros:>8.2f} {row.micros - echo.micros:>+10.2f} "
+            f"{row.cpu_micros:>7.2f} {row.cpu_micros - echo.cpu_micros:>+10.2f} "
             f"{row.closed.errors + row.pipeline_errors:>7}"
         )
     out.append("")
@@ -272,13 +288,15 @@ def targets(rows: Sequence[Row]) -> list[str]:
         f"p99 <= 1.2x echo's: highest {p99_high[0]:.2f}x ({p99_high[1].shape}, {p99_high[1].server}), "
         f"{'met' if p99_high[0] <= 1.2 else 'NOT met'}",
     ]
+    # Pipelined, the server is the bottleneck: its CPU per request is its time per request,
+    # read from the kernel, so the verdict holds on a busy machine too.
     for headers in (False, True):
         bound = 5.0 if headers else 1.5
         chosen = [r for r in rows if r.server != "echo" and ("headers" in r.shape) == headers]
-        extra, worst = max((r.micros - echo[r.shape].micros, r) for r in chosen)
+        extra, worst = max((r.cpu_micros - echo[r.shape].cpu_micros, r) for r in chosen)
         what = "report with headers" if headers else "every other shape"
         lines.append(
-            f"pipelined <= +{bound:g} µs over echo, {what}: worst {extra:+.2f} µs "
+            f"pipelined <= +{bound:g} µs over echo (server CPU), {what}: worst {extra:+.2f} µs "
             f"({worst.shape}, {worst.server}), {'met' if extra <= bound else 'NOT met'}"
         )
     return lines

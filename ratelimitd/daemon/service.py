@@ -81,6 +81,8 @@ class Service:
 
     def __init__(self, config: Config, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
+        self._settings_of: Config | None = None
+        self._settings: LearningSettings | None = None
         self.clock = clock
         self.loop = loop
         self.default_timeout = config.server.default_timeout
@@ -166,7 +168,14 @@ class Service:
 
     @property
     def learning_settings(self) -> LearningSettings:
-        return learning_settings(self.config)
+        # One frozen object shared by every learner (was 264 bytes per bucket), made anew
+        # when the config object changes.
+        config = self.config
+        settings = self._settings
+        if settings is None or self._settings_of is not config:
+            settings = self._settings = learning_settings(config)
+            self._settings_of = config
+        return settings
 
     def _apply(
         self, bucket: Bucket, decision: Decision | None, now: float, pause_cause: Cause | None = None
