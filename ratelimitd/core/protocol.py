@@ -174,6 +174,9 @@ def _status(value: Any) -> int | None:
     return value
 
 
+_NO_HEADERS: dict[str, str] = {}  # shared: headers are never mutated
+
+
 def _headers(value: Any) -> dict[str, str]:
     if value is None:
         return {}
@@ -302,17 +305,37 @@ def parse_object(obj: Any, *, max_timeout: float) -> Request:
     if op == "report":
         if "status" not in obj:
             raise _bad("status: required")
+        # Every call's second line: common values by lookups, the rest by the full checks
+        # (in the same order, so the same field is named when several are wrong).
+        provider = obj.get("provider")
+        if type(provider) is not str or provider not in _valid_names:
+            provider = _name(obj, "provider", required=True) or ""
+        bucket = obj.get("bucket")
+        if bucket is None:
+            bucket = "default"
+        elif type(bucket) is not str or bucket not in _valid_names:
+            bucket = _name(obj, "bucket", required=False, default="default") or "default"
+        status = obj["status"]
+        if type(status) is not int or not 100 <= status <= 599:
+            status = _status(status)
+        permit = obj.get("permit")
+        reason = obj.get("reason")
         retry_after = obj.get("retry_after")
-        return ReportRequest(
-            rid,
-            _name(obj, "provider", required=True) or "",
-            _name(obj, "bucket", required=False, default="default") or "default",
-            _status(obj["status"]),
-            _permit(obj.get("permit")),
-            _reason(obj.get("reason")),
-            None if retry_after is None else _number(retry_after, "retry_after", positive=False),
-            _headers(obj.get("headers")),
-            _used(obj.get("used")),
+        headers = obj.get("headers")
+        used = obj.get("used")
+        return _new_tuple(
+            ReportRequest,
+            (
+                rid,
+                provider,
+                bucket,
+                status,
+                None if permit is None else _permit(permit),
+                None if reason is None else _reason(reason),
+                None if retry_after is None else _number(retry_after, "retry_after", positive=False),
+                _NO_HEADERS if headers is None else _headers(headers),
+                None if used is None else _used(used),
+            ),
         )
     if op == "ping":
         return PingRequest(rid)
