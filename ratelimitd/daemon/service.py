@@ -283,23 +283,6 @@ class Service:
     ) -> Response | PendingAcquire:
         if self.stopping:
             raise RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
-        try:
-            return self._acquire_on(rid, name, cost, timeout, exclude, peer)
-        except RatelimitdError as exc:
-            # Timeouts are counted where they happen; unknown providers get no series.
-            if exc.code is not ErrorCode.TIMEOUT and name in self.registry.providers:
-                self.metrics.on_acquire_error(name)
-            raise
-
-    def _acquire_on(
-        self,
-        rid: RequestId,
-        name: str,
-        cost: dict[str, float],
-        timeout: float | None,
-        exclude: frozenset[str],
-        peer: Peer | None,
-    ) -> Response | PendingAcquire:
         now = self.clock.monotonic()
         provider = self.registry.providers.get(name) or self._provider(name, now)
         ignored: tuple[str, ...] = ()
@@ -329,11 +312,30 @@ class Service:
                 if provider.rotating:
                     provider.rotation = index + 1 if index + 1 < count else 0
                 return self._granted(rid, bucket, cost, 0.0, now, peer, ignored)
-        # Nobody can grant at once: say why, or choose where to wait. (A granted cost fit
-        # its limits, so only here can it be one that never fits.)
+        try:
+            return self._wait_or_refuse(rid, provider, cost, timeout, exclude, peer, now, ignored)
+        except RatelimitdError as exc:
+            # Timeouts are counted where they happen; unknown providers get no series.
+            if exc.code is not ErrorCode.TIMEOUT and name in self.registry.providers:
+                self.metrics.on_acquire_error(name)
+            raise
+
+    def _wait_or_refuse(
+        self,
+        rid: RequestId,
+        provider: Provider,
+        cost: dict[str, float],
+        timeout: float | None,
+        exclude: frozenset[str],
+        peer: Peer | None,
+        now: float,
+        ignored: tuple[str, ...],
+    ) -> Response | PendingAcquire:
+        """No bucket can grant at once: say why, or choose where to wait. (A granted cost
+        fit its limits, so only here can it be one that never fits.)"""
         if cost is not ONE_REQUEST or not provider.one_request_fits:
             self._check_fits(provider, cost)
-        request = AcquireRequest(rid, name, cost, timeout, exclude)
+        request = AcquireRequest(rid, provider.name, cost, timeout, exclude)
         wait_at_most = self.default_timeout if timeout is None else timeout
         bucket = choose_bucket(provider, request, now, wait_at_most)
         queue: WaitQueue = bucket.queue
