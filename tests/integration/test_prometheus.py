@@ -508,3 +508,55 @@ def test_promtool_checks_and_tests_the_rules() -> None:
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
+
+
+@pytest.mark.timeout(120)
+def test_prometheus_sees_a_stopping_daemon_unready(daemon_factory: DaemonFactory, tmp_path: Path) -> None:
+    """A stop shows as ratelimitd_ready 0 in Prometheus, not only as a target that vanished."""
+    daemon = daemon_factory("[server]\nshutdown_timeout = 3.0\n", http=True)
+    port = free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "500ms"},
+                "scrape_configs": [
+                    {
+                        "job_name": "ratelimitd",
+                        "static_configs": [{"targets": [f"127.0.0.1:{daemon.http_port}"]}],
+                    }
+                ],
+            }
+        )
+    )
+    log = tmp_path / "prometheus.log"
+    with log.open("wb") as out:
+        prometheus = subprocess.Popen(
+            [
+                tool("prometheus"),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+    url = f"http://127.0.0.1:{port}/api/v1/query?"
+
+    def value(expr: str) -> float | None:
+        with contextlib.suppress(OSError, ValueError):
+            result = get_json(url + urllib.parse.urlencode({"query": expr}))["data"]["result"]
+            return float(result[0]["value"][1]) if result else None
+        return None
+
+    try:
+        wait_for(
+            "three scrapes", lambda: (value("count_over_time(ratelimitd_ready[1m])") or 0) >= 3, log.read_text
+        )
+        assert value("min_over_time(ratelimitd_ready[1m])") == 1
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait_exit(timeout=10) == 0
+        wait_for("up == 0", lambda: value('up{job="ratelimitd"}') == 0, log.read_text)
+        assert value("min_over_time(ratelimitd_ready[1m])") == 0
+    finally:
+        stop(prometheus)
