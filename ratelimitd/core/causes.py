@@ -154,11 +154,13 @@ class BucketEvents:
         self._pause_start: float | None = None
         self._pause_end = 0.0
 
-    def changed(self, direction: str, cause: Cause, now: float) -> None:
-        """The rate moved `direction` ("down" or "up") because of `cause`."""
+    def changed(self, direction: str, cause: Cause, now: float, *, note: bool = True) -> None:
+        """The rate moved `direction` ("down" or "up") because of `cause` (`note`: and that
+        is now the bucket's reason)."""
         key = (direction, cause)
         self.changes[key] = self.changes.get(key, 0) + 1
-        self.noted(cause, now)
+        if note:
+            self.noted(cause, now)
 
     def noted(self, cause: Cause, now: float) -> None:
         """The latest reason the bucket is in its state (shown as "why" and "since")."""

@@ -74,7 +74,9 @@ def note_decision(
     events.state = state
     if factor != factor_before:
         direction = "down" if factor < factor_before else "up"
-        events.changed(direction, cause, now)
+        # While paused, spent or disabled, that is the bucket's "why", not a climb meanwhile.
+        held = state in ("paused", "exhausted", "disabled") and direction == "up"
+        events.changed(direction, cause, now, note=not held)
         _log(bucket, "cut" if direction == "down" else "recovery", cause, decision.reason, state)
     if new_pause and pause is not None:
         running = pause_before is not None and pause_before > now

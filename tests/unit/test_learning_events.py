@@ -193,3 +193,18 @@ def test_idle_ttl_zero_keeps_every_provider(loop: asyncio.AbstractEventLoop, fak
         fake_clock.advance(1e6)
         assert service.drop_idle() == []
     assert "typo" in service.registry.providers
+
+
+def test_a_climb_during_a_pause_does_not_hide_the_pause_reason(
+    service: Service, fake_clock: FakeClock
+) -> None:
+    for _ in range(3):
+        report(service, 429)
+    report(service, 429, acquire=False, retry_after=60)
+    assert events(service).last_cause == "retry_after"
+    climbs = events(service).changes.get(("up", "recovery"), 0)
+    for _ in range(30):
+        fake_clock.advance(1.0)
+        service.tick()
+    assert events(service).changes.get(("up", "recovery"), 0) > climbs  # it climbs meanwhile ...
+    assert events(service).last_cause == "retry_after"  # ... and the reason stays the pause's

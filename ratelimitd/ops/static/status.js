@@ -117,10 +117,14 @@ function noteEvents(providers, now) {
       if (lastReason.get(key) === mark) continue;
       lastReason.set(key, mark);
       const limit = primary(bucket);
-      events.unshift({
+      const entry = {
         at: ev.reason_since, key, reason: ev.reason, state: bucket.state,
         rate: limit ? formatRate(limit.rate, limit.period) : "-",
-      });
+      };
+      // Steps of one climb (or one storm) are one line: the bucket's latest, updated.
+      const latest = events.find((e) => e.key === key);
+      if (latest && latest.reason === entry.reason) Object.assign(latest, entry);
+      else events.unshift(entry);
     }
   }
   events.sort((a, b) => b.at - a.at);
