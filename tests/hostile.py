@@ -64,7 +64,10 @@ def throwaway_user() -> Iterator[ThrowawayUser]:
         yield ThrowawayUser(name, entry.pw_uid, entry.pw_gid, home)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-        subprocess.run(["userdel", name], check=False, capture_output=True)
+        # --force: a daemon run as the user may still be stopping (its fixture ends later);
+        # without it userdel refuses and the user would be left behind.
+        done = subprocess.run(["userdel", "--force", name], check=False, capture_output=True, text=True)
+        assert done.returncode == 0, f"userdel {name}: {done.stderr}"
 
 
 def public_dir(parent: Path, name: str = "pub") -> Path:
