@@ -278,6 +278,8 @@ class SyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
                 cost=cost,
                 network_errors=self.network_errors,
                 idempotency_header=self.idempotency_header,
+                # A key the caller (an SDK) already set is kept on every attempt.
+                idempotency_key=request.headers.get(self.idempotency_header),
                 rng=self.rng,
                 sleep=time.sleep,
                 release=self._close_response,
@@ -382,6 +384,8 @@ class AsyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
                 cost=cost,
                 network_errors=self.network_errors,
                 idempotency_header=self.idempotency_header,
+                # A key the caller (an SDK) already set is kept on every attempt.
+                idempotency_key=request.headers.get(self.idempotency_header),
                 rng=self.rng,
                 sleep=self.sleep,
                 release=_closer(closing, release),

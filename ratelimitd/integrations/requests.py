@@ -149,6 +149,8 @@ class RateLimitAdapter(HTTPAdapter):
                 cost=cost,
                 network_errors=NETWORK_ERRORS,
                 idempotency_header=self.idempotency_header,
+                # A key the caller (an SDK) already set is kept on every attempt.
+                idempotency_key=request.headers.get(self.idempotency_header),
                 rng=self.rng,
                 sleep=self.sleep,
                 release=_release,

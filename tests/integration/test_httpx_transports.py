@@ -265,3 +265,24 @@ async def test_a_granted_bucket_without_headers_is_not_sent(
         )
     assert [seen.key for seen in api.seen] == ["key-a"]
     await reset(daemon, "keys")
+
+
+async def test_an_idempotency_key_already_set_is_kept_on_every_attempt(
+    daemon: RunningDaemon, fake: tuple[FakeLLM, str]
+) -> None:
+    api, base = fake
+    api.fail_keys = {"key-a"}
+    async with AsyncClient(daemon.socket_path) as client:
+        transport = rl_httpx2.AsyncRateLimitTransport(
+            client, provider="keys", bucket_headers=KEYS, policy="extract"
+        )
+        async with httpx2.AsyncClient(transport=transport) as http:
+            response = await http.post(
+                f"{base}/v1/embeddings", json={"input": "hi"}, headers={"Idempotency-Key": "caller-key-1"}
+            )
+        await client.reset("keys")
+    assert response.status_code == 200
+    assert [(seen.key, seen.idempotency_key) for seen in api.seen] == [
+        ("key-a", "caller-key-1"),
+        ("key-b", "caller-key-1"),
+    ]
