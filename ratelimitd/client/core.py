@@ -40,6 +40,8 @@ __all__ = ("FALLBACK_PROBE_INTERVAL", "ClientCore", "ClientOptions", "local_time
 FALLBACK_PROBE_INTERVAL: Final = 1.0
 
 _MAX_WARNED_UNITS: Final = 1024  # (provider, unit) pairs warned about, at most
+# Once per process, whatever the number of clients (an integration may open several).
+_warned_units: set[tuple[str, str]] = set()
 
 LimiterT = TypeVar("LimiterT")
 RetryingT = TypeVar("RetryingT", bound=BaseRetrying)
@@ -115,7 +117,6 @@ class ClientCore(ABC, Generic[LimiterT]):
         self._local: dict[str, LimiterT] = {}
         self._in_fallback = False
         self._next_probe = 0.0  # monotonic time of the next connection attempt in fallback
-        self._warned_units: set[tuple[str, str]] = set()
 
     def _request_line(self, body: dict[str, Any]) -> tuple[int, bytes]:
         """Give `body` the next request id; return the id and the line to send."""
@@ -124,12 +125,12 @@ class ClientCore(ABC, Generic[LimiterT]):
         return rid, encode_line(body)
 
     def _permit(self, provider: str, response: dict[str, Any]) -> Permit:
-        """The permit of a granted acquire; a unit the daemon ignored is warned about once."""
+        """The permit of a granted acquire; a unit the daemon ignored is warned about once per process."""
         permit = permit_from_response(provider, response)
         for unit in permit.ignored_units:
             key = (permit.provider, unit)
-            if key not in self._warned_units and len(self._warned_units) < _MAX_WARNED_UNITS:
-                self._warned_units.add(key)
+            if key not in _warned_units and len(_warned_units) < _MAX_WARNED_UNITS:
+                _warned_units.add(key)
                 self._logger.warning(
                     "ratelimitd: provider %r does not limit the unit %r, so that part of the cost "
                     "is ignored (a typo? the units it limits are in `ratelimitd status %s`)",

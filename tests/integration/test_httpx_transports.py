@@ -34,6 +34,10 @@ create_providers = false
 rate = "1000/second"
 burst = 100
 
+[providers.requests-only]
+rate = "1000/second"
+burst = 100
+
 [providers.keys]
 rate = "1000/second"
 burst = 100
@@ -286,3 +290,24 @@ async def test_an_idempotency_key_already_set_is_kept_on_every_attempt(
         ("key-a", "caller-key-1"),
         ("key-b", "caller-key-1"),
     ]
+
+
+async def test_a_token_cost_on_a_provider_without_token_limits_is_warned_about_once(
+    daemon: RunningDaemon, fake: tuple[FakeLLM, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # `requests-only` limits requests only: the daemon ignores the estimated tokens and says so;
+    # the client warns once, and the reports carry no `used` for a unit nobody limits.
+    _, base = fake
+    before = await bucket(daemon, "requests-only")
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            status, _ = await post(
+                daemon, "httpx2", "async", f"{base}/v1/chat/completions", CHAT, provider="requests-only"
+            )
+            assert status == 200
+    after = await bucket(daemon, "requests-only")
+    assert after["reports"]["2xx"] == before["reports"]["2xx"] + 2
+    warnings = [r.getMessage() for r in caplog.records if "does not limit the unit" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "'requests-only' does not limit the unit 'tokens'" in warnings[0]
+    assert not [r for r in caplog.records if "could not be sent" in r.getMessage()]

@@ -178,15 +178,17 @@ class TestDroppedReports:
         assert caplog.records[-1].getMessage() == "report for api/key1 dropped: EOF"
 
 
-def test_a_unit_the_daemon_ignored_is_warned_about_once_per_provider(
+def test_a_unit_the_daemon_ignored_is_warned_about_once_per_provider_and_process(
     caplog: pytest.LogCaptureFixture, tmp_path: pathlib.Path
 ) -> None:
     from ratelimitd.client import Client
 
     client = Client(tmp_path / "none.sock")  # never connects: only the grant's reading is tested
+    other_client = Client(tmp_path / "none.sock")
     grant = {"ok": True, "provider": "openai", "bucket": "default", "permit": 1, "ignored_units": ["tokns"]}
     with caplog.at_level("WARNING"):
         permits = [client._permit("openai", grant) for _ in range(3)]
+        other_client._permit("openai", grant)
         client._permit("other", {**grant, "provider": "other"})
     permit = permits[-1]
     assert permit.ignored_units == ("tokns",)
