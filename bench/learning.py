@@ -1,4 +1,4 @@
-"""Learning benchmark (issue 6): the real policy code against a provider with a hidden limit.
+"""Learning benchmark: the real policy code against a provider with a hidden limit.
 
 `python -m bench.learning [--quick] [--seed N] [--no-plots] [--seeds 1-12] [--provider-burst S]`:
 prints one row per scenario and policy and writes bench/out/learning_<scenario>.png (allowed
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 from bench.sim.clients import BotoClient, DaemonClient, VirtualClock
 from bench.sim.engine import Outcome, Workload, simulate
-from bench.sim.provider import HiddenProvider
+from bench.sim.provider import Hiccups, HiddenProvider
 from ratelimitd.core.learning.learner import LearningSettings
 
 if TYPE_CHECKING:
@@ -34,8 +34,9 @@ __all__ = (
     "SCENARIOS", "Row", "Scenario", "issue_targets", "main", "rows_by_seed", "run", "run_scenario",
 )  # fmt: skip
 
-PolicyName = Literal["static", "seed", "seed+pauses", "adaptive", "botocore"]
-POLICIES: tuple[PolicyName, ...] = ("static", "seed", "seed+pauses", "adaptive", "botocore")
+# streak-v1: the streak policy as first released (no Retry-After pauses); +pauses honours them.
+PolicyName = Literal["static", "streak-v1", "streak-v1+pauses", "adaptive", "botocore"]
+POLICIES: tuple[PolicyName, ...] = ("static", "streak-v1", "streak-v1+pauses", "adaptive", "botocore")
 OUT_DIR = Path(__file__).resolve().parent / "out"
 _SETTLE_WINDOW = 10  # seconds of successes averaged when judging "settled"
 
@@ -52,6 +53,18 @@ class Scenario:
     pacing: bool = False
     charge_rejected: bool = False  # the provider also counts rejected attempts (OpenAI's rule)
     provider_burst: float = 0.25  # seconds of its rate the provider's bucket holds
+    noise_retry_after: float | None = None  # the Retry-After the random 429s carry (None: none)
+    hiccups: Hiccups | None = None  # clustered random 429s instead of (or on top of) `noise`
+
+    @property
+    def noise_share(self) -> float:
+        """The expected share of answers the random 429s take (capacity the policy cannot use)."""
+        share = self.noise
+        if self.hiccups is not None:
+            h = self.hiccups
+            busy = h.length / (h.length + h.every)
+            share = share * (1 - busy) + h.share * busy
+        return share
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -65,6 +78,27 @@ SCENARIOS: tuple[Scenario, ...] = (
         steps=((0, 50), (120, 20), (240, 50)),
     ),
     Scenario(name="c", title="10% random 429s", configured=50.0, steps=((0, 50),), noise=0.1),
+    Scenario(
+        name="c+ra", title="10% random 429s with Retry-After: 1", configured=50.0,
+        steps=((0, 50),), noise=0.1, noise_retry_after=1.0,
+    ),
+    Scenario(
+        name="c+ra3", title="5% random 429s with Retry-After: 3", configured=50.0,
+        steps=((0, 50),), noise=0.05, noise_retry_after=3.0,
+    ),
+    Scenario(
+        name="c+ra20", title="20% random 429s with Retry-After: 1", configured=50.0,
+        steps=((0, 50),), noise=0.2, noise_retry_after=1.0,
+    ),
+    Scenario(
+        name="c+hiccup", title="hiccups: 3 s of 50% 429s (Retry-After: 1) every ~30 s",
+        configured=50.0, steps=((0, 50),), noise_retry_after=1.0,
+        hiccups=Hiccups(every=30.0, length=3.0, share=0.5),
+    ),
+    Scenario(
+        name="b+ra", title="(b) with 10% random 429s carrying Retry-After: 1", configured=50.0,
+        steps=((0, 50), (120, 20), (240, 50)), noise=0.1, noise_retry_after=1.0,
+    ),
     Scenario(name="d", title="configured below hidden, no headers", configured=30.0, steps=((0, 50),)),
     Scenario(
         name="d+h", title="configured below hidden, limit headers + PACING", configured=30.0,
@@ -97,13 +131,15 @@ class Row:
 
 
 def settings_for(policy: PolicyName, scenario: Scenario) -> LearningSettings:
-    """`seed` is the seed as it shipped: no Retry-After pauses; `seed+pauses` honours them."""
-    base: Literal["static", "seed", "adaptive"] = "adaptive"
-    if policy in ("static", "seed", "seed+pauses"):
-        base = "seed" if policy == "seed+pauses" else policy
+    """`streak-v1` is the streak policy as first released: no Retry-After pauses; `+pauses` honours them."""
+    base: Literal["static", "streak", "adaptive"] = "adaptive"
+    if policy in ("streak-v1", "streak-v1+pauses"):
+        base = "streak"
+    elif policy == "static":
+        base = "static"
     return LearningSettings(
         policy=base,
-        honour_retry_after=policy != "seed",
+        honour_retry_after=policy != "streak-v1",
         learning=True,
         recovery=True,
         pacing=scenario.pacing,
@@ -118,8 +154,8 @@ def _clients(policy: PolicyName, scenario: Scenario) -> list[ClientSide]:
         return [BotoClient(clock) for _ in range(scenario.workload.processes)]
     burst = max(1.0, scenario.configured * 0.1)
     settings = settings_for(policy, scenario)
-    if policy == "seed+pauses":
-        # The seed's pause: wait out Retry-After, then send the burst stored meanwhile.
+    if policy == "streak-v1+pauses":
+        # The first release's pause: wait out Retry-After, then send the burst stored meanwhile.
         return [DaemonClient(settings, scenario.configured, scenario.configured, hold=False)]
     return [DaemonClient(settings, scenario.configured, burst)]
 
@@ -179,6 +215,7 @@ def run_scenario(
     provider = HiddenProvider(
         scenario.steps, rng, burst_seconds=scenario.provider_burst, noise=scenario.noise,
         headers=scenario.headers, charge_rejected=scenario.charge_rejected,
+        noise_retry_after=scenario.noise_retry_after, hiccups=scenario.hiccups,
     )  # fmt: skip
     outcome = simulate(provider, _clients(policy, scenario), workload, rng)
     waits = sorted(outcome.extra_waits) or [0.0]
@@ -256,9 +293,9 @@ def plot(rows: Sequence[Row], out_dir: Path = OUT_DIR) -> list[Path]:
 
 
 def quick(seed: int = 1) -> list[Row]:
-    """The rows the test suite checks: adaptive everywhere, the seed and botocore in (a)."""
+    """The rows the test suite checks: adaptive everywhere, streak-v1 and botocore in (a)."""
     by_name = {s.name: s for s in SCENARIOS}
-    rows = run([by_name["a"]], ("seed", "adaptive", "botocore"), seed=seed)
+    rows = run([by_name["a"]], ("streak-v1", "adaptive", "botocore"), seed=seed)
     rest = [s for s in SCENARIOS if s.name != "a"]
     return rows + run(rest, ("adaptive",), seed=seed)
 
@@ -268,8 +305,8 @@ def _quick_rows(seed: int) -> list[Row]:
 
 
 def _compare_rows(seed: int) -> list[Row]:
-    rows = run(SCENARIOS, ("adaptive", "botocore"), seed=seed)
-    rows += run([SCENARIOS[0]], ("seed",), seed=seed)
+    rows = run(SCENARIOS, ("adaptive", "static", "botocore"), seed=seed)
+    rows += run([SCENARIOS[0]], ("streak-v1",), seed=seed)
     return [replace(r, outcome=Outcome(0.0, 0.0)) for r in rows]
 
 
@@ -286,38 +323,47 @@ def rows_by_seed(
     }
 
 
-def issue_targets(rows: dict[tuple[str, str], Row]) -> list[tuple[str, str, bool]]:
-    """(target, measured, met) for `adaptive` against issue 6's targets, one seed's rows.
+NOISE_SCENARIOS = ("c+ra3", "c+ra20", "c+hiccup", "b+ra")  # target: 95 % of what the noise leaves
 
-    "Settled" is judged on the rate the limiter enforces (`settle_rate`, the controller's
-    settling time); the goodput measure after the drop is listed last, measured but not met:
-    every whole-second Retry-After pause costs >= 10 % of its 10 s window (docs/learning.md).
+
+def issue_targets(rows: dict[tuple[str, str], Row]) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for `adaptive` against the targets (docs/benchmarks.md), one seed.
+
+    "Settled" within 10 % of the new capacity, on both measures: goodput (10 s means of
+    successes) and the rate the limiter enforces.
     """
 
     def ad(name: str) -> Row:
         return rows[name, "adaptive"]
 
-    a, b, c, d, dh, e, f = (ad(n) for n in ("a", "b", "c", "d", "d+h", "e", "f"))
+    a, b, c, cra, d, dh, e, f = (ad(n) for n in ("a", "b", "c", "c+ra", "d", "d+h", "e", "f"))
+    drop = (b.settle[1], b.settle_rate[1])
     back = (b.settle[2], b.settle_rate[2])
 
     def secs(pair: tuple[float | None, ...]) -> str:
         return "/".join("never" if x is None else f"{x:.0f}" for x in pair)
 
+    def within(pair: tuple[float | None, ...], limit: float) -> bool:
+        return all(x is not None and x <= limit for x in pair)
+
+    by_name = {s.name: s for s in SCENARIOS}
+    noisy = []
+    for name in NOISE_SCENARIOS:
+        row, want = ad(name), 0.95 * (1.0 - by_name[name].noise_share)
+        noisy.append((f"{name} >= {want:.2f}", f"{row.goodput:.3f}", row.goodput >= want))
     return [
         ("a >= 0.95, <= 1% 429s", f"{a.goodput:.3f} {a.limited_share:.2%}",
          a.goodput >= 0.95 and a.limited_share <= 0.01),
         ("b >= 0.95", f"{b.goodput:.3f}", b.goodput >= 0.95),
-        ("b <= 20 s after the drop (rate)", secs((b.settle_rate[1],)),
-         b.settle_rate[1] is not None and b.settle_rate[1] <= 20),
-        ("b <= 60 s after the return", secs(back),
-         all(x is not None and x <= 60 for x in back)),
+        ("b <= 20 s after the drop", secs(drop), within(drop, 20)),
+        ("b <= 60 s after the return", secs(back), within(back, 60)),
         ("c >= 0.85", f"{c.goodput:.3f}", c.goodput >= 0.85),
+        ("c+ra >= 0.85", f"{cra.goodput:.3f}", cra.goodput >= 0.85),
+        *noisy,
         ("d = configured", f"{d.goodput:.3f}", abs(d.goodput - 30 / 50) <= 0.01),
         ("d+h >= 0.95", f"{dh.goodput:.3f}", dh.goodput >= 0.95),
         ("e <= 1% 429s", f"{e.limited_share:.2%}", e.limited_share <= 0.01),
         ("f no backlog (<= 40)", f"{f.backlog}", f.backlog <= 40),
-        ("(b <= 20 s after the drop, goodput)", secs((b.settle[1],)),
-         b.settle[1] is not None and b.settle[1] <= 20),
     ]  # fmt: skip
 
 
@@ -331,22 +377,38 @@ def format_seeds(by_seed: dict[int, dict[tuple[str, str], Row]]) -> str:
     for seed, rows in by_seed.items():
         checks = issue_targets(rows)
         cells = [value + ("" if met else " !") for _, value, met in checks]
-        missed = [t.split(" ")[0] for t, _, met in checks[:-1] if not met]
+        missed = [t.split(" ")[0] for t, _, met in checks if not met]
         lines.append(f"| {seed} | " + " | ".join(cells) + f" | {', '.join(missed) or '-'} |")
     if any(("c", "botocore") in rows for rows in by_seed.values()):
-        lines += [
-            "",
-            "| seed | scenario | adaptive goodput | botocore goodput | adaptive 429s | botocore 429s |",
-            "| ---: | --- | ---: | ---: | ---: | ---: |",
-        ]
-        for seed, rows in by_seed.items():
-            for scenario in SCENARIOS:
-                ad, bo = rows[scenario.name, "adaptive"], rows[scenario.name, "botocore"]
-                lines.append(
-                    f"| {seed} | {scenario.name} | {ad.goodput:.3f} | {bo.goodput:.3f} "
-                    f"| {ad.limited_share:.2%} | {bo.limited_share:.2%} |"
-                )
+        lines += ["", format_comparison(by_seed)]
     return "\n".join(lines)
+
+
+def format_comparison(by_seed: dict[int, dict[tuple[str, str], Row]]) -> str:
+    """Goodput and 429 share of adaptive, static and botocore per scenario: mean, min and max."""
+    lines = [
+        f"seeds {_seed_list(list(by_seed))}: goodput mean (min-max), 429 share mean",
+        "",
+        "| scenario | adaptive | static | botocore | adaptive 429s | static 429s | botocore 429s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for scenario in SCENARIOS:
+        cells, shares = [], []
+        for policy in ("adaptive", "static", "botocore"):
+            rows = [r[scenario.name, policy] for r in by_seed.values() if (scenario.name, policy) in r]
+            if not rows:
+                cells.append("-")
+                shares.append("-")
+                continue
+            good = [r.goodput for r in rows]
+            cells.append(f"{statistics.mean(good):.3f} ({min(good):.3f}-{max(good):.3f})")
+            shares.append(f"{statistics.mean(r.limited_share for r in rows):.2%}")
+        lines.append(f"| {scenario.name} | " + " | ".join(cells + shares) + " |")
+    return "\n".join(lines)
+
+
+def _seed_list(seeds: list[int]) -> str:
+    return ",".join(map(str, seeds)) if len(seeds) < 4 else f"{min(seeds)}-{max(seeds)} ({len(seeds)})"
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -364,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument(
         "--seeds", type=_parse_seeds, metavar="LIST",
-        help="e.g. 1-12 or 1,3,5: per-seed summary of adaptive against the issue's targets "
+        help="e.g. 1-12 or 1,3,5: per-seed summary of adaptive against the targets (docs/benchmarks.md) "
         "(and adaptive vs botocore in every scenario) instead of the table",
     )  # fmt: skip
     parser.add_argument(

@@ -45,6 +45,7 @@ class DaemonClient:
         self, settings: LearningSettings, configured: float, burst: float, *, hold: bool = True
     ) -> None:
         self.configured = configured
+        self.honours_retry_after = settings.honour_retry_after
         self.hold = hold  # False: a pause blocks sends but the limiter keeps filling (seed)
         self.limiter = BucketLimiter({"requests": LimitSpec(configured, burst)}, 0.0)
         self.learner = BucketLearner(settings, configured, 0.0)
@@ -106,6 +107,8 @@ class _Detector:
 
 class BotoClient:
     """botocore's `ClientRateLimiter` (adaptive retry mode, CUBIC) on the virtual clock."""
+
+    honours_retry_after = False  # botocore's retries ignore Retry-After
 
     def __init__(self, clock: VirtualClock) -> None:
         self.clock = clock

@@ -24,6 +24,9 @@ _SAMPLE = 0.5
 
 
 class ClientSide(Protocol):
+    # True: a request answered 429 with a Retry-After is retried no sooner (the client helpers).
+    honours_retry_after: bool
+
     def delay(self, now: float) -> float: ...
     def granted(self, now: float) -> int | None: ...
     def report(self, answer: Answer, permit: int | None, now: float) -> None: ...
@@ -122,7 +125,11 @@ class _Run:
         index = self.client_of(job.process)
         self.clients[index].report(answer, permit, t)
         if answer.status == 429:
-            self.queues[index].append(job)
+            wait = answer.retry_after if self.clients[index].honours_retry_after else None
+            if wait:
+                self.push(t + wait, 4, job)  # the retry waits out its own Retry-After
+            else:
+                self.queues[index].append(job)
         else:
             self.out.successes += 1
             self.out.extra_waits.append(sent - job.start)
@@ -142,7 +149,7 @@ class _Run:
                     self.out.created += 1
         else:
             self.push(self.rng.expovariate(w.open_rate), 2, None)
-        self.push(0.0, 3, None)
+        self.push(0.0, 3, None)  # kinds: 0 wake, 1 answer, 2 arrival, 3 tick, 4 retry due
         for index in range(len(self.clients)):
             self.pump(index, 0.0)
         heap = self.heap
@@ -162,6 +169,11 @@ class _Run:
                 self.out.created += 1
                 self.want(_Job(t, self.out.created % w.processes), t)
                 self.push(t + self.rng.expovariate(w.open_rate), 2, None)
+            elif kind == 4:
+                assert isinstance(arg, _Job)
+                index = self.client_of(arg.process)
+                self.queues[index].append(arg)
+                self.pump(index, t)
             else:
                 self.on_tick(t)
         self.out.backlog = self.out.created - self.out.successes

@@ -417,7 +417,7 @@ class RedisBackend:
         bucket = shared.bucket
         try:
             learner = adopt(
-                self.service.learning_settings, bucket.learner, orjson.loads(snapshot), float(age), now
+                self.service.settings_for(bucket), bucket.learner, orjson.loads(snapshot), float(age), now
             )
         except (ValueError, TypeError, KeyError, orjson.JSONDecodeError) as exc:
             logger.warning("backend: learned state of %s/%s in Redis is malformed: %s", *_label(shared), exc)

@@ -44,6 +44,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     config = _apply_flags(config, args)
     setup_logging(config.server.log_level, config.server.log_format)
+    for note in config.notes:
+        logger.warning("config: %s", note)
     daemon = Daemon(config, environ=os.environ, config_path=args.config)
     try:
         _run(daemon.run())
@@ -99,14 +101,21 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  policy: {config.learning.policy}")
     print(f"  backend: {_backend_line(config)}")
     print(f"  trusted to report and reset: {_trust_line(config.trusted_peers)}")
+    for note in config.notes:
+        print(f"  note: {note}")
     for name, provider in config.providers.items():
         limits = ", ".join(
             f"{lim.unit} {format_rate(lim.count / lim.period, lim.period)} (burst {lim.burst:g})"
             for lim in provider.limits
         )
         trust = "" if provider.trusted_peers is None else f"; trusted {_trust_line(provider.trusted_peers)}"
+        scope = (
+            ""
+            if provider.retry_after_scope == "auto"
+            else f"; retry_after_scope {provider.retry_after_scope}"
+        )
         buckets = f"buckets {', '.join(provider.buckets)} ({provider.selection})"
-        print(f"  provider {name}: {limits}; {buckets}{trust}")
+        print(f"  provider {name}: {limits}; {buckets}{trust}{scope}")
     return 0
 
 

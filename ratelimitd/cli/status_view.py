@@ -158,7 +158,23 @@ def format_status(providers: Mapping[str, Any], *, now: float | None = None, dae
         return head + "no providers yet\n"
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    return head + "\n".join(line.rstrip() for line in lines) + "\n"
+    return head + "\n".join([*(line.rstrip() for line in lines), *_scope_lines(providers)]) + "\n"
+
+
+def _scope_lines(providers: Mapping[str, Any]) -> list[str]:
+    """Buckets whose Retry-After holds only the request, or whose scope is configured: why."""
+    lines = []
+    for name in sorted(providers):
+        buckets = providers[name].get("buckets", {}) if isinstance(providers[name], dict) else {}
+        for bucket_name, bucket in buckets.items():
+            scope = bucket.get("retry_after_scope") if isinstance(bucket, dict) else None
+            if isinstance(scope, dict) and (
+                scope.get("scope") == "request" or scope.get("setting") != "auto"
+            ):
+                lines.append(
+                    f"{name}/{bucket_name}: Retry-After holds the {scope.get('scope')}; {scope.get('why')}"
+                )
+    return lines
 
 
 def watch(client: Client, provider: str | None, interval: float, frames: int | None = None) -> None:

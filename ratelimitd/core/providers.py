@@ -74,6 +74,8 @@ class BucketStats:
     # What learning did, by cause (core.causes), and the share of the burst available now.
     events: EventStats = NO_EVENTS
     fill: float = 1.0
+    # Whom a 429's Retry-After holds ("bucket" or "request"), the setting and why.
+    retry_after_scope: dict[str, str] | None = None
 
     def as_json(self, *, history: bool = True) -> dict[str, Any]:
         """The status op's view; `history=False` leaves the `history` key out."""
@@ -107,6 +109,7 @@ class BucketStats:
             "fill": round(self.fill, 4),
             "events": self.events.as_json(),
             "suspicious_headers": self.suspicious_headers,
+            "retry_after_scope": self.retry_after_scope,
         }
         if history:
             body["history"] = self.history

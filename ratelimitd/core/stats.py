@@ -55,6 +55,7 @@ def bucket_statistics(bucket: Bucket, now: float, wall: float, *, history: bool 
         available_in=None if available_in is None else round(available_in, 3),
         events=NO_EVENTS if bucket.events is None else bucket.events.stats(now, wall),
         fill=_fill(bucket, now),
+        retry_after_scope=None if learner is None else learner.retry_after_scope.describe(),
     )
 
 

@@ -52,7 +52,10 @@ PROVIDER_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 Selection = Literal["failover", "round_robin", "most_headroom"]
-Policy = Literal["static", "seed", "adaptive"]
+Policy = Literal["static", "streak", "adaptive"]
+RetryAfterScope = Literal["auto", "bucket", "request"]
+# Old names still accepted, with a note: old -> new.
+POLICY_ALIASES = {"seed": "streak"}
 FEATURE_NAMES = ("learning", "recovery", "pacing", "persist")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -80,6 +83,7 @@ class ProviderConfig:
     trust_headers: frozenset[str] | None = None
     # Peers whose reports and resets change this provider (None: the `[trusted_peers]` default).
     trusted_peers: Trust | None = None
+    retry_after_scope: RetryAfterScope = "auto"  # whom a 429's Retry-After holds (docs/learning.md)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +154,7 @@ class Config:
     learning: LearningConfig = field(default_factory=LearningConfig)
     persist: PersistConfig = field(default_factory=PersistConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    notes: tuple[str, ...] = ()  # deprecations: the daemon logs them, check-config prints them
     default_limits: tuple[LimitConfig, ...] = (
         LimitConfig(unit="requests", count=10.0, period=1.0, burst=10.0),
     )
@@ -255,7 +260,10 @@ def _parse_provider(name: str, raw: Any, problems: Problems) -> ProviderConfig |
         problems.add(path, "provider names are 1-128 characters of A-Z a-z 0-9 . _ - :")
         return None
     table = check_table(raw, path, problems)
-    allowed = {"limits", "rate", "burst", "buckets", "selection", "profile", "trust_headers", "trusted_peers"}
+    allowed = {
+        "limits", "rate", "burst", "buckets", "selection", "profile", "trust_headers", "trusted_peers",
+        "retry_after_scope",
+    }  # fmt: skip
     check_keys(table, allowed, path, problems)
     profile = table.get("profile")
     base: tuple[LimitConfig, ...] = ()
@@ -312,6 +320,10 @@ def _parse_provider(name: str, raw: Any, problems: Problems) -> ProviderConfig |
         if "trusted_peers" in table
         else None
     )
+    scope = table.get("retry_after_scope", "auto")
+    if scope not in ("auto", "bucket", "request"):
+        problems.add(f"{path}.retry_after_scope", f"expected auto, bucket or request, got {scope!r}")
+        scope = "auto"
     if not limits:
         return None
     return ProviderConfig(
@@ -322,6 +334,7 @@ def _parse_provider(name: str, raw: Any, problems: Problems) -> ProviderConfig |
         profile=profile if isinstance(profile, str) else None,
         trust_headers=frozenset(trust) if trust is not None else None,
         trusted_peers=trusted_peers,
+        retry_after_scope=scope,
     )
 
 
@@ -408,7 +421,7 @@ _HTTP = {
 }
 _FEATURES = dict.fromkeys(FEATURE_NAMES, "bool")
 _LEARNING = {
-    "policy": "choice:static|seed|adaptive",
+    "policy": "choice:static|streak|adaptive",
     "max_pause": "positive",
     "history_size": "int",
     "allow_above_configured": "bool",
@@ -480,14 +493,30 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], source
         "learning": _LEARNING,
         "persist": _PERSIST,
     }
+    notes: list[str] = []
+
+    def policy_alias(value: Any, where: str) -> Any:
+        """An old policy name: the new one, and a note."""
+        if isinstance(value, str) and value in POLICY_ALIASES:
+            new = POLICY_ALIASES[value]
+            notes.append(f"{where}: {value!r} is the old name of {new!r}; it still works, but write {new!r}")
+            return new
+        return value
+
     for name, spec in specs.items():
         sections[name] = {}
-        apply_fields(sections[name], check_table(document.get(name), name, problems), spec, name, problems)
+        table = check_table(document.get(name), name, problems)
+        if name == "learning" and "policy" in table:
+            table = {**table, "policy": policy_alias(table["policy"], "learning.policy")}
+        apply_fields(sections[name], table, spec, name, problems)
     for var, (section, key) in _ENV.items():
         if var in environ:
             kind = specs[section][key]
             before = len(problems.items)
-            apply_fields(sections[section], {key: _env_value(environ[var], kind)}, {key: kind}, var, problems)
+            value = _env_value(environ[var], kind)
+            if var == "RATELIMITD_POLICY":
+                value = policy_alias(value, var)
+            apply_fields(sections[section], {key: value}, {key: kind}, var, problems)
             if len(problems.items) > before:  # name the variable, not a dotted key
                 problems.items[-1] = problems.items[-1].replace(f"{var}.{key}", var)
     for feature in FEATURE_NAMES:
@@ -535,6 +564,7 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], source
         default_limits=default_limits,
         providers=providers,
         trusted_peers=trusted_peers,
+        notes=tuple(notes),
     )
 
 

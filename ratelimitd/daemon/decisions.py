@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 __all__ = ("apply_decision", "baseline_rate", "learning_settings")
 
 
-def learning_settings(config: Config) -> LearningSettings:
-    """The learner's settings: the `[learning]` table and the feature gates."""
+def learning_settings(config: Config, provider: str | None = None) -> LearningSettings:
+    """The learner's settings: the `[learning]` table, the feature gates and, for a
+    `provider`, its `retry_after_scope`."""
+    scope = "auto" if provider is None else config.provider_for(provider).retry_after_scope
     return LearningSettings(
+        retry_after_scope=scope,
         policy=config.learning.policy,
         learning=config.features.learning,
         recovery=config.features.recovery,

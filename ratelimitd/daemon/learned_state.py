@@ -30,8 +30,7 @@ class LearnerHost(Protocol):
     def clock(self) -> Clock: ...
     @property
     def registry(self) -> Registry: ...
-    @property
-    def learning_settings(self) -> LearningSettings: ...
+    def settings_for(self, bucket: Bucket) -> LearningSettings: ...
     def apply_learner(self, bucket: Bucket) -> None: ...
 
 
@@ -55,7 +54,7 @@ def restore_bucket(service: LearnerHost, bucket: Bucket, data: dict[str, object]
     clamped: list[str] = []
     try:
         bucket.learner = persist.restore(
-            service.learning_settings, fresh.baseline_rate, data, now, wall, stale_for, clamped
+            service.settings_for(bucket), fresh.baseline_rate, data, now, wall, stale_for, clamped
         )
         service.apply_learner(bucket)
     except Exception as exc:  # any bad value: this bucket starts over, the daemon goes on

@@ -82,7 +82,7 @@ class Service:
     def __init__(self, config: Config, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self._settings_of: Config | None = None
-        self._settings: LearningSettings | None = None
+        self._settings: dict[str, LearningSettings] = {}  # by retry_after_scope
         self.clock = clock
         self.loop = loop
         self.default_timeout = config.server.default_timeout
@@ -155,7 +155,8 @@ class Service:
 
     def _attach(self, bucket: Bucket) -> None:
         bucket.queue = WaitQueue(lambda: bucket.limiter, self.clock.monotonic, self.loop)
-        bucket.learner = BucketLearner(self.learning_settings, baseline_rate(bucket), self.clock.monotonic())
+        settings = self.settings_for(bucket)
+        bucket.learner = BucketLearner(settings, baseline_rate(bucket), self.clock.monotonic())
         bucket.ledger = GrantLedger()
         if self.backend is not None:
             self.backend.attach(bucket)
@@ -166,15 +167,18 @@ class Service:
         for bucket in self.registry.buckets():
             backend.attach(bucket)
 
-    @property
-    def learning_settings(self) -> LearningSettings:
-        # One frozen object shared by every learner (was 264 bytes per bucket), made anew
-        # when the config object changes.
+    def settings_for(self, bucket: Bucket) -> LearningSettings:
+        """The learner settings of `bucket`'s provider. One frozen object per `retry_after_scope`,
+        shared by every learner with it (was 264 bytes per bucket), made anew when the config
+        object changes."""
         config = self.config
-        settings = self._settings
-        if settings is None or self._settings_of is not config:
-            settings = self._settings = learning_settings(config)
+        if self._settings_of is not config:
+            self._settings = {}
             self._settings_of = config
+        scope = config.provider_for(bucket.provider).retry_after_scope
+        settings = self._settings.get(scope)
+        if settings is None:
+            settings = self._settings[scope] = learning_settings(config, bucket.provider)
         return settings
 
     def _apply(
@@ -709,6 +713,7 @@ class Service:
                 if self.backend is not None:
                     self.backend.attach(bucket)
                 bucket.learner.baseline_rate = baseline_rate(bucket)
+                bucket.learner.set_retry_after_scope(provider_config.retry_after_scope)
                 bucket.applied_pause = None
                 self._apply(bucket, None, now)
         for name in [n for n, p in registry.providers.items() if p.configured and n not in config.providers]:

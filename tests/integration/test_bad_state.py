@@ -55,7 +55,7 @@ def learner(**changes: Any) -> dict[str, Any]:
         "policy": "adaptive",
         "factor": 1.0,
         "top": 1.0,
-        "seed_points": 0,
+        "streak_points": 0,
         "streak": 0,
         "next_permit": 1,
         "paused_until": None,

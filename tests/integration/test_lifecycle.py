@@ -236,6 +236,21 @@ def test_check_config_prints_ok_and_the_effective_config(tmp_path: Path) -> None
     assert "provider openai: requests 60/min (burst 5); buckets k1, k2 (failover)" in result.stdout
 
 
+def test_check_config_shows_a_retry_after_scope_and_the_old_policy_name_note(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(
+        '[learning]\npolicy = "seed"\n[providers.flaky]\nrate = "50/s"\nretry_after_scope = "request"\n'
+    )
+    result = run_cli(["check-config", str(good)])
+    assert result.returncode == 0, result.stderr
+    assert "  policy: streak\n" in result.stdout
+    assert "note: learning.policy: 'seed' is the old name of 'streak'" in result.stdout
+    assert (
+        "provider flaky: 50 requests/1s (burst 50); buckets default (failover); retry_after_scope request"
+        in (result.stdout)
+    )
+
+
 def test_check_config_applies_the_environment(tmp_path: Path) -> None:
     good = tmp_path / "good.toml"
     good.write_text("")

@@ -265,3 +265,35 @@ def test_config_sections_are_frozen() -> None:
     config = Config()
     with pytest.raises(AttributeError):
         config.server.max_providers = 5  # type: ignore[misc]
+
+
+def test_retry_after_scope_per_provider_defaults_to_auto() -> None:
+    document = _toml(
+        '[providers.a]\nrate = "5/s"\nretry_after_scope = "request"\n[providers.b]\nrate = "5/s"\n'
+    )
+    config = parse_config(document, {}, "f.toml")
+    assert config.providers["a"].retry_after_scope == "request"
+    assert config.providers["b"].retry_after_scope == "auto"
+    assert config.provider_for("made-on-first-use").retry_after_scope == "auto"
+
+
+@pytest.mark.parametrize(
+    ("document", "environ", "where"),
+    [
+        ("[learning]\npolicy = 'seed'\n", {}, "learning.policy"),
+        ("", {"RATELIMITD_POLICY": "seed"}, "RATELIMITD_POLICY"),
+    ],
+)
+def test_the_old_policy_name_seed_means_streak_with_a_note(
+    document: str, environ: dict[str, str], where: str
+) -> None:
+    config = parse_config(_toml(document), environ, "f.toml")
+    assert config.learning.policy == "streak"
+    assert config.notes == (
+        f"{where}: 'seed' is the old name of 'streak'; it still works, but write 'streak'",
+    )
+
+
+def test_the_streak_policy_has_no_note() -> None:
+    config = parse_config(_toml("[learning]\npolicy = 'streak'\n"), {}, "f.toml")
+    assert (config.learning.policy, config.notes) == ("streak", ())

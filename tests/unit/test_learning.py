@@ -1,4 +1,4 @@
-"""BucketLearner rules with plain numbers for times (issue 6)."""
+"""BucketLearner rules with plain numbers for times."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 
 from ratelimitd.core.headers.parse import RateLimitHint
-from ratelimitd.core.learning.adaptive import seed_points
+from ratelimitd.core.learning.adaptive import streak_points
 from ratelimitd.core.learning.learner import BucketLearner, LearningSettings, ReportEvent
 from ratelimitd.core.learning.persist import restore, snapshot
 
@@ -25,24 +25,24 @@ def learner(policy: str = "adaptive", rate: float = 100.0, **kw: object) -> Buck
 @pytest.mark.parametrize(
     ("streak", "points"), [(1, 0), (2, 0), (3, 10), (4, 10), (5, 20), (9, 20), (10, 30), (40, 30)]
 )
-def test_seed_points_table(streak: int, points: int) -> None:
-    assert seed_points(streak) == points
+def test_streak_points_table(streak: int, points: int) -> None:
+    assert streak_points(streak) == points
 
 
 @pytest.mark.parametrize(
     ("count", "factor"),
     [(1, 1.0), (2, 1.0), (3, 0.9), (4, 0.8), (5, 0.6), (6, 0.4), (7, 0.2), (8, 0.2), (20, 0.2)],
 )
-def test_seed_cuts_cumulatively_to_at_most_80_percent(count: int, factor: float) -> None:
-    bucket = learner("seed")
+def test_streak_cuts_cumulatively_to_at_most_80_percent(count: int, factor: float) -> None:
+    bucket = learner("streak")
     for i in range(count):
         bucket.on_report(LIMITED, float(i))
     assert bucket.factor == pytest.approx(factor)
     assert bucket.streak == count
 
 
-def test_seed_success_resets_streak_not_cuts() -> None:
-    bucket = learner("seed")
+def test_streak_success_resets_streak_not_cuts() -> None:
+    bucket = learner("streak")
     for i in range(3):
         bucket.on_report(LIMITED, float(i))
     bucket.on_report(OK, 3.0)
@@ -56,7 +56,7 @@ def test_seed_success_resets_streak_not_cuts() -> None:
 
 @pytest.mark.parametrize(("rate", "floor"), [(100.0, 0.2), (3.0, 1 / 3), (0.5, 1.0)])
 def test_floor_20_percent_and_1_rps(rate: float, floor: float) -> None:
-    bucket = learner("seed", rate=rate)
+    bucket = learner("streak", rate=rate)
     for i in range(30):
         bucket.on_report(LIMITED, float(i))
     assert bucket.factor == pytest.approx(floor)
@@ -67,7 +67,7 @@ def test_floor_20_percent_and_1_rps(rate: float, floor: float) -> None:
 
 
 def test_history_bounded_to_50() -> None:
-    bucket = learner("seed")
+    bucket = learner("streak")
     for i in range(200):
         bucket.on_report(ReportEvent(status=429, retry_after=1.0), float(i) * 2)
     assert len(bucket.history) == 50
@@ -159,7 +159,7 @@ def test_noise_is_learned_and_cut_undone() -> None:
     ("retry_after", "pause"), [(2.0, 2.0), (0.25, 0.25), (10_000.0, 300.0), (None, None)]
 )
 def test_retry_after_pauses_capped(retry_after: float | None, pause: float | None) -> None:
-    for policy in ("static", "seed", "adaptive"):
+    for policy in ("static", "streak", "adaptive"):
         bucket = learner(policy, learning=False)
         decision = bucket.on_report(ReportEvent(status=429, retry_after=retry_after), 10.0)
         expected = None if pause is None else 10.0 + pause
@@ -236,7 +236,7 @@ def test_auth_failure_disables(status: int) -> None:
 
 
 def test_shadow_mode_computes_but_does_not_apply() -> None:
-    bucket = learner("seed", learning=False)
+    bucket = learner("streak", learning=False)
     for i in range(5):
         bucket.on_report(LIMITED, float(i))
     bucket.on_report(ReportEvent(status=401), 6.0)
@@ -275,7 +275,7 @@ def test_reset_forgets_cuts_and_pauses() -> None:
 
 @pytest.mark.parametrize(("stale_for", "factor"), [(0.0, 0.6), (900.0, 0.8), (1800.0, 0.9)])
 def test_snapshot_restore_decays_cuts(stale_for: float, factor: float) -> None:
-    settings = LearningSettings(policy="seed", learning=True, decay_half_life=900.0)
+    settings = LearningSettings(policy="streak", learning=True, decay_half_life=900.0)
     bucket = BucketLearner(settings, 100.0, 0.0)
     for i in range(5):
         bucket.on_report(ReportEvent(status=429, retry_after=100.0), float(i))
@@ -285,6 +285,20 @@ def test_snapshot_restore_decays_cuts(stale_for: float, factor: float) -> None:
     assert restored.factor == pytest.approx(factor)
     assert restored.pause_until == pytest.approx(544.0)  # still 44 s of the pause left
     assert len(restored.history) == len(bucket.history) + 1
+
+
+def test_a_file_from_before_the_streak_rename_restores_its_points() -> None:
+    settings = LearningSettings(policy="streak", learning=True)
+    bucket = BucketLearner(settings, 100.0, 0.0)
+    for i in range(5):
+        bucket.on_report(ReportEvent(status=429), float(i))
+    data = snapshot(bucket, 10.0, 1_700_000_000.0)
+    assert data["streak_points"] == 40
+    old = {("seed_points" if key == "streak_points" else key): value for key, value in data.items()}
+    restored = restore(settings, 100.0, old, 10.0, 1_700_000_000.0, 0.0)
+    assert restored.factor == pytest.approx(0.6)
+    restored.on_report(ReportEvent(status=429), 11.0)  # streak 6: 20 more points off
+    assert restored.factor == pytest.approx(0.4)
 
 
 def test_restore_rejects_unknown_version() -> None:
@@ -356,7 +370,7 @@ def test_delivered_rate_does_not_count_the_pause(successes: int, factor: float) 
         bucket.on_report(OK, 1.0 + i / successes)
     bucket.on_report(ReportEvent(status=429, retry_after=1.0), 2.0)
     # 60 in 1 active second is 60/s (0.6, not 60/2 s = 0.3); 30/s is under half the
-    # current rate, too low to trust: the seed's table cuts 10% instead.
+    # current rate, too low to trust: the streak table cuts 10% instead.
     assert bucket.factor == pytest.approx(factor)
 
 
@@ -393,7 +407,7 @@ def test_a_climb_that_overshoots_goes_back_to_the_level_held_before_it() -> None
     bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(8.0), retry_after=1.0), 8.0)
     assert bucket.factor == pytest.approx(0.81 * 0.97)
     assert bucket.rules.rounds == 1
-    # A second step back in a row means the provider really is lower: the seed's cuts again.
+    # A second step back in a row means the provider really is lower: the streak table's cuts again.
     bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(9.0), retry_after=1.0), 9.0)
     assert bucket.factor == pytest.approx(0.81 * 0.97 * 0.9)
 
@@ -409,7 +423,7 @@ def test_a_level_held_quietly_after_a_climb_steps_down_under_the_new_ceiling() -
 
 
 def test_lone_429s_without_evidence_do_not_hold_recovery_back() -> None:
-    """Below the seed's streak of 3 and without Retry-After a 429 is no signal, not even to wait.
+    """Below a streak of 3 and without Retry-After a 429 is no signal, not even to wait.
 
     (Before, a 10 % random 429 every few seconds kept the quiet period from ever passing: a
     bucket cut at start-up stayed at 0.81 for minutes in scenario (c).)

@@ -142,6 +142,12 @@ def test_recovery_and_reset_raise_the_rate(service: Service, fake_clock: FakeClo
     ("reason", "state", "cause"),
     [
         ("429 share 0.120 is noise", "ok", "noise_undone"),
+        (
+            "429 share right after pauses did not fall: noise with Retry-After, cuts undone",
+            "ok",
+            "noise_undone",
+        ),
+        ("retry_after 1s holds its request only (judged load-unrelated)", "ok", "retry_after"),
         ("round 3 of 429s: cut 20% of the current rate", "cooling_down", "429s"),
         ("streak 3: 10 points off", "cooling_down", "429s"),
         ("insufficient_quota", "exhausted", "quota"),

@@ -1,4 +1,4 @@
-"""Kinds of 429 and friends from real response headers (issue 6, item 5).
+"""Kinds of 429 and friends from real response headers.
 
 Each case is a real provider response's status, headers and body `reason`, parsed by the real
 `parse_headers`, then fed to a `BucketLearner` with LEARNING on.

@@ -324,8 +324,8 @@ def test_a_rate_cut_during_a_pause_keeps_the_pause_deadline(
     make_service: Callable[..., Service], fake_clock: FakeClock
 ) -> None:
     """Retry-After holds the bucket until its deadline; a cut meanwhile neither stretches nor ends it."""
-    # The seed policy pauses on the first 429 and cuts only from the third: a cut mid-pause.
-    service = make_service(CONFIG, {"RATELIMITD_FEATURE_LEARNING": "1", "RATELIMITD_POLICY": "seed"})
+    # The streak policy pauses on the first 429 and cuts only from the third: a cut mid-pause.
+    service = make_service(CONFIG, {"RATELIMITD_FEATURE_LEARNING": "1", "RATELIMITD_POLICY": "streak"})
     assert call(service, op="acquire", provider="fast", timeout=0)["ok"]
     paused = call(service, op="report", provider="fast", status=429, retry_after=2)
     bucket = service.registry.providers["fast"].buckets["default"]

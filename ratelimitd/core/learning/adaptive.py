@@ -1,16 +1,17 @@
 """The `adaptive` policy's rules: one cut per round, noise tolerance, recovery between brackets.
 
-Pure: no I/O, no clock reads. `BucketLearner` (learning.py) owns the factor and calls these.
+Pure: no I/O, no clock reads. `BucketLearner` (learner.py) owns the factor and calls these.
 
-A round of 429s starts at a streak of 3 or at once with the provider's evidence (Retry-After,
-a unit at 0). Rounds in a row cut by the seed's table (10, 10, 20 ... 30 % of the current rate)
-or down to the delivered success rate; a first round near a known ceiling only goes back under
-it, and 429s right after a recovery climb step go back to the level held before the climb
-(which restarts the count of rounds in a row). The `ceiling` is the lowest rate at which a
-round began. Recovery climbs to 97 % of it, holds a plateau, then probes: the first step
-straight to 110 % of the level held, for 3 s; held without a 429 it forgets the ceiling, goes
-back to the highest level held before and climbs on in doubling steps, one per second; a failed
-probe goes back to the level held before it and doubles the plateau (up to
+A round of 429s starts at a streak of 3 or at once with the provider's evidence (a unit at 0,
+or a Retry-After that pauses the bucket: scope.py). Rounds in a row cut by the streak policy's
+table (10, 10, 20 ... 30 % of the current rate) or down to the delivered success rate; a first
+round near a known ceiling only goes back under it, and 429s right after a recovery climb step
+go back to the level held before the climb (which restarts the count of rounds in a row). The
+`ceiling` is the lowest rate at which a round began. Recovery climbs to 97 % of it, holds a
+plateau, then probes: the first step straight to 110 % of the level held, for 3 s; held without
+a 429 it forgets the ceiling, goes back to the highest level held before and climbs on in
+doubling steps, one per second; a failed probe (its first fresh 429 is enough) goes back to the
+level held before it, does not count as a round in a row, and doubles the plateau (up to
 `recovery_plateau_long`, 160 s: a ceiling that keeps holding is probed rarely; but at most
 `recovery_plateau_max`, 10 s, while the provider recently allowed 10 % more); a level that held
 a whole plateau and then meets 429s steps down only half a step.
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ratelimitd.core.learning.types import LearningSettings
 
-__all__ = ("AdaptiveRules", "seed_points")
+__all__ = ("AdaptiveRules", "streak_points")
 
 # Shared, always empty: stand-ins until a bucket records its first success or pause.
 _NO_TIMES: deque[float] = deque(maxlen=0)
@@ -44,8 +45,8 @@ _PROBE_HOLD = 3.0  # recovery intervals each probe step is held
 _HELD_STEP = 0.5  # a level held a whole plateau steps down by half a recovery step
 
 
-def seed_points(streak: int) -> int:
-    """Points (percent) one 429 cuts at `streak` in the seed's table: 3-4 -> 10, 5-9 -> 20, 10+ -> 30."""
+def streak_points(streak: int) -> int:
+    """Points (percent) one 429 cuts at `streak` in the streak policy: 3-4 -> 10, 5-9 -> 20, 10+ -> 30."""
     if streak < 3:
         return 0
     if streak <= 4:
@@ -64,7 +65,7 @@ class AdaptiveRules:
         "_factor_after_cut", "_factor_before_cut", "_free", "_good", "_last_bad_at",
         "_last_eval_at", "_last_fresh_limited", "_level", "_level_since", "_noise_check_at",
         "_pauses", "_plateau", "_plateau_since", "_prev_n", "_prev_share", "_probe_steps",
-        "_probe_top", "_probing", "_stable_since", "_success_times", "ceiling", "last_cut_at",
+        "_probe_top", "_probing", "_raised_at", "_stable_since", "_success_times", "ceiling", "last_cut_at",
         "last_cut_permit", "noise_share", "recent_share", "rounds", "settings",
     )  # fmt: skip
 
@@ -91,6 +92,7 @@ class AdaptiveRules:
         self._plateau = settings.recovery_plateau
         self._probe_steps = 0
         self._probing = False
+        self._raised_at: float | None = None  # the last recovery step up
         self._free = False  # a held probe forgot the ceiling: the provider allows more, climb fast
         self._good: float | None = None  # the level held before the current probe
         self._probe_top = math.inf  # the first probe step: held without a 429, forget the ceiling
@@ -101,6 +103,21 @@ class AdaptiveRules:
         # Most buckets never see a 429: the deques (~600 bytes each) are made on first use.
         self._success_times: deque[float] = _NO_TIMES
         self._pauses: deque[tuple[float, float]] = _NO_PAUSES  # Retry-After pauses (start, end)
+
+    def expects_429s(self, factor: float, floor: float, now: float) -> bool:
+        """A 429 now answers a step the policy chose: recovery is probing or raised the rate
+        moments ago, or the rate sits at the known ceiling (within its 3 % knee) above the
+        floor (the floor is forced, not chosen)."""
+        if self.ceiling is not None and factor >= self.ceiling * _KNEE - 1e-9 and factor > floor + 1e-9:
+            return True
+        return self.stepping_up(now)
+
+    def stepping_up(self, now: float) -> bool:
+        """Recovery is probing, or raised the rate moments ago: a 429 now answers that step."""
+        if self._probing:
+            return True
+        raised = self._raised_at
+        return raised is not None and now - raised < self.settings.recovery_interval * _PROBE_HOLD
 
     def is_fresh(self, permit: int | None, now: float) -> bool:
         """Evidence about the current rate? Permits granted before the last cut are late answers."""
@@ -141,7 +158,7 @@ class AdaptiveRules:
     ) -> tuple[float, str] | None:  # fmt: skip
         """A 429: returns (new factor, reason) for a cut, or None (late, noise, too few).
 
-        A round starts at a streak of 3 (the seed's threshold), or at once with `evidence`
+        A round starts at a streak of 3 (the streak policy's threshold), or at once with `evidence`
         (Retry-After or rate-limit headers: the provider said it is a rate limit).
         `baseline` (requests/s at factor 1) turns the delivered success rate into a factor.
         """
@@ -154,8 +171,10 @@ class AdaptiveRules:
         noise = self.noise_share
         if not evidence and noise is not None and self.recent_share <= noise * 1.5 + 0.02:
             return None  # the share a noisy provider always shows: not about our rate
-        if streak < 3 and not evidence:
-            return None  # below the seed's threshold and no evidence: no signal, not even to wait
+        if streak < 3 and not evidence and not self._probing:
+            # Below the streak threshold and no evidence: no signal, not even to wait. (A probe
+            # is an experiment: its first fresh 429 answers it.)
+            return None
         self._last_bad_at = now
         if not evidence and noise is None and self._looks_like_noise(factor):
             self._learn_noise()
@@ -181,6 +200,7 @@ class AdaptiveRules:
         self._plateau_since = None
         self._probe_steps = 0
         self._probing = False
+        self._raised_at = None
         self._free = False
         return new, reason
 
@@ -191,7 +211,7 @@ class AdaptiveRules:
 
         A step back after a climb that overshot restarts the count of rounds in a row (the
         next one only goes back under the ceiling); steps back under the ceiling in a row
-        escalate to the seed's cuts, so a provider that really dropped is followed down fast.
+        escalate to the streak policy's cuts, so a provider that really dropped is followed down fast.
         """
         near_ceiling = self.ceiling is not None and self.rounds == 1
         held = (
@@ -223,7 +243,7 @@ class AdaptiveRules:
             reason = f"429s at {factor:.3g}: back under the ceiling, to {new:.3g}"
             self._plateau = self.next_plateau(ceiling, now)
         else:
-            points = seed_points(self.rounds + 2)
+            points = streak_points(self.rounds + 2)
             new = factor * (1.0 - points / 100.0)
             reason = f"round {self.rounds} of 429s: cut {points}% of the current rate"
             rate = self._delivered(now)
@@ -234,7 +254,7 @@ class AdaptiveRules:
             new = max(floor, new)
             self._plateau = self.settings.recovery_plateau
             self._stable_since = now
-        if climbed:
+        if climbed or self._probing:
             self.rounds = 0  # an overshoot, not a round of cuts: the next round is a first one
         return new, reason
 
@@ -306,6 +326,7 @@ class AdaptiveRules:
         target = min(top, top if ceiling is None else ceiling * _KNEE)
         if factor < target - 1e-9 and not self._probing:
             new = min(target, factor + max(s.recovery_min_step, s.recovery_gain * (target - factor)))
+            self._raised_at = now
             return "recovered", new, f"climb toward {target:.3g}"
         if self._plateau_since is None:
             self._plateau_since = now
@@ -370,6 +391,18 @@ class AdaptiveRules:
         # Independent 429s follow a 429 about as often as anything else does; congestion
         # answers come in clusters (the in-flight requests of one round).
         return self._epoch_pairs <= (2.0 * share + 0.1) * self._epoch_429
+
+    def undo_cuts(self, ceiling: float | None) -> None:
+        """Forget the rounds of cuts since `ceiling` was the ceiling: they answered noise."""
+        self.ceiling = ceiling
+        self.rounds = 0
+        self._noise_check_at = None
+        self._last_bad_at = None
+        self.last_cut_at = None
+        self.last_cut_permit = 0
+        self._probing = False
+        self._plateau_since = None
+        self._epoch_ok = self._epoch_429 = self._epoch_pairs = 0
 
     def _learn_noise(self) -> float:
         n = self._epoch_ok + self._epoch_429

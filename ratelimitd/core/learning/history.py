@@ -60,7 +60,7 @@ class HistoryEntry:
 
 
 class History:
-    """The last `maxlen` entries, oldest first (the issue's bound is 50).
+    """The last `maxlen` entries, oldest first (50 by default).
 
     A list rather than a deque: an empty list is 56 bytes and an empty deque ~600, and
     most of a daemon's buckets never record anything (1,000 providers: ~0.5 MB saved).

@@ -22,11 +22,13 @@ service should skip such a bucket (`state(now)`) rather than make its callers wa
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ratelimitd.core.learning.adaptive import AdaptiveRules, seed_points
+from ratelimitd.core.learning.adaptive import AdaptiveRules, streak_points
 from ratelimitd.core.learning.history import History, HistoryEntry, new_history
 from ratelimitd.core.learning.kinds import classify_report, quota_wait
+from ratelimitd.core.learning.scope import RetryAfterScope, Scope, ScopeSetting
 from ratelimitd.core.learning.types import (
     QUOTA_REASONS,
     Action,
@@ -60,8 +62,8 @@ class BucketLearner:
     __slots__ = (
         "_disabled_forever", "_disabled_until", "_enforced", "_exhausted_until", "_hold_until",
         "_last_limited_permit", "_next_permit", "_overload_until", "_pace_factor", "_pace_until",
-        "_policy_factor", "_retry_until", "_seed_points", "_top", "baseline_rate", "history",
-        "late_ignored", "rules", "settings", "streak",
+        "_policy_factor", "_ra_cuts", "_retry_until", "_streak_points", "_top", "baseline_rate", "history",
+        "late_ignored", "retry_after_scope", "rules", "settings", "streak",
     )  # fmt: skip
 
     def __init__(self, settings: LearningSettings, baseline_rate: float, now: float) -> None:
@@ -80,7 +82,10 @@ class BucketLearner:
         self._top = 1.0
         self.streak = 0
         self._last_limited_permit = 0
-        self._seed_points = 0
+        self._streak_points = 0
+        # Cuts Retry-Afters started before any verdict on them: the factor and ceiling before
+        # the first, to go back to if those 429s prove load-unrelated.
+        self._ra_cuts: tuple[float, float | None] | None = None
         self._retry_until: float | None = None
         self._overload_until: float | None = None
         self._hold_until: float | None = None
@@ -91,6 +96,7 @@ class BucketLearner:
         self._disabled_forever = False
         self.late_ignored = 0
         self.rules = AdaptiveRules(self.settings, now)
+        self.retry_after_scope = RetryAfterScope(self.settings.retry_after_scope)
 
     # -- what the limiter and the status op read --------------------------------------------
 
@@ -186,15 +192,30 @@ class BucketLearner:
         retry_after = event.retry_after
         if retry_after is None and event.hint is not None:
             retry_after = event.hint.retry_after
+        if kind in ("success", "rate_limit"):
+            was = self.retry_after_scope.scope
+            self.retry_after_scope.observe(event.permit, kind == "rate_limit")
+            if was == "bucket" and self.retry_after_scope.scope == "request":
+                self.rules.noise_share = max(
+                    self.rules.noise_share or 0.0, self.retry_after_scope.noise_share
+                )
+                self._undo_retry_after_cuts(now)
         if self.settings.honour_retry_after and retry_after and retry_after > 0 and kind != "success":
-            # Always on: the provider's explicit instruction (RFC 9110 §10.2.3), capped.
-            deadline = now + min(retry_after, self.settings.max_pause)
-            if self._retry_until is None or deadline > self._retry_until:
-                if self._retry_until is None or self._retry_until <= now:
-                    action = "paused"  # a new pause (extensions are not news)
-                self._retry_until = deadline
-                self.rules.on_pause(now, deadline)
-                reason = f"retry_after {min(retry_after, self.settings.max_pause):g}s"
+            # The provider's explicit instruction (RFC 9110 §10.2.3), capped: for the whole
+            # bucket, or only for the request that got it (its retry waits on the client side).
+            wait = min(retry_after, self.settings.max_pause)
+            scope, why = self._retry_after_scope(event, kind, now)
+            if scope == "request":
+                reason = f"retry_after {wait:g}s holds its request only ({why})"
+            else:
+                deadline = now + wait
+                if self._retry_until is None or deadline > self._retry_until:
+                    if self._retry_until is None or self._retry_until <= now:
+                        action = "paused"  # a new pause (extensions are not news)
+                        self.retry_after_scope.on_pause(self._next_permit - 1)
+                    self._retry_until = deadline
+                    self.rules.on_pause(now, deadline)
+                    reason = f"retry_after {wait:g}s"
         if kind == "success":
             # adaptive: a success granted before the last 429's permit is older news (429s
             # come back faster than successes); it does not end the streak.
@@ -203,7 +224,7 @@ class BucketLearner:
                 self.streak = 0
             self.rules.on_success(event.permit, now)
         elif kind == "rate_limit":
-            action, reason = self._on_rate_limit(event, now, action, reason)
+            action, reason = self._on_rate_limit(event, now, action, reason, retry_after)
         elif kind == "quota":
             self._exhausted_until = now + quota_wait(event, self.settings)
             reason = event.reason or "remaining 0 until a distant reset"
@@ -228,8 +249,42 @@ class BucketLearner:
             self._record(now, "paused", event.status, before, self.factor, reason)
         return self._decision(action, reason, now)
 
+    def _retry_after_scope(self, event: ReportEvent, kind: str, now: float) -> tuple[Scope, str]:
+        """Whom this answer's Retry-After holds, and why (see `ratelimitd.core.learning.scope`)."""
+        if kind != "rate_limit":
+            return "bucket", "not a rate limit"
+        if event.hint is not None and event.hint.exhausted_units():
+            return "bucket", "a unit at 0"  # a hard limit: always the whole bucket
+        scope = self.retry_after_scope
+        if (
+            scope.scope == "bucket"
+            and self._enforcing
+            and self.settings.policy == "adaptive"
+            and self.rules.expects_429s(self._policy_factor, self.floor_factor, now)
+        ):
+            return "request", "answers a step of the policy's: stepping back"
+        return scope.scope, "judged load-unrelated" if scope.setting == "auto" else "configured"
+
+    def _undo_retry_after_cuts(self, now: float) -> None:
+        """The Retry-After 429s were load-unrelated: undo the cuts they started (recent ones)."""
+        cuts, self._ra_cuts = self._ra_cuts, None
+        if cuts is None or self.settings.policy != "adaptive":
+            return
+        factor, ceiling = cuts
+        if factor > self._policy_factor:
+            before = self.factor
+            self._policy_factor = factor
+            self.rules.undo_cuts(ceiling)
+            self._changed(
+                now,
+                "noise",
+                None,
+                before,
+                "429 share right after pauses did not fall: noise with Retry-After, cuts undone",
+            )
+
     def _on_rate_limit(
-        self, event: ReportEvent, now: float, action: Action, reason: str
+        self, event: ReportEvent, now: float, action: Action, reason: str, retry_after: float | None
     ) -> tuple[Action, str]:
         self.streak += 1
         if event.permit is not None and (event.retry_after or event.hint is not None):
@@ -237,14 +292,23 @@ class BucketLearner:
             self._last_limited_permit = max(self._last_limited_permit, event.permit)
         policy = self.settings.policy
         before = self.factor
-        if policy == "seed":
-            if self.streak >= 3 and self._seed_points < 80:
-                self._seed_points = min(80, self._seed_points + seed_points(self.streak))
-                self._policy_factor = max(self.floor_factor, 1.0 - self._seed_points / 100.0)
-                reason = f"streak {self.streak}: {self._seed_points} points off"
+        if policy == "streak":
+            if self.streak >= 3 and self._streak_points < 80:
+                self._streak_points = min(80, self._streak_points + streak_points(self.streak))
+                self._policy_factor = max(self.floor_factor, 1.0 - self._streak_points / 100.0)
+                reason = f"streak {self.streak}: {self._streak_points} points off"
                 return self._changed(now, "reduced", event.status, before, reason), reason
             return action, reason
         if policy == "adaptive":
+            # A Retry-After is the provider's evidence while it pauses the bucket (it tracks
+            # load, or no verdict yet): a round of cuts starts at once, without a streak.
+            scope = self.retry_after_scope
+            by_retry_after = bool(retry_after) and scope.scope == "bucket"
+            if retry_after and scope.scope == "request" and not self.rules.stepping_up(now):
+                # Judged noise: its Retry-After starts no round of cuts. (While recovery steps
+                # up, the 429 share above the noise share answers the step: rules.on_rate_limit.)
+                return action, reason
+            ceiling = self.rules.ceiling
             verdict = self.rules.on_rate_limit(
                 self._policy_factor,
                 self.streak,
@@ -252,9 +316,11 @@ class BucketLearner:
                 now,
                 self.floor_factor,
                 self._next_permit - 1,
-                evidence=bool(event.retry_after) or _limit_evidence(event.hint),
+                evidence=by_retry_after or _limit_evidence(event.hint),
                 baseline=self.baseline_rate,
             )
+            if verdict is not None and by_retry_after and scope.verdict == "none" and self._ra_cuts is None:
+                self._ra_cuts = (before, ceiling)
             if verdict is not None:
                 self._policy_factor, reason = verdict
                 return self._changed(now, "reduced", event.status, before, reason), reason
@@ -293,6 +359,12 @@ class BucketLearner:
         if changed is None:
             return None
         return self._decision(changed, reason, now)
+
+    def set_retry_after_scope(self, setting: ScopeSetting) -> None:
+        """A reload changed the provider's `retry_after_scope`: start judging afresh."""
+        if setting != self.settings.retry_after_scope:
+            self.settings = replace(self.settings, retry_after_scope=setting)
+            self.retry_after_scope = RetryAfterScope(setting)
 
     def reset(self, now: float) -> None:
         """Forget everything learned: baseline rate, state ok (permit ids keep increasing)."""
@@ -355,8 +427,11 @@ class BucketLearner:
 
 
 def _limit_evidence(hint: RateLimitHint | None) -> bool:
-    """Headers that say "rate limited": a Retry-After or a unit with nothing remaining."""
-    return hint is not None and (bool(hint.retry_after) or bool(hint.exhausted_units()))
+    """Headers that say "a hard limit is reached": a unit with nothing remaining.
+
+    A Retry-After alone is not: flaky providers send one on load-unrelated 429s too.
+    """
+    return hint is not None and bool(hint.exhausted_units())
 
 
 def _after(deadline: float | None, now: float) -> bool:

@@ -45,7 +45,7 @@ def snapshot(learner: BucketLearner, now: float, wall: float) -> dict[str, objec
         "policy": learner.settings.policy,
         "factor": learner._policy_factor,
         "top": learner._top,
-        "seed_points": learner._seed_points,
+        "streak_points": learner._streak_points,
         "streak": learner.streak,
         "next_permit": learner._next_permit,
         "paused_until": to_wall(learner._retry_until),
@@ -77,6 +77,13 @@ def restore(
     return learner
 
 
+def _renamed(data: Mapping[str, object]) -> dict[str, object]:
+    """Files written before the `seed` policy was renamed `streak` say `seed_points`."""
+    if "streak_points" not in data and "seed_points" in data:
+        return {**data, "streak_points": data["seed_points"]}
+    return dict(data)
+
+
 def snapshot_problem(data: Mapping[str, object]) -> str | None:
     """Why `data` cannot be restored at all (wrong version, a field of the wrong type), or None.
 
@@ -85,6 +92,7 @@ def snapshot_problem(data: Mapping[str, object]) -> str | None:
     """
     if data.get("version") != SNAPSHOT_VERSION:
         return f"unknown version {data.get('version')!r}"
+    data = _renamed(data)
     for key in _NUMBERS:
         value = data.get(key)
         if not _is_number(value) or not math.isfinite(value):
@@ -106,9 +114,9 @@ MAX_COUNTER = 2**53
 MAX_ABOVE_CONFIGURED = 1000.0
 # A spent quota can park a bucket until a monthly reset; never longer.
 MAX_QUOTA_WAIT = 31 * 86400.0
-_NUMBERS = ("factor", "top", "seed_points", "streak", "next_permit")
+_NUMBERS = ("factor", "top", "streak_points", "streak", "next_permit")
 _DEADLINES = ("paused_until", "exhausted_until", "disabled_until")
-_MAX_SEED_POINTS = 80  # the streak policy never takes more than 80% off
+_MAX_STREAK_POINTS = 80  # the streak policy never takes more than 80% off
 
 
 def _load_into(
@@ -119,6 +127,7 @@ def _load_into(
     stale_for: float,
     clamped: list[str],
 ) -> None:
+    data = _renamed(data)
     problem = snapshot_problem(data)
     if problem is not None:
         raise ValueError(f"learner snapshot: {problem}")
@@ -139,7 +148,7 @@ def _load_into(
     if factor > 1.0:
         learner._policy_factor = factor  # an announced limit above configured (allowed): keep it
     learner._top = within("top", floor, ceiling)
-    learner._seed_points = round(within("seed_points", 0, _MAX_SEED_POINTS) * decay)
+    learner._streak_points = round(within("streak_points", 0, _MAX_STREAK_POINTS) * decay)
     learner.streak = int(within("streak", 0, MAX_COUNTER))
     learner._next_permit = int(within("next_permit", 1, MAX_COUNTER))
 

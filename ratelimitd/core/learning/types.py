@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from ratelimitd.core.headers.parse import RateLimitHint
+    from ratelimitd.core.learning.scope import ScopeSetting
 
 __all__ = (
     "QUOTA_REASONS",
@@ -21,7 +22,7 @@ __all__ = (
     "State",
 )
 
-Policy = Literal["static", "seed", "adaptive"]
+Policy = Literal["static", "streak", "adaptive"]
 Action = Literal["none", "reduced", "paused", "recovered", "disabled"]
 State = Literal["ok", "paused", "cooling_down", "exhausted", "disabled"]
 
@@ -52,7 +53,8 @@ class LearningSettings:
     recovery: bool = False
     pacing: bool = False
     max_pause: float = 300.0
-    honour_retry_after: bool = True  # False only to replay the seed as it shipped (benchmark)
+    honour_retry_after: bool = True  # False only to replay the first release (benchmark)
+    retry_after_scope: ScopeSetting = "auto"  # whom a 429's Retry-After holds (scope.py)
     history_size: int = 50
     floor_fraction: float = 0.2  # never below 20% of the configured rate ...
     floor_rate: float = 1.0  # ... nor below 1 request/s
