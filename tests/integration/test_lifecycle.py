@@ -246,7 +246,7 @@ def test_check_config_shows_a_retry_after_scope_and_the_old_policy_name_note(tmp
     assert "  policy: streak\n" in result.stdout
     assert "note: learning.policy: 'seed' is the old name of 'streak'" in result.stdout
     assert (
-        "provider flaky: 50 requests/1s (burst 50); buckets default (failover); retry_after_scope request"
+        "provider flaky: requests 50/s (burst 50); buckets default (failover); retry_after_scope request"
         in (result.stdout)
     )
 
