@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import TYPE_CHECKING, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import orjson
 
@@ -243,9 +243,13 @@ def _status(args: argparse.Namespace) -> int:
         answer = fetch_status(client, args.provider)
         providers = answer.get("providers") or {}
         if args.json:
-            _say(orjson.dumps({"providers": providers}, option=orjson.OPT_INDENT_2).decode())
+            shown: dict[str, Any] = {"providers": providers}
+            if "backend" in answer:  # the shared backend's view (only with one configured)
+                shown["backend"] = answer["backend"]
+            _say(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         else:
-            sys.stdout.write(format_status(providers, daemon=answer.get("daemon")))
+            backend = answer.get("backend")
+            sys.stdout.write(format_status(providers, daemon=answer.get("daemon"), backend=backend))
         return EX_OK
 
     return _run(args, action)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from ratelimitd.client.sync import Client
 
-__all__ = ("COLUMNS", "fetch_status", "format_age", "format_status", "watch")
+__all__ = ("COLUMNS", "fetch_status", "format_age", "format_backend", "format_status", "watch")
 
 COLUMNS: Final = (
     "PROVIDER",
@@ -121,7 +121,47 @@ def _daemon_line(daemon: Any) -> str:
     return "".join(f"daemon {problem}\n" for problem in problems)
 
 
-def format_status(providers: Mapping[str, Any], *, now: float | None = None, daemon: Any = None) -> str:
+def _amount(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def format_backend(backend: Any) -> str:
+    """One line on the shared backend (absent with the memory backend), then one per bucket's
+    lease. The daemon's URL has its secret masked already; nothing else could carry one."""
+    if not isinstance(backend, dict):
+        return ""
+    parts = [f"backend: {backend.get('kind', '?')} {'up' if backend.get('up') is True else 'DOWN'}"]
+    if isinstance(backend.get("url"), str):
+        parts[0] += f" at {backend['url']}"
+    if isinstance(backend.get("host_id"), str):
+        parts.append(f"host {backend['host_id']}")
+    trips = backend.get("round_trips_per_second")
+    if isinstance(trips, int | float):
+        parts.append(f"{trips:.1f} round trips/s")
+    if isinstance(backend.get("fallbacks"), int) and backend["fallbacks"]:
+        parts.append(f"{backend['fallbacks']} fallbacks")
+    line = ", ".join(parts)
+    if backend.get("up") is not True:
+        share = backend.get("fallback_share")
+        line += "; limiting locally" + (
+            f" at {share:g} of the rate" if isinstance(share, int | float) else ""
+        )
+        if isinstance(backend.get("reason"), str):
+            line += f": {backend['reason']}"
+    lines = [line]
+    buckets = backend.get("buckets") or {}
+    for name in sorted(buckets):
+        lease = buckets[name].get("lease") or {}
+        held = ", ".join(f"{unit} {_amount(float(v))}" for unit, v in sorted(lease.items())) or "none"
+        factor = buckets[name].get("factor")
+        factor_text = f", fleet factor {factor:.3g}" if isinstance(factor, int | float) else ""
+        lines.append(f"  {name}: lease held {held}{factor_text}")
+    return "".join(f"{text}\n" for text in lines)
+
+
+def format_status(
+    providers: Mapping[str, Any], *, now: float | None = None, daemon: Any = None, backend: Any = None
+) -> str:
     """A table, one row per provider, bucket and unit; `now` is the wall clock (unix s)."""
     now = time.time() if now is None else now
     rows: list[tuple[str, ...]] = [COLUMNS]
@@ -153,7 +193,7 @@ def format_status(providers: Mapping[str, Any], *, now: float | None = None, dae
                         str(bucket.get("waiters", "-")),
                     )
                 )
-    head = _daemon_line(daemon)
+    head = _daemon_line(daemon) + format_backend(backend)
     if len(rows) == 1:
         return head + "no providers yet\n"
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
@@ -183,7 +223,9 @@ def watch(client: Client, provider: str | None, interval: float, frames: int | N
     while frames is None or drawn < frames:
         answer = fetch_status(client, provider)
         stamp = time.strftime("%H:%M:%S")
-        table = format_status(answer.get("providers") or {}, daemon=answer.get("daemon"))
+        table = format_status(
+            answer.get("providers") or {}, daemon=answer.get("daemon"), backend=answer.get("backend")
+        )
         sys.stdout.write(
             f"{_CLEAR}ratelimitd status at {stamp} (every {interval:g} s; Ctrl-C stops)\n{table}"
         )

@@ -407,3 +407,44 @@ def test_the_documented_acl_user_is_enough(daemon_factory: DaemonLauncher, redis
     )
     assert backend_up(daemon)
     assert daemon.request("status")["backend"]["failures"] == 0
+
+
+def test_the_status_command_shows_the_backend_without_its_secret(
+    daemon_factory: DaemonLauncher, tmp_path: Path
+) -> None:
+    server = RedisServer(tmp_path / "redis", extra=("--requirepass", "s3cret-pw"))
+    try:
+        url = f"unix://{server.socket_path}"
+        daemon = daemon_factory(backend_config(url, "web-7"), env={"RATELIMITD_REDIS_PASSWORD": "s3cret-pw"})
+        assert daemon.request("acquire", provider="api")["ok"] is True
+        socket = ["--socket", str(daemon.socket_path)]
+        human = run_cli(["status", *socket])
+        assert human.returncode == 0, human.stderr
+        first = human.stdout.splitlines()[0]
+        assert first.startswith(f"backend: redis up at unix://:***@{server.socket_path}, host web-7, "), first
+        assert "round trips/s" in first
+        assert "  api/default: lease held requests " in human.stdout, human.stdout
+        shown = run_cli(["status", "--json", *socket])
+        assert shown.returncode == 0, shown.stderr
+        backend = json.loads(shown.stdout)["backend"]
+        assert (backend["kind"], backend["up"], backend["host_id"]) == ("redis", True, "web-7")
+        assert "api/default" in backend["buckets"]
+        assert "s3cret-pw" not in human.stdout + shown.stdout
+        server.kill()  # Redis gone: the command says the host limits locally, and why
+        wait_for(lambda: daemon.request("status")["backend"]["up"] is False, timeout=5)
+        down = run_cli(["status", *socket])
+        line = next(text for text in down.stdout.splitlines() if text.startswith("backend: "))
+        assert line.startswith(f"backend: redis DOWN at unix://:***@{server.socket_path}, host web-7, "), line
+        assert "; limiting locally at 0.5 of the rate: " in line, line
+        daemon.stop()
+    finally:
+        server.stop()
+
+
+def test_the_status_command_has_no_backend_line_with_the_memory_backend(
+    daemon_factory: DaemonLauncher,
+) -> None:
+    daemon = daemon_factory(f'[providers.api]\nrate = "{RATE:g}/s"\n')
+    socket = ["--socket", str(daemon.socket_path)]
+    assert "backend" not in run_cli(["status", *socket]).stdout
+    assert "backend" not in json.loads(run_cli(["status", "--json", *socket]).stdout)
