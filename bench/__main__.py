@@ -30,6 +30,7 @@ BENCHMARKS: Final[tuple[tuple[str, list[str], list[str]], ...]] = (
     ("bench.integrations", [], ["--quick"]),
     ("bench.redis_backend", [], ["--quick"]),
     ("bench.redis_learning", [], ["--quick"]),
+    ("bench.redis_round_trip", [], ["--seconds", "3"]),
     ("bench.hostile", [], ["--quick"]),
     ("bench.soak", [], ["--quick"]),
 )

@@ -54,7 +54,10 @@ class BackendConfig:
     key_prefix: str = "ratelimitd:"
     host_id: str = ""
     cluster: bool = False
-    timeout: float = 0.1  # seconds for one Redis call; later counts as Redis being down
+    # Seconds for one Redis call; later counts as Redis being down. 0.5 s: the p99 of a call on
+    # a loaded 2-core host is ~90 ms and its worst ~110 ms (bench/redis_round_trip.py), so 0.1 s
+    # fell back on a busy host now and then; a hung Redis is noticed 0.4 s later instead.
+    timeout: float = 0.5
     connect_timeout: float = 1.0
     lease_time: float = 0.075  # a lease is about this many seconds of the host's grant rate
     lease_max_share: float = 0.1  # ... and never more than this share of the burst

@@ -37,7 +37,6 @@ host_id = "{host}"
 key_prefix = "t:"
 expected_hosts = 2
 reconnect_max = 0.5
-timeout = 0.5  # the default 0.1 s flaps on a loaded test machine
 {extra}
 
 [providers.api]
