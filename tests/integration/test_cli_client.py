@@ -271,6 +271,28 @@ def test_format_status_shows_a_reduced_rate_beside_its_baseline() -> None:
     assert format_status({}) == "no providers yet\n"
 
 
+def test_format_status_says_whom_a_retry_after_holds_when_not_the_default() -> None:
+    def bucket(scope: str, setting: str, why: str) -> dict[str, object]:
+        return {
+            "limits": {"requests": {"rate": 50.0, "baseline": 50.0, "period": 1.0}},
+            "state": "ok",
+            "retry_after_scope": {"scope": scope, "setting": setting, "why": why},
+        }
+
+    noisy = "auto: 429s came back at 12% right after pauses (11% overall): load-unrelated"
+    table = format_status(
+        {
+            "flaky": {"buckets": {"k1": bucket("request", "auto", noisy)}},
+            "plain": {"buckets": {"k1": bucket("bucket", "auto", "auto: no verdict yet")}},
+            "pinned": {"buckets": {"k1": bucket("bucket", "bucket", "configured: bucket")}},
+        }
+    )
+    assert table.splitlines()[-2:] == [
+        f"flaky/k1: Retry-After holds the request; {noisy}",
+        "pinned/k1: Retry-After holds the bucket; configured: bucket",
+    ]
+
+
 def test_format_age() -> None:
     assert [format_age(s) for s in (-1, 0.44, 9.96, 12, 65, 3725, 90061)] == [
         "0.0s", "0.4s", "10.0s", "12s", "1m05s", "1h02m", "1d01h",

@@ -572,3 +572,30 @@ def test_an_object_cost_without_requests_takes_one_request(service: Service) -> 
     assert error.fields["retry_after"] == pytest.approx(0.1)
     free = call(service, op="acquire", provider="fast", cost={"requests": 0, "tokens": 5}, timeout=0)
     assert free["ok"] is True
+
+
+SCOPES = """
+[providers.flaky]
+rate = "50/second"
+retry_after_scope = "request"
+
+[providers.plain]
+rate = "50/second"
+"""
+
+
+def test_status_shows_whom_a_retry_after_holds_and_a_request_scope_never_pauses(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service(SCOPES, {"RATELIMITD_FEATURE_LEARNING": "1"})
+    providers = call(service, op="status")["providers"]
+    assert providers["flaky"]["buckets"]["default"]["retry_after_scope"] == {
+        "scope": "request", "setting": "request", "why": "configured: request",
+    }  # fmt: skip
+    plain = providers["plain"]["buckets"]["default"]["retry_after_scope"]
+    assert (plain["scope"], plain["setting"]) == ("bucket", "auto")
+    for name in ("flaky", "plain"):
+        permit = call(service, op="acquire", provider=name, timeout=0)["permit"]
+        call(service, op="report", provider=name, status=429, retry_after=2, permit=permit)
+    buckets = {name: service.registry.providers[name].buckets["default"] for name in ("flaky", "plain")}
+    assert (buckets["flaky"].pauses, buckets["plain"].pauses) == (0, 1)
