@@ -341,13 +341,19 @@ class RedisBackend:
                 reply = await self._call("take", [shared.gcra_key], args)
                 now = self._now()
                 if reply[0] == b"1":
-                    granted = {unit: float(amount) for unit, amount in zip(request, reply[1:], strict=True)}
+                    n = len(request)
+                    granted = {
+                        unit: float(amount) for unit, amount in zip(request, reply[1 : 1 + n], strict=True)
+                    }
+                    left = {
+                        unit: float(amount) for unit, amount in zip(request, reply[1 + n :], strict=False)
+                    }
                     shared.leased += granted.get(limiter.primary_unit(), 0.0)
                     if shared.limiter is not limiter or limiter.fallback:
                         limiter.refilling = False
                         await self._give_back(shared, granted)
                         return
-                    limiter.credit(granted, now)
+                    limiter.credit(granted, now, left)
                     shared.bucket.queue.reschedule()  # waiters first; may ask for the next lease
                     return
                 retry = float(reply[1])

@@ -30,7 +30,8 @@ end
 
 # A lease. KEYS[1] gcra. ARGV: n, then per unit: name, configured rate/s, burst, least, most.
 # All or nothing at `least` for every unit (a waiter's cost); up to `most` when available.
-# -> {'1', granted per unit...} or {'0', seconds until `least` could be granted}
+# -> {'1', granted per unit..., left in the shared bucket per unit...}
+#    or {'0', seconds until `least` could be granted}
 TAKE = (
     _PRELUDE
     + """
@@ -67,6 +68,11 @@ for i = 0, n - 1 do
   redis.call('HSET', key, 't:' .. ARGV[a], fmt(tat), 'r:' .. ARGV[a], fmt(rates[i]))
   if tat - now > full_in then full_in = tat - now end
   out[#out + 1] = fmt(g)
+end
+-- What is left in the shared bucket per unit (selection's headroom on the hosts).
+for i = 0, n - 1 do
+  local a = 2 + i * 5
+  out[#out + 1] = fmt(math.max(0, free[i] - tonumber(out[i + 2])))
 end
 -- A bucket nobody used for a day is forgotten (it would be full again anyway).
 redis.call('PEXPIRE', key, math.ceil((full_in + 86400) * 1000))

@@ -223,11 +223,22 @@ class LeasedLimiter(BucketLimiter):
             return {}  # top up only when some unit is under its low water
         return request
 
-    def credit(self, granted: Mapping[str, float], now: float) -> None:
-        """A lease arrived: it serves the waiters first (the caller wakes the queue)."""
+    def credit(
+        self, granted: Mapping[str, float], now: float, left: Mapping[str, float] | None = None
+    ) -> None:
+        """A lease arrived: it serves the waiters first (the caller wakes the queue).
+
+        `left` is what the shared bucket still holds per unit: the local GCRA (unused for
+        granting while leasing) mirrors it plus this host's lease, refilling at the shared
+        rate from there, so `most_headroom` compares keys by the fleet's view, as fresh as
+        the last lease of each key."""
         for unit, amount in granted.items():
             if unit in self.balance:
                 self.balance[unit] += amount
+        if left:
+            for unit, amount in left.items():
+                if unit in self.balance:
+                    self.units[unit].set_available(amount + self.balance[unit], now)
         self.need.clear()
         self.refilling = False
         self.blocked_until = now
@@ -235,6 +246,8 @@ class LeasedLimiter(BucketLimiter):
     def denied(self, retry_in: float, now: float) -> None:
         """The shared bucket has nothing now; it will in `retry_in` seconds."""
         self.blocked_until = now + retry_in
+        for unit, limit in self.units.items():
+            limit.set_available(self.balance[unit], now)  # the mirror: the store is empty
 
     def take_back(self) -> dict[str, float]:
         """Hand the unused lease back (shutdown, reload, idle): what it held."""

@@ -447,3 +447,30 @@ def test_the_status_command_has_no_backend_line_with_the_memory_backend(
     socket = ["--socket", str(daemon.socket_path)]
     assert "backend" not in run_cli(["status", *socket]).stdout
     assert "backend" not in json.loads(run_cli(["status", "--json", *socket]).stdout)
+
+
+def test_most_headroom_picks_the_key_with_more_room_in_the_shared_state(
+    daemon_factory: DaemonLauncher, redis_server: RedisServer
+) -> None:
+    """Two keys; k1 mostly spent, k2 barely used. While leasing, the local limits grant
+    nothing (both would read full): the shared bucket's view must pick k2."""
+    provider = 'buckets = ["k1", "k2"]\nselection = "most_headroom"\n'
+    config = backend_config(redis_server.url, "a", provider=provider)
+    config = config.replace(f'rate = "{RATE:g}/s"\nburst = {BURST}', 'rate = "20/s"\nburst = 100')
+    daemon = daemon_factory(config)
+    for key, other, count in (("k2", "k1", 10), ("k1", "k2", 60)):
+        for _ in range(count):  # back to back: the leases grow and stay ahead
+            answer = daemon.request("acquire", provider="api", exclude=[other], timeout=1.0)
+            assert answer["bucket"] == key, answer
+    # Selection weighs the keys that can grant now, i.e. whose lease is not empty: both.
+    leases: dict[str, Any] = {}
+    for _ in range(20):
+        leases = daemon.request("status")["backend"]["buckets"]
+        empty = [key for key in ("k1", "k2") if leases[f"api/{key}"]["lease"]["requests"] < 1]
+        if not empty:
+            break
+        other = "k2" if empty[0] == "k1" else "k1"
+        assert daemon.request("acquire", provider="api", exclude=[other], timeout=1.0)["ok"] is True
+        time.sleep(0.05)  # the refill it asks for arrives
+    answer = daemon.request("acquire", provider="api", timeout=1.0)
+    assert answer["bucket"] == "k2", (answer, leases)

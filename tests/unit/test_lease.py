@@ -125,3 +125,20 @@ def test_settling_owes_or_returns_units_through_the_lease() -> None:
     leased.settle({"tokens": -500}, now)  # and a smaller one gives back
     assert leased.balance["tokens"] == 200
     assert calls == [1]
+
+
+def test_the_local_view_mirrors_what_the_shared_bucket_has_left() -> None:
+    """`most_headroom` reads the limits' `available`: with leases it is the shared bucket's
+    fill at the last lease plus the lease held, refilling at the shared rate."""
+    clock = FakeClock()
+    leased, _ = limiter(clock)
+    requests = leased.units["requests"]
+    assert requests.available(clock.monotonic()) == 100.0  # nothing known yet: full
+    leased.credit({"requests": 10, "tokens": 0}, clock.monotonic(), {"requests": 30.0, "tokens": 9_000.0})
+    assert requests.available(clock.monotonic()) == pytest.approx(40.0)
+    clock.advance(0.2)  # refills at 100/s like the shared bucket
+    assert requests.available(clock.monotonic()) == pytest.approx(60.0)
+    leased.denied(0.5, clock.monotonic())  # the store is empty: only the lease is left
+    assert requests.available(clock.monotonic()) == pytest.approx(10.0)
+    leased.credit({"requests": 1, "tokens": 0}, clock.monotonic())  # no word on what is left
+    assert requests.available(clock.monotonic()) == pytest.approx(10.0)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from ratelimitd.core.errors import ErrorCode, RatelimitdError
+from ratelimitd.core.lease import LeasedLimiter, LeaseSettings
 from ratelimitd.core.protocol import AcquireRequest
 from ratelimitd.core.providers import Provider
 from ratelimitd.core.selection import (
@@ -279,3 +280,19 @@ def test_most_headroom_uses_the_tightest_unit() -> None:
     provider.buckets["y"].limiter.try_take({"requests": 5.0, "tokens": 100.0}, 0.0)  # y: requests 50% left
     req = AcquireRequest(id=None, provider="llm", cost={"requests": 1.0}, timeout=None, exclude=frozenset())
     assert choose_bucket(provider, req, 0.0).name == "y"
+
+
+def test_most_headroom_with_leases_reads_what_the_shared_buckets_have_left() -> None:
+    """With the redis backend the limits grant from leases; their fill is the shared
+    bucket's, as the last lease of each key reported it (the local GCRA alone reads full)."""
+    provider = make_provider("most_headroom", rate=10.0, burst=100.0)
+    settings = LeaseSettings(lease_time=0.1, max_share=0.1, fallback_share=0.5)
+    leased_by_key = {}
+    for name, left in (("a", 10.0), ("b", 80.0), ("c", 40.0)):
+        bucket = provider.buckets[name]
+        leased = LeasedLimiter.replacing(bucket.limiter, 0.0, settings, lambda: None, fallback=False)
+        leased.credit({"requests": 5.0}, 0.0, {"requests": left})
+        bucket.limiter = leased_by_key[name] = leased
+    assert grant(provider, request(), now=0.0) == "b"
+    leased_by_key["b"].denied(1.0, 0.0)  # b's store ran dry since: only its lease is left
+    assert grant(provider, request(), now=0.0) == "c"
