@@ -157,10 +157,13 @@ class LogicalRequest(Generic[R]):
         """The aggregated error once tenacity stops, saying why the retries stopped."""
         outcome = retry_state.outcome
         failure = outcome.exception() if outcome is not None else None
+        return self.exhausted(failure, retry_state.attempt_number, retry_state.upcoming_sleep)
+
+    def exhausted(self, failure: BaseException | None, attempt_number: int, wait: float) -> RetriesExhausted:
+        """The aggregated error after attempt `attempt_number` failed with `failure`, the next wait `wait`."""
         retry_after = failure.retry_after if isinstance(failure, AttemptFailed) else None
         policy = self.policy
-        wait = retry_state.upcoming_sleep
-        if retry_state.attempt_number >= policy.max_attempts:
+        if attempt_number >= policy.max_attempts:
             why = f"max_attempts {policy.max_attempts} reached"
         elif policy.max_retry_after is not None and wait > policy.max_retry_after:
             why = f"asked to wait {wait:.3f} s, over max_retry_after {policy.max_retry_after:g} s: deferred"

@@ -139,6 +139,11 @@ class _Settings(Generic[RequestT]):
         self.settle_usage = settle_usage
         self.rng = rng
         check_bucket_headers(self.bucket_headers)
+        # Per provider, every header name its buckets set: computed once, not per request.
+        self._header_names = {
+            provider: frozenset(name for headers in per_bucket.values() for name in headers)
+            for provider, per_bucket in self.bucket_headers.items()
+        }
 
     def provider_for(self, request: RequestT) -> str | None:
         """The provider of a request: the fixed one, else by `host:port`, else by host."""
@@ -154,14 +159,14 @@ class _Settings(Generic[RequestT]):
     def _prepare(self, request: RequestT, provider: str) -> Callable[[AttemptContext], None]:
         """A function setting the headers of each attempt: the bucket's own, the idempotency key."""
         per_bucket = self.bucket_headers.get(provider, {})
-        names = {name for headers in per_bucket.values() for name in headers}
+        names = self._header_names.get(provider, ())
 
         def prepare(ctx: AttemptContext) -> None:
             headers = request.headers
             for name in names:  # no key of another bucket may stay on a retried request
                 headers.pop(name, None)
-            headers.update(headers_for(provider, per_bucket, ctx.bucket))
-            headers.update(ctx.headers)
+            # One update (each walks the request's headers), the idempotency key last.
+            headers.update({**headers_for(provider, per_bucket, ctx.bucket), **ctx.headers})
 
         return prepare
 

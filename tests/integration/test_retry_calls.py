@@ -14,12 +14,12 @@ import pytest
 
 from ratelimitd.client import AsyncClient, Client
 from ratelimitd.client.retry_calls import AttemptContext, Outcome, call_async, call_sync
-from ratelimitd.retry import RetryPolicy, preset
+from ratelimitd.retry import RetriesExhausted, RetryPolicy, preset
 
 if TYPE_CHECKING:
     from daemons import DaemonFactory, RunningDaemon
 
-PROVIDERS = ("retried_async", "retried_sync", "raised_async", "raised_sync")
+PROVIDERS = ("retried_async", "retried_sync", "raised_async", "raised_sync", "single_async", "single_sync")
 CONFIG = "".join(
     f'[providers.{name}]\nbuckets = ["a", "b"]\nselection = "failover"\nrate = "1000/second"\nburst = 50\n'
     for name in PROVIDERS
@@ -46,9 +46,13 @@ def describe(result: str) -> Outcome:
     return Outcome(200)
 
 
-async def call(daemon: RunningDaemon, mode: str, policy: RetryPolicy, waits: list[float]) -> str:
-    """One logical request to provider `<retried|raised>_<mode>` through that mode's loop."""
-    provider = f"{'retried' if policy.fails_over('network_error') else 'raised'}_{mode}"
+async def call(
+    daemon: RunningDaemon, mode: str, policy: RetryPolicy, waits: list[float], kind: str | None = None
+) -> str:
+    """One logical request to provider `<kind>_<mode>` through that mode's loop (kind by default
+    `retried` or `raised`, by whether the policy retries network errors)."""
+    kind = kind or ("retried" if policy.fails_over("network_error") else "raised")
+    provider = f"{kind}_{mode}"
     if mode == "sync":
 
         def blocking() -> str:
@@ -92,3 +96,15 @@ async def test_a_network_error_the_policy_does_not_retry_is_raised_as_is(
         await call(daemon, mode, NOT_ON_NETWORK_ERRORS, waits)
     assert waits == []
     assert await reports(daemon, f"raised_{mode}") == {"a": {"network_error": 1}, "b": {}}
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+async def test_a_one_attempt_policy_gives_up_after_its_only_attempt(daemon: RunningDaemon, mode: str) -> None:
+    waits: list[float] = []
+    with pytest.raises(RetriesExhausted) as caught:
+        await call(daemon, mode, preset("extract", max_attempts=1), waits, kind="single")
+    assert caught.value.why == "max_attempts 1 reached"
+    assert [(a.number, a.bucket, a.status) for a in caught.value.attempts] == [(1, "a", "network_error")]
+    assert caught.value.last_result is None
+    assert waits == []
+    assert await reports(daemon, f"single_{mode}") == {"a": {"network_error": 1}, "b": {}}
