@@ -23,7 +23,7 @@ from ratelimitd.core.headers import structured_fields as sf
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("main", "measure_speed", "measure_suite")
+__all__ = ("SUITE", "main", "measure_speed", "measure_suite", "parse_as_suite_json")
 
 SUITE: Final = Path(__file__).resolve().parent.parent / "tests" / "data" / "structured-field-tests"
 # (header type, value): what RateLimit-aware providers send (docs/headers.md).
@@ -55,7 +55,8 @@ def _ours_member(item: sf.Item) -> object:
     return [_ours_bare(item.value), params]
 
 
-def _ours(kind: str, text: str) -> object:
+def parse_as_suite_json(kind: str, text: str) -> object:
+    """Our parse of `text` in the suite's JSON form (`__type` objects for non-JSON types)."""
     if kind == "item":
         return _ours_member(sf.parse_item(text))
     if kind == "list":
@@ -113,7 +114,7 @@ def measure_suite() -> dict[str, tuple[int, int]]:
     cases = [case for path in sorted(SUITE.glob("*.json")) for case in json.loads(path.read_text())]
     return {
         name: (sum(_passes(parse, case) for case in cases), len(cases))
-        for name, parse in (("ratelimitd", _ours), ("http-sf", _theirs))
+        for name, parse in (("ratelimitd", parse_as_suite_json), ("http-sf", _theirs))
     }
 
 
