@@ -494,7 +494,7 @@ class Service:
             bucket.malformed_headers += hint.malformed
             bucket.suspicious_headers += len(hint.suspicious)
         learner: BucketLearner = bucket.learner
-        decision = learner.on_report(
+        decision = learner.learn(
             ReportEvent(
                 status=request.status,
                 network_error=request.status is None,
@@ -505,21 +505,27 @@ class Service:
             ),
             now,
         )
-        if decision.action == "none" and label not in ("1xx", "2xx", "3xx"):
-            # A failure that changed nothing still belongs in the bucket's bounded history.
-            factor = learner.factor
-            learner.history.append(
-                HistoryEntry(
-                    at_monotonic=now,
-                    kind="report",
-                    status=request.status,
-                    factor_before=factor,
-                    factor_after=factor,
-                    reason=request.reason or decision.reason or label,
+        if decision is None:
+            # Most reports: a success that changed nothing the limiter follows. What it did
+            # change (the streak, the policy's counts) is saved with the rest.
+            self.on_change()
+            action = "none"
+        else:
+            if decision.action == "none" and label not in ("1xx", "2xx", "3xx"):
+                # A failure that changed nothing still belongs in the bucket's bounded history.
+                factor = learner.factor
+                learner.history.append(
+                    HistoryEntry(
+                        at_monotonic=now,
+                        kind="report",
+                        status=request.status,
+                        factor_before=factor,
+                        factor_after=factor,
+                        reason=request.reason or decision.reason or label,
+                    )
                 )
-            )
-        why = pause_cause(request.status, request.retry_after, hint) if decision.pause_until else None
-        action = self._apply(bucket, decision, now, why)
+            why = pause_cause(request.status, request.retry_after, hint) if decision.pause_until else None
+            action = self._apply(bucket, decision, now, why)
         response: Response = {
             "id": request.id,
             "ok": True,

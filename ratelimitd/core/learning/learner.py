@@ -6,7 +6,7 @@ The service calls exactly this::
 
     learner = BucketLearner(settings, baseline_rate=configured_requests_per_second, now=now)
     permit = learner.on_grant(now)                    # echo it in the grant response
-    decision = learner.on_report(ReportEvent(...), now)
+    decision = learner.learn(ReportEvent(...), now)   # None when nothing changed
     decision = learner.tick(now)                      # often; None when nothing changed
     limiter.set_scale(learner.factor, now)            # after any decision
     if learner.pause_until is not None: limiter.hold_until(learner.pause_until)
@@ -184,22 +184,30 @@ class BucketLearner:
         return permit
 
     def on_report(self, event: ReportEvent, now: float) -> Decision:
-        """Learn from one report; returns what changed."""
+        """Learn from one report; returns what changed (action `none` when nothing did)."""
+        decision = self.learn(event, now)
+        return self._decision("none", "success", now) if decision is None else decision
+
+    def learn(self, event: ReportEvent, now: float) -> Decision | None:
+        """Learn from one report; None when nothing the limiter follows changed.
+
+        Most reports are successes that change nothing the limiter reads (factor, pause,
+        state): the daemon's hot path then builds no `Decision` and applies nothing.
+        """
         before = self.factor
         kind = classify_report(event, self.settings)
+        if kind == "success" and not self.settings.pacing:
+            self._on_success(event.permit, now)
+            if self.factor == before:
+                return None
+            return self._decision("none", kind, now)
         action: Action = "none"
         reason: str = kind
         retry_after = event.retry_after
         if retry_after is None and event.hint is not None:
             retry_after = event.hint.retry_after
-        if kind in ("success", "rate_limit"):
-            was = self.retry_after_scope.scope
-            self.retry_after_scope.observe(event.permit, kind == "rate_limit")
-            if was == "bucket" and self.retry_after_scope.scope == "request":
-                self.rules.noise_share = max(
-                    self.rules.noise_share or 0.0, self.retry_after_scope.noise_share
-                )
-                self._undo_retry_after_cuts(now)
+        if kind == "rate_limit":
+            self._observe_scope(event.permit, limited=True, now=now)
         if self.settings.honour_retry_after and retry_after and retry_after > 0 and kind != "success":
             # The provider's explicit instruction (RFC 9110 §10.2.3), capped: for the whole
             # bucket, or only for the request that got it (its retry waits on the client side).
@@ -217,12 +225,7 @@ class BucketLearner:
                     self.rules.on_pause(now, deadline)
                     reason = f"retry_after {wait:g}s"
         if kind == "success":
-            # adaptive: a success granted before the last 429's permit is older news (429s
-            # come back faster than successes); it does not end the streak.
-            older = event.permit is not None and event.permit < self._last_limited_permit
-            if self.settings.policy != "adaptive" or not older:
-                self.streak = 0
-            self.rules.on_success(event.permit, now)
+            self._on_success(event.permit, now)
         elif kind == "rate_limit":
             action, reason = self._on_rate_limit(event, now, action, reason, retry_after)
         elif kind == "quota":
@@ -248,6 +251,25 @@ class BucketLearner:
         if action == "paused":
             self._record(now, "paused", event.status, before, self.factor, reason)
         return self._decision(action, reason, now)
+
+    def _on_success(self, permit: int | None, now: float) -> None:
+        self._observe_scope(permit, limited=False, now=now)
+        # adaptive: a success granted before the last 429's permit is older news (429s
+        # come back faster than successes); it does not end the streak.
+        older = permit is not None and permit < self._last_limited_permit
+        if self.settings.policy != "adaptive" or not older:
+            self.streak = 0
+        self.rules.on_success(permit, now)
+
+    def _observe_scope(self, permit: int | None, *, limited: bool, now: float) -> None:
+        """Feed the Retry-After scope judge; undo the cuts Retry-Afters started once it
+        finds them load-unrelated."""
+        scope = self.retry_after_scope
+        was = scope.scope
+        scope.observe(permit, limited)
+        if was == "bucket" and scope.scope == "request":
+            self.rules.noise_share = max(self.rules.noise_share or 0.0, scope.noise_share)
+            self._undo_retry_after_cuts(now)
 
     def _retry_after_scope(self, event: ReportEvent, kind: str, now: float) -> tuple[Scope, str]:
         """Whom this answer's Retry-After holds, and why (see `ratelimitd.core.learning.scope`)."""

@@ -6,7 +6,7 @@ Pure data; `ratelimitd.core.learning.learner` re-exports all of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from ratelimitd.core.headers.parse import RateLimitHint
@@ -32,9 +32,11 @@ QUOTA_REASONS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReportEvent:
-    """One `report` op, already validated and merged by the service."""
+class ReportEvent(NamedTuple):
+    """One `report` op, already validated and merged by the service.
+
+    A NamedTuple, not a frozen dataclass: built on every report, it costs a third.
+    """
 
     status: int | None  # HTTP status; None for a network error
     network_error: bool = False
