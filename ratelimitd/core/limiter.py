@@ -138,6 +138,18 @@ class BucketLimiter:
         """Take `cost` now and return 0.0, or take nothing and return the seconds to wait."""
         # The hot path of every acquire: one pass computing each unit's new tat, then commit.
         units = self._units
+        if len(cost) == 1:  # most costs name one unit: no list of new tats to build
+            for unit, amount in cost.items():
+                limit = units.get(unit)
+                if limit is None:
+                    return 0.0  # a unit this provider does not limit is ignored
+                tat = limit._tat if limit._tat > now else now
+                new_tat = tat + amount / limit.rate
+                over = new_tat - now - limit.burst / limit.rate
+                if over > _SLACK:
+                    return over
+                limit._tat = new_tat
+            return 0.0
         delay = 0.0
         new_tats: list[tuple[UnitLimit, float]] = []
         for unit, amount in cost.items():

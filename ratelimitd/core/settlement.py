@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from operator import itemgetter
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -27,13 +28,9 @@ KEEP_SECONDS: Final = 600.0
 MAX_ENTRIES: Final = 65536
 
 
-class _Grant:
-    __slots__ = ("at", "cost", "permit")
-
-    def __init__(self, permit: int, at: float, cost: Mapping[str, float] | None) -> None:
-        self.permit = permit
-        self.at = at
-        self.cost = cost  # None once settled
+# One grant: (permit, monotonic time granted, cost or None once settled). A tuple, not
+# a class: one is built per acquire, and a tuple costs a third of a slots instance.
+_Grant = tuple[int, float, "Mapping[str, float] | None"]
 
 
 class GrantLedger:
@@ -52,9 +49,9 @@ class GrantLedger:
     def remember(self, permit: int, cost: Mapping[str, float], now: float) -> None:
         """Note the cost of grant `permit` made at `now` (permits must increase)."""
         entries = self._entries
-        entries.append(_Grant(permit, now, cost))
+        entries.append((permit, now, cost))
         horizon = now - self.keep
-        while len(entries) > self.max_entries or entries[0].at < horizon:
+        while len(entries) > self.max_entries or entries[0][1] < horizon:
             entries.popleft()
 
     def take(self, permit: int) -> Mapping[str, float] | None:
@@ -62,19 +59,16 @@ class GrantLedger:
         entries = self._entries
         if not entries:
             return None
-        index = permit - entries[0].permit
-        if not 0 <= index < len(entries) or entries[index].permit != permit:
+        index = permit - entries[0][0]
+        if not 0 <= index < len(entries) or entries[index][0] != permit:
             # Not contiguous (a restored learner numbers from elsewhere): search.
-            index = bisect.bisect_left(entries, permit, key=_permit_of)
-            if index >= len(entries) or entries[index].permit != permit:
+            index = bisect.bisect_left(entries, permit, key=itemgetter(0))
+            if index >= len(entries) or entries[index][0] != permit:
                 return None
-        entry = entries[index]
-        cost, entry.cost = entry.cost, None
+        permit, at, cost = entries[index]
+        if cost is not None:
+            entries[index] = (permit, at, None)
         return cost
-
-
-def _permit_of(entry: _Grant) -> int:
-    return entry.permit
 
 
 def settlement(granted: Mapping[str, float], used: Mapping[str, float]) -> dict[str, float]:

@@ -31,6 +31,7 @@ __all__ = ("MAX_PENDING_BYTES", "OPS", "SAMPLE_EVERY", "Connection", "UnixServer
 
 logger = logging.getLogger(__name__)
 _OPEN_BRACE = ord("{")
+_APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
 # Answers one connection may have built but not yet handed to the kernel. Past it, the
 # lines already read wait (reading paused) until the transport drains: a pipelined burst
 # of requests never builds more than about one answer ahead of what the client reads.
@@ -145,7 +146,27 @@ class Connection(asyncio.Protocol):
                 return  # a read that raced the pause: it waits behind the backlog
             data = bytes(buffer)
             buffer.clear()
+        elif (
+            data.find(b"\n") == len(data) - 1
+            and self._held is None
+            and len(data) <= self._server.max_line_bytes
+        ):
+            # One whole line: how a client that waits for each answer talks. Its answer
+            # goes straight to the transport, with no batch to split, bound or join.
+            self._take_line(data[:-1])
+            return
         self._take_lines(data)
+
+    def _take_line(self, line: bytes) -> None:
+        server = self._server
+        server.until_sample -= 1
+        if server.until_sample:
+            self._handle_line(line)
+        else:  # one line in SAMPLE_EVERY is timed, for the per-op latency histogram
+            server.until_sample = SAMPLE_EVERY
+            started = time.perf_counter()
+            self._handle_line(line)
+            server.timed(line, time.perf_counter() - started)
 
     def _take_lines(self, data: bytes) -> None:
         """Answer the complete lines of `data` until the pending answers pass the bound."""
@@ -159,20 +180,13 @@ class Connection(asyncio.Protocol):
         budget = server.max_pending_bytes - transport.get_write_buffer_size()
         out = bytearray()
         self._out = out
-        handle = self._handle_line
+        handle = self._take_line
         try:
             for index, line in enumerate(lines):
                 if len(line) > limit:
                     self._too_long()
                     return
-                server.until_sample -= 1
-                if server.until_sample:
-                    handle(line)
-                else:  # one line in SAMPLE_EVERY is timed, for the per-op latency histogram
-                    server.until_sample = SAMPLE_EVERY
-                    started = time.perf_counter()
-                    handle(line)
-                    server.timed(line, time.perf_counter() - started)
+                handle(line)
                 if (len(out) > budget or self._held is not None) and index + 1 < len(lines):
                     # The rest waits, unread beyond this, until these answers are out.
                     self._buffer += b"\n".join(lines[index + 1 :]) + b"\n" + tail
@@ -245,8 +259,9 @@ class Connection(asyncio.Protocol):
                 result = service.handle(request, self._untrusted)
             if type(result) is dict:
                 # Encoded inside the boundary: an answer that cannot be encoded is a bug
-                # answered `internal`, not a dropped connection.
-                self._send(encode(result))
+                # answered `internal`, not a dropped connection. (`encode`, inlined: a frame
+                # less on every answer.)
+                self._send(orjson.dumps(result, option=_APPEND_NEWLINE))
                 return
         except RatelimitdError as error:
             if rid is None and isinstance(obj, dict):
