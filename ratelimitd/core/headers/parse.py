@@ -7,13 +7,33 @@ Supported header families and how each maps into the hint: docs/headers.md.
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from ratelimitd.core.headers import structured_fields as sf
 from ratelimitd.core.headers import values as hv
 from ratelimitd.core.headers.conventions import DEFAULT_CONVENTIONS, HeaderConventions
+from ratelimitd.core.headers.families import (
+    CROSSREF_NAMES,
+    FAMILIES,
+    FAMILY_ANTHROPIC,
+    FAMILY_CROSSREF,
+    FAMILY_GITHUB,
+    FAMILY_IETF,
+    FAMILY_OPENAI,
+    FAMILY_RETRY_AFTER,
+    GITHUB_NAMES,
+    GITHUB_RESOURCE,
+    GITHUB_WINDOWS,
+    IETF_NAMES,
+    LIST_FIELDS,
+    PRIORITY,
+    RETRY_NAMES,
+    documented_window,
+    llm_name,
+    primary_unit,
+)
 from ratelimitd.core.headers.hint import DEFAULT_LONG_RESET_THRESHOLD, HintKind, RateLimitHint, UnitHint
+from ratelimitd.core.headers.plan import planned
 from ratelimitd.core.headers.plausibility import check_waits, has_long_wait
 from ratelimitd.core.headers.values import parse_ietf, parse_retry_after
 
@@ -34,48 +54,9 @@ __all__ = (
     "RateLimitHint",
     "UnitHint",
     "parse_headers",
+    "parse_headers_general",
     "parse_retry_after",
 )
-
-FAMILY_RETRY_AFTER: Final = "retry_after"
-FAMILY_OPENAI: Final = "openai"
-FAMILY_ANTHROPIC: Final = "anthropic"
-FAMILY_GITHUB: Final = "github"
-FAMILY_IETF: Final = "ietf"
-FAMILY_CROSSREF: Final = "crossref"
-FAMILIES: Final = frozenset(
-    {
-        FAMILY_RETRY_AFTER,
-        FAMILY_OPENAI,
-        FAMILY_ANTHROPIC,
-        FAMILY_GITHUB,
-        FAMILY_IETF,
-        FAMILY_CROSSREF,
-    }
-)
-# When two trusted families describe the same unit, the first one here wins (whole
-# unit, so a limit is never paired with another family's window).
-_PRIORITY: Final = (FAMILY_ANTHROPIC, FAMILY_OPENAI, FAMILY_GITHUB, FAMILY_CROSSREF, FAMILY_IETF)
-
-# OpenAI and Anthropic document their limits per minute; the headers do not say it.
-_PER_MINUTE: Final = 60.0
-# GitHub `x-ratelimit-resource` -> window, from docs.github.com "Rate limits for the REST
-# API" (core: per hour) and "Search" (search: 30/minute, code_search: 10/minute).
-_GITHUB_WINDOWS: Final = {"core": 3600.0, "graphql": 3600.0, "search": 60.0, "code_search": 60.0}
-
-_OPENAI_NAME: Final = re.compile(r"x-ratelimit-(limit|remaining|reset)-([a-z0-9_-]+)")
-_ANTHROPIC_NAME: Final = re.compile(r"anthropic-ratelimit-([a-z0-9_-]+?)-(limit|remaining|reset)")
-_RETRY_NAMES: Final = ("retry-after-ms", "x-amz-retry-after", "retry-after")  # precision first
-_GITHUB_NAMES: Final = frozenset(
-    {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-used"}
-)
-_CROSSREF_NAMES: Final = frozenset(
-    {"x-rate-limit-limit", "x-rate-limit-interval", "x-rate-limit-remaining", "x-rate-limit-reset"}
-)
-_IETF_NAMES: Final = frozenset(
-    {"ratelimit", "ratelimit-policy", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"}
-)
-_LIST_FIELDS: Final = frozenset({"ratelimit", "ratelimit-policy", "ratelimit-limit", "x-ratelimit-limit"})
 
 
 class _Collector:
@@ -124,6 +105,51 @@ def parse_headers(
         are believed.
     """
     conv = DEFAULT_CONVENTIONS if conventions is None else conventions
+    if type(headers) is dict:  # what the daemon's reports carry; other mappings: general path
+        found = planned(headers, status, now_wall, trust, conv)
+        if found is not None:
+            hint, longest = found
+            if max_pause is None or longest <= max_pause:
+                return hint  # no wait past max_pause: nothing to check
+            return _checked(hint, conv, max_pause, quota_evidence)
+    return parse_headers_general(
+        headers,
+        status=status,
+        now_wall=now_wall,
+        trust=trust,
+        conventions=conventions,
+        max_pause=max_pause,
+        quota_evidence=quota_evidence,
+    )
+
+
+def parse_headers_general(
+    headers: Mapping[str, str],
+    *,
+    status: int | None,
+    now_wall: float,
+    trust: frozenset[str] | None = None,
+    conventions: HeaderConventions | None = None,
+    max_pause: float | None = None,
+    quota_evidence: bool = False,
+) -> RateLimitHint:
+    """`parse_headers` the general way, for every input, without a compiled plan: the reference
+    the plans are tested against, and the path of every shape a plan does not cover.
+
+    :param headers: response headers; names are matched case-insensitively.
+    :param status: the HTTP status of the response, if known (403/429 classification).
+    :param now_wall: unix seconds at which the response was received; HTTP-dates,
+        RFC 3339 and epoch resets become seconds relative to it (never negative).
+    :param trust: header families to use (see `FAMILIES`); None trusts all. Families seen
+        but not trusted are listed in `ignored_families` and contribute nothing.
+    :param conventions: what the provider's documentation says its headers mean (delay
+        unit, windows); None reads every family by its defaults.
+    :param max_pause: when given, a wait longer than this without quota evidence is capped
+        and named in `suspicious` (`plausibility.check_waits`).
+    :param quota_evidence: the report says a quota is spent (a quota reason): long waits
+        are believed.
+    """
+    conv = DEFAULT_CONVENTIONS if conventions is None else conventions
     fields, bad_names = _fold(headers)
     col = _Collector(now_wall, conv)
     col.malformed.extend(bad_names)
@@ -131,7 +157,7 @@ def parse_headers(
     _parse_llm(fields, col)
     _parse_github(fields, col)
     _parse_crossref(fields, col)
-    if not fields.keys().isdisjoint(_IETF_NAMES):
+    if not fields.keys().isdisjoint(IETF_NAMES):
         col.seen.add(FAMILY_IETF)
         ietf_units, bad = parse_ietf(fields, now_wall)
         col.malformed.extend(bad)
@@ -141,7 +167,7 @@ def parse_headers(
     if FAMILY_RETRY_AFTER not in trusted:
         retry_after = None
     units: dict[str, UnitHint] = {}
-    for family in _PRIORITY:
+    for family in PRIORITY:
         if family not in trusted:
             continue
         for unit, values in col.observed.get(family, {}).items():
@@ -150,7 +176,7 @@ def parse_headers(
     families = {f for f in col.observed if f in trusted}
     if retry_after is not None:
         families.add(FAMILY_RETRY_AFTER)
-    primary = _primary_unit(units)
+    primary = primary_unit(units)
     main = units.get(primary, UnitHint())
     hint = RateLimitHint(
         retry_after=retry_after,
@@ -167,11 +193,19 @@ def parse_headers(
         status=status,
         resource=col.resource if FAMILY_GITHUB in trusted else None,
     )
-    if max_pause is None or not has_long_wait(hint, max_pause):
+    if max_pause is None:
         return hint
-    return check_waits(
-        hint, max_pause=max_pause, quota_evidence=quota_evidence, windows=conv.evidence_windows()
-    )
+    return _checked(hint, conv, max_pause, quota_evidence)
+
+
+def _checked(
+    hint: RateLimitHint, conv: HeaderConventions, max_pause: float, quota_evidence: bool
+) -> RateLimitHint:
+    """`hint` with its waits past `max_pause` checked (`plausibility.check_waits`)."""
+    if not has_long_wait(hint, max_pause):
+        return hint
+    windows = conv.evidence_windows()
+    return check_waits(hint, max_pause=max_pause, quota_evidence=quota_evidence, windows=windows)
 
 
 def _fold(headers: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
@@ -185,7 +219,7 @@ def _fold(headers: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
         value = raw_value.strip(" \t")
         if name not in fields:
             fields[name] = value
-        elif name in _LIST_FIELDS:
+        elif name in LIST_FIELDS:
             fields[name] = f"{fields[name]}, {value}"
         elif fields[name].strip() != value.strip():
             conflicting.add(name)
@@ -197,7 +231,7 @@ def _fold(headers: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
 def _parse_retry(fields: Mapping[str, str], col: _Collector) -> float | None:
     """Retry-After family: the most precise valid header wins (`retry-after-ms` first)."""
     found: float | None = None
-    for name in _RETRY_NAMES:
+    for name in RETRY_NAMES:
         if name not in fields:
             continue
         col.seen.add(FAMILY_RETRY_AFTER)
@@ -213,31 +247,10 @@ def _parse_retry(fields: Mapping[str, str], col: _Collector) -> float | None:
     return found
 
 
-# Header name -> (family, key, unit) for the OpenAI and Anthropic families, None for any
-# other name. Responses repeat the same names, so each is matched once; bounded.
-_LLM_NAMES: dict[str, tuple[str, str, str] | None] = {}
-_LLM_NAMES_MAX: Final = 4096
-
-
-def _llm_name(name: str) -> tuple[str, str, str] | None:
-    if match := _OPENAI_NAME.fullmatch(name):
-        found: tuple[str, str, str] | None = (FAMILY_OPENAI, match.group(1), hv.unit_name(match.group(2)))
-    elif match := _ANTHROPIC_NAME.fullmatch(name):
-        found = (FAMILY_ANTHROPIC, match.group(2), hv.unit_name(match.group(1)))
-    else:
-        found = None
-    if len(_LLM_NAMES) >= _LLM_NAMES_MAX:
-        _LLM_NAMES.clear()
-    _LLM_NAMES[name] = found
-    return found
-
-
 def _parse_llm(fields: Mapping[str, str], col: _Collector) -> None:
     """OpenAI `x-ratelimit-{limit,remaining,reset}-<unit>` and `anthropic-ratelimit-*`."""
-    names = _LLM_NAMES
     for name, value in fields.items():
-        known = names.get(name, names)
-        found = _llm_name(name) if known is names else known
+        found = llm_name(name)
         if found is None:
             continue
         family, key, unit = found
@@ -252,7 +265,7 @@ def _parse_llm(fields: Mapping[str, str], col: _Collector) -> None:
 
 def _parse_github(fields: Mapping[str, str], col: _Collector) -> None:
     """GitHub-style `x-ratelimit-{limit,remaining,reset,used,resource}` (requests)."""
-    for name in _GITHUB_NAMES & fields.keys():
+    for name in GITHUB_NAMES & fields.keys():
         key = name.removeprefix("x-ratelimit-")
         value = fields[name]
         if key == "limit":
@@ -261,12 +274,12 @@ def _parse_github(fields: Mapping[str, str], col: _Collector) -> None:
         delay_unit = col.conventions.delay_unit
         parsed = hv.parse_reset(value, col.now_wall, delay_unit) if key == "reset" else hv.parse_count(value)
         col.put(FAMILY_GITHUB, "requests", key, name, parsed)
-    resource = fields.get("x-ratelimit-resource", "").strip().lower()
+    resource = fields.get(GITHUB_RESOURCE, "").strip().lower()
     if resource:
         col.seen.add(FAMILY_GITHUB)
         col.resource = resource
-        if resource in _GITHUB_WINDOWS and FAMILY_GITHUB in col.observed:
-            col.put(FAMILY_GITHUB, "requests", "window", "", _GITHUB_WINDOWS[resource])
+        if resource in GITHUB_WINDOWS and FAMILY_GITHUB in col.observed:
+            col.put(FAMILY_GITHUB, "requests", "window", "", GITHUB_WINDOWS[resource])
 
 
 def _put_limit_list(value: str, col: _Collector) -> None:
@@ -312,7 +325,7 @@ def _policy_window(item: sf.Item) -> float | None:
 
 def _parse_crossref(fields: Mapping[str, str], col: _Collector) -> None:
     """Crossref `x-rate-limit-limit` + `x-rate-limit-interval` (and Okta-style extras)."""
-    for name in _CROSSREF_NAMES & fields.keys():
+    for name in CROSSREF_NAMES & fields.keys():
         key = name.removeprefix("x-rate-limit-")
         value = fields[name]
         if key == "interval":
@@ -333,11 +346,7 @@ def _unit_hint(
     window = values.get("window")
     assumed = False
     if window is None and "limit" in values:
-        # The provider's documented window for this unit (Groq: requests per day), else
-        # OpenAI's and Anthropic's documented minute.
-        documented = conventions.windows.get(unit)
-        if documented is None and family in (FAMILY_OPENAI, FAMILY_ANTHROPIC):
-            documented = _PER_MINUTE
+        documented = documented_window(family, unit, conventions)
         if documented is not None:
             window, assumed = documented, True
     return UnitHint(
@@ -349,13 +358,3 @@ def _unit_hint(
         used=values.get("used"),
         family=family,
     )
-
-
-def _primary_unit(units: Mapping[str, UnitHint]) -> str:
-    """`requests` if present; else the exhausted unit with the longest reset; else the first."""
-    if "requests" in units or not units:
-        return "requests"
-    exhausted = [(h.reset_after or 0.0, name) for name, h in units.items() if h.exhausted]
-    if exhausted:
-        return max(exhausted)[1]
-    return next(iter(units))

@@ -17,7 +17,6 @@ seven days. Two rules:
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Literal
 
 if TYPE_CHECKING:
@@ -107,8 +106,7 @@ def check_waits(
     if not suspicious:
         return hint
     primary = units.get(hint.unit)
-    return replace(
-        hint,
+    return hint._replace(
         retry_after=retry_after,
         units=units,
         reset_after=hint.reset_after if primary is None else primary.reset_after,
@@ -122,4 +120,4 @@ def _longest_window(unit: UnitHint, documented: float | None) -> float:
 
 
 def _capped(unit: UnitHint, max_pause: float) -> UnitHint:
-    return replace(unit, reset_after=max_pause)
+    return unit._replace(reset_after=max_pause)
