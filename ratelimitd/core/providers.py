@@ -8,7 +8,7 @@ frozen snapshots (`statistics`) that the status op, metrics and persistence read
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ratelimitd.core.causes import NO_EVENTS, EventStats
 from ratelimitd.core.errors import ErrorCode, RatelimitdError
@@ -37,7 +37,11 @@ def status_class(status: int | None) -> str:
         return "network_error"
     if status == 429:
         return "429"
-    return f"{status // 100}xx"
+    return _STATUS_CLASSES[status // 100]
+
+
+# By the status's first digit (a protocol status is 100-599): no string built per report.
+_STATUS_CLASSES: Final = tuple(f"{digit}xx" for digit in range(10))
 
 
 @dataclass(frozen=True, slots=True)

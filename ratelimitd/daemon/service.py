@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = ("PendingAcquire", "Service")
 
 logger = logging.getLogger(__name__)
+_new_tuple = tuple.__new__  # a NamedTuple from a tuple, without its __new__'s Python frame
 Response = dict[str, Any]
 
 
@@ -494,17 +495,12 @@ class Service:
             bucket.malformed_headers += hint.malformed
             bucket.suspicious_headers += len(hint.suspicious)
         learner: BucketLearner = bucket.learner
-        decision = learner.learn(
-            ReportEvent(
-                status=request.status,
-                network_error=request.status is None,
-                permit=request.permit,
-                reason=request.reason,
-                retry_after=request.retry_after,
-                hint=hint,
-            ),
-            now,
+        # Built as a plain tuple (ReportEvent's fields, in order): a third of its keyword call.
+        status = request.status
+        event = _new_tuple(
+            ReportEvent, (status, status is None, request.permit, request.reason, request.retry_after, hint)
         )
+        decision = learner.learn(event, now)
         if decision is None:
             # Most reports: a success that changed nothing the limiter follows. What it did
             # change (the streak, the policy's counts) is saved with the rest.
