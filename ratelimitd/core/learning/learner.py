@@ -117,7 +117,7 @@ class BucketLearner:
     @property
     def factor(self) -> float:
         """The multiplier the limiter must apply now (1.0 static / shadow mode)."""
-        if self._enforcing:
+        if self._enforced:
             base = self._policy_factor
         elif self.settings.pacing:
             base = self._top
@@ -144,12 +144,12 @@ class BucketLearner:
 
     @property
     def exhausted_until(self) -> float | None:
-        return self._exhausted_until if self._enforcing else None
+        return self._exhausted_until if self._enforced else None
 
     @property
     def disabled_until(self) -> float | None:
         """Deadline of a 401/403 disable; `math.inf` until `reset` when no time applies."""
-        if not self._enforcing:
+        if not self._enforced:
             return None
         return math.inf if self._disabled_forever else self._disabled_until
 
