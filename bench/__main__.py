@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 BENCHMARKS: Final[tuple[tuple[str, list[str], list[str]], ...]] = (
     ("bench.throughput", [], ["--quick"]),
     ("bench.raw_client", [], ["--quick"]),
+    ("bench.handler_cost", [], ["--quick"]),
     ("bench.scale", [], ["--quick"]),
     ("bench.limiter_core", [], ["--quick"]),
     ("bench.metrics_overhead", [], ["--rounds", "1", "--acquires", "20000"]),

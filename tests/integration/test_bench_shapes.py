@@ -1,4 +1,5 @@
-"""`bench.raw_client --quick` and `bench.scale --quick` run end to end (no timing asserts)."""
+"""`bench.raw_client --quick`, `bench.handler_cost --quick` and `bench.scale --quick` run end
+to end (no timing asserts)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,14 @@ def test_every_shape_is_answered_ok_by_echo_and_both_daemons() -> None:
     lines = verdicts.strip().splitlines()[1:-1]  # the last one says how long it took
     assert len(lines) == 4
     assert all(line.endswith((", met", ", NOT met")) for line in lines), lines
+
+
+def test_handler_cost_answers_every_line_of_every_shape_ok() -> None:
+    (table,) = _run("bench.handler_cost", "--quick")
+    rows = table.strip().splitlines()[2:]
+    assert len(rows) == 5
+    for row in rows:
+        assert row.split()[-1] == "0", f"error or missing answers in {row!r}"
 
 
 def test_scale_bench_prints_status_scrape_and_memory() -> None:
