@@ -28,6 +28,7 @@ BENCHMARKS: Final[tuple[tuple[str, list[str], list[str]], ...]] = (
     ("bench.metrics_overhead", [], ["--rounds", "1", "--acquires", "20000"]),
     ("bench.learning", [], ["--quick"]),
     ("bench.structured_fields", [], ["--quick"]),
+    ("bench.header_parsing", [], ["--quick"]),
     ("bench.integrations", [], ["--quick"]),
     ("bench.redis_backend", [], ["--quick"]),
     ("bench.redis_learning", [], ["--quick"]),

@@ -36,11 +36,13 @@ from ratelimitd.core.headers.families import (
     primary_unit,
 )
 from ratelimitd.core.headers.hint import RateLimitHint, UnitHint
+from ratelimitd.core.headers.plausibility import seconds_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ratelimitd.core.headers.conventions import HeaderConventions
+    from ratelimitd.core.headers.plausibility import DelayUnit
 
     #: Reads one raw value (relative to `now_wall`); None when malformed.
     Reader = Callable[[str, float], float | None]
@@ -60,6 +62,8 @@ _MOMENTS: dict[str, float] = {}
 _VALUES_MAX: Final = 4096
 # Longer concatenated counts take the one-by-one path (`values.parse_count`'s own bound).
 _MAX_DIGITS: Final = 256
+# Builds a hint or a unit from its fields' tuple, without `__new__`'s keyword handling.
+_new: Final = tuple.__new__
 _KEYS: Final = ("limit", "remaining", "reset", "used")
 # Values the general path reads from `RateLimitHint` fields that a plan cannot fix.
 _RUNTIME: Final = ("retry_after", "resource", "github_window", "github_window_assumed", "status", "units")
@@ -80,6 +84,8 @@ class _Plan:
     durations: Getter
     timed: Getter
     timed_readers: tuple[Reader, ...]
+    delays: tuple[int, ...]  # counts that are resets: a delay in `delay_unit` or a unix time
+    delay_unit: DelayUnit
     resource: str | None  # the raw name of `x-ratelimit-resource`
     github_window: float | None  # GitHub's documented window when no resource names one
     retry: int  # the index of the winning Retry-After, -1 when none is sent or trusted
@@ -88,7 +94,8 @@ class _Plan:
     units: tuple[tuple[str, Getter], ...]  # unit name, its `UnitHint` fields
     units_at: int  # where the units go in the vector, for the hint
     hint: Getter | None  # the `RateLimitHint` fields; None: the primary unit needs the values
-    waits: Getter  # every trusted reset and the Retry-After, for the long-wait check
+    waits: Getter  # the resets of units that can be at 0, and the Retry-After
+    remainings: Getter  # those units' remaining counts
     families: frozenset[str]
     ignored_families: frozenset[str]
     resource_trusted: bool
@@ -113,8 +120,13 @@ def planned(
         _PLANS[key] = plan
     except TypeError:  # an unhashable trust (a set): no plan
         return None
-    if plan is None:
-        return None
+    return None if plan is None else _run(plan, headers, status, now_wall)
+
+
+def _run(
+    plan: _Plan, headers: dict[str, str], status: int | None, now_wall: float
+) -> tuple[RateLimitHint, float] | None:
+    """Read the values into the plan's vector, then build the units and the hint from it."""
     raw = plan.counts(headers)
     # Plain digits (nearly every count) in one pass: `values.parse_count` reads them so.
     joined = "".join(raw)
@@ -124,6 +136,8 @@ def planned(
         vec = counts
     else:
         return None  # a malformed count
+    for i in plan.delays:
+        vec[i] = seconds_until(vec[i], now_wall, plan.delay_unit)  # type: ignore[arg-type]
     raw = plan.durations(headers)
     if raw:
         seconds = list(map(_SECONDS.get, raw))
@@ -139,12 +153,6 @@ def planned(
             if number is None:
                 return None
             vec.append(number)
-    return _assemble(plan, vec, headers, status)
-
-
-def _assemble(
-    plan: _Plan, vec: list[object], headers: dict[str, str], status: int | None
-) -> tuple[RateLimitHint, float] | None:
     retry_after = None if plan.retry < 0 else vec[plan.retry] / plan.retry_divisor  # type: ignore[operator]
     resource = window = None
     assumed = False
@@ -157,17 +165,21 @@ def _assemble(
             window, assumed = plan.github_window, plan.github_window is not None
     vec += (retry_after, resource, window, assumed, status, None)  # `_RUNTIME`; units below
     vec += plan.constants
-    units = {name: tuple.__new__(UnitHint, fields(vec)) for name, fields in plan.units}
+    units: dict[str, UnitHint] = {}
+    for name, fields in plan.units:
+        units[name] = _new(UnitHint, fields(vec))
     vec[plan.units_at] = units
-    longest: float = max(plan.waits(vec))
+    # Only a Retry-After or the reset of a unit at 0 can be a long wait (`has_long_wait`).
+    exhausted = min(plan.remainings(vec)) <= 0
+    longest: float = max(plan.waits(vec)) if exhausted else retry_after or 0.0
     if plan.hint is not None:
-        return tuple.__new__(RateLimitHint, plan.hint(vec)), longest
+        return _new(RateLimitHint, plan.hint(vec)), longest
     unit = primary_unit(units)
     main = units.get(unit, UnitHint())
     flat = (retry_after, main.limit, main.remaining, main.reset_after, main.window, unit, 0, units)
     github = resource if plan.resource_trusted else None
     rest = (plan.families, plan.ignored_families, (), status, github, ())
-    return tuple.__new__(RateLimitHint, (*flat, *rest)), longest
+    return _new(RateLimitHint, (*flat, *rest)), longest
 
 
 def _counts(raw: tuple[str, ...]) -> list[object] | None:
@@ -208,19 +220,6 @@ def _anthropic_reset(value: str, now_wall: float) -> float | None:
             return hv.parse_absolute_reset(text, now_wall)
         _remember(_MOMENTS, value, moment)
     return max(0.0, moment - now_wall)
-
-
-def _retry_after(value: str, now_wall: float) -> float | None:
-    return hv.parse_retry_after(value.strip(" \t"), now_wall)
-
-
-def _reset_reader(conventions: HeaderConventions) -> Reader:
-    delay_unit = conventions.delay_unit
-
-    def read(value: str, now_wall: float) -> float | None:
-        return hv.parse_reset(value.strip(" \t"), now_wall, delay_unit)
-
-    return read
 
 
 def _getter(keys: list[Any]) -> Getter:
@@ -284,13 +283,14 @@ def _compile(
     seen: set[str] = set()
     retry: dict[str, tuple[int, int]] = {}
     resource: str | None = None
-    reset = _reset_reader(conventions)
+    delays: list[tuple[int, int]] = []  # GitHub resets: counts read as delays or unix times
     for raw, name in zip(names, folded, strict=True):
         if name in CROSSREF_NAMES or name in IETF_NAMES:
             return None
         if name in RETRY_NAMES:
             seen.add(FAMILY_RETRY_AFTER)
-            retry[name] = layout.time(raw, _retry_after) if name == "retry-after" else layout.count(raw)
+            # Delta-seconds, a count (an HTTP-date is not: the general path reads it).
+            retry[name] = layout.count(raw)
         elif (llm := llm_name(name)) is not None:
             family, key, unit = llm
             keys = observed.setdefault(family, {}).setdefault(unit, {})
@@ -305,7 +305,9 @@ def _compile(
         elif name in GITHUB_NAMES:
             key = name.removeprefix("x-ratelimit-")
             keys = observed.setdefault(FAMILY_GITHUB, {}).setdefault("requests", {})
-            keys[key] = layout.time(raw, reset) if key == "reset" else layout.count(raw)
+            keys[key] = layout.count(raw)  # a reset too: a number (an HTTP-date goes general)
+            if key == "reset":
+                delays.append(keys[key])
         elif name == GITHUB_RESOURCE:
             resource = raw
             seen.add(FAMILY_GITHUB)
@@ -317,6 +319,7 @@ def _compile(
             chosen.setdefault(unit, (family, keys))
     fields: dict[str, tuple[int, ...]] = {}
     waits: list[int] = []
+    remainings: list[int] = []
     for unit, (family, keys) in chosen.items():
         if family == FAMILY_GITHUB and resource is not None:
             window = layout.runtime("github_window")
@@ -328,8 +331,9 @@ def _compile(
             layout.index(keys.get(k)) for k in ("limit", "remaining", "reset", "used")
         )
         fields[unit] = (limit, remaining, reset_at, window, assumed, used, layout.constant(family))
-        if "reset" in keys:
+        if "reset" in keys and "remaining" in keys:  # only a unit at 0 waits
             waits.append(reset_at)
+            remainings.append(remaining)
     github_keys = observed.get(FAMILY_GITHUB, {}).get("requests", {})
     github_window = (
         documented_window(FAMILY_GITHUB, "requests", conventions) if "limit" in github_keys else None
@@ -339,7 +343,9 @@ def _compile(
     retry_trusted = winner is not None and FAMILY_RETRY_AFTER in trusted
     if retry_trusted:
         waits.append(layout.runtime("retry_after"))
-    waits.append(layout.constant(0.0))  # never empty: `max` without its slower `default`
+    # Never empty: `max` and `min` without their slower `default`.
+    waits.append(layout.constant(0.0))
+    remainings.append(layout.constant(1.0))
     families = {family for family in observed if family in trusted}
     if retry_trusted:
         families.add(FAMILY_RETRY_AFTER)
@@ -369,6 +375,8 @@ def _compile(
         durations=_getter(layout.durations),
         timed=_getter([raw for raw, _ in layout.timed]),
         timed_readers=tuple(reader for _, reader in layout.timed),
+        delays=tuple(layout.index(slot) for slot in delays),
+        delay_unit=conventions.delay_unit,
         resource=resource,
         github_window=github_window,
         retry=layout.index(retry[winner]) if winner is not None and retry_trusted else -1,
@@ -378,6 +386,7 @@ def _compile(
         units_at=layout.runtime("units"),
         hint=hint,
         waits=_getter(waits),
+        remainings=_getter(remainings),
         families=frozenset(families),
         ignored_families=ignored,
         resource_trusted=FAMILY_GITHUB in trusted,
