@@ -102,13 +102,17 @@ def test_a_provider_that_turns_from_noise_to_a_real_limit_gets_bucket_pauses_aga
     assert learner.retry_after_scope.scope == "request"
     limited = Provider(rate=RATE * 0.4, noise=0.1, seed=2)  # capacity drops to 20/s
     reasons: list[tuple[str, str]] = []
+    factors: list[float] = []
     for second in range(60, 120):
         drive(learner, limited, second, second + 1.0)
         reasons.append(now_in_force(learner))
+        factors.append(learner.factor)
     back = [reason for scope, reason in reasons[:10] if scope == "bucket"]
     assert back, "the share rose: within 10 s a Retry-After pauses the bucket again"
     assert "429 share rose" in back[0]
-    assert 0.3 <= learner.factor <= 0.5  # the rate followed the provider down to 20/s
+    # The rate followed the provider down to 20/s (0.4): over the last 30 s it stays near it
+    # (recovery probes above it and steps back, so one moment's factor says little).
+    assert 0.3 <= sum(factors[-30:]) / 30 <= 0.55
 
 
 def test_a_unit_at_zero_pauses_the_bucket_even_when_retry_after_holds_requests() -> None:

@@ -3,45 +3,44 @@
 Pure: no I/O, no clock reads. `BucketLearner` (learner.py) owns the factor and calls these.
 
 A round of 429s starts at a streak of 3 or at once with the provider's evidence (a unit at 0,
-or a Retry-After that pauses the bucket: scope.py). Rounds in a row cut by the streak policy's
-table (10, 10, 20 ... 30 % of the current rate) or down to the delivered success rate; a first
-round near a known ceiling only goes back under it, and 429s right after a recovery climb step
-go back to the level held before the climb (which restarts the count of rounds in a row). The
-`ceiling` is the lowest rate at which a round began. Recovery climbs to 97 % of it, holds a
-plateau, then probes: the first step straight to 110 % of the level held, for 3 s; held without
-a 429 it forgets the ceiling, goes back to the highest level held before and climbs on in
-doubling steps, one per second; a failed probe (its first fresh 429 is enough) goes back to the
-level held before it, does not count as a round in a row, and doubles the plateau (up to
+or a Retry-After that pauses the bucket: scope.py). What the provider delivered over the last
+steady 2 s (delivery.py) is its rate: the `ceiling` (where 429s begin) is the lowest of the
+rates at which rounds began and the delivered rates (with the known noise share added), and a
+round cuts to 97 % of the delivered rate when that is lower than the streak policy's table
+(10, 10, 20 ... 30 % of the current rate for rounds in a row), which applies while nothing
+steady was measured (right after a drop, between whole-bucket pauses). A first round near
+the ceiling only goes back under it, and 429s right after a recovery climb step go back to
+the level held before the climb (which restarts the count of rounds in a row). Recovery
+climbs to 97 % of the ceiling, holds a plateau, then probes: the first step straight to 110 %
+of the level held, for 5 s (the provider's burst can hide a small overshoot for seconds); held
+without a 429 it forgets the ceiling and goes back to the highest level held before (a climb:
+429s right after it go back to the level held before the probe), or climbs on in doubling
+steps, one per second; a failed probe (its first fresh 429 is enough) goes back to
+the level held before it, does not count as a round in a row, and doubles the plateau (up to
 `recovery_plateau_long`, 160 s: a ceiling that keeps holding is probed rarely; but at most
-`recovery_plateau_max`, 10 s, while the provider recently allowed 10 % more); a level that held
-a whole plateau and then meets 429s steps down only half a step.
+`recovery_plateau_max`, 10 s, while the provider recently allowed 10 % more); a level that
+held a whole plateau and then meets 429s steps down only half a step.
 Schedule: docs/learning.md.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
-from collections import deque
 from typing import TYPE_CHECKING
+
+from ratelimitd.core.learning.delivery import DeliveryModel
 
 if TYPE_CHECKING:
     from ratelimitd.core.learning.types import LearningSettings
 
 __all__ = ("AdaptiveRules", "streak_points")
 
-# Shared, always empty: stand-ins until a bucket records its first success or pause.
-_NO_TIMES: deque[float] = deque(maxlen=0)
-_NO_PAUSES: deque[tuple[float, float]] = deque(maxlen=0)
-
 _EWMA_ALPHA = 0.02  # ~ the last 50 fresh reports
 _KNEE = 0.97  # without a known-good level, climb to 97% of the ceiling
 _FORGET_ABOVE = 1.1  # a level held 10% past the ceiling: the provider recently allowed more
 _PROBE_ABOVE = 1.1  # the first probe step: 10% above the level held quietly before it
 _ROUND_GAP = 10.0  # rounds of 429s closer than this are "in a row" (deeper cuts)
-_MAX_DROP = 0.5  # the delivered rate never cuts more than half at once
-_MIN_DELIVERED = 10  # successes in the window before the delivered rate is trusted
-_PROBE_HOLD = 3.0  # recovery intervals each probe step is held
+_PROBE_HOLD = 5.0  # recovery intervals each probe step is held
 _HELD_STEP = 0.5  # a level held a whole plateau steps down by half a recovery step
 
 
@@ -64,8 +63,8 @@ class AdaptiveRules:
         "_best_held", "_ceiling_before_cut", "_epoch_429", "_epoch_ok", "_epoch_pairs",
         "_factor_after_cut", "_factor_before_cut", "_free", "_good", "_last_bad_at",
         "_last_eval_at", "_last_fresh_limited", "_level", "_level_since", "_noise_check_at",
-        "_pauses", "_plateau", "_plateau_since", "_prev_n", "_prev_share", "_probe_steps",
-        "_probe_top", "_probing", "_raised_at", "_stable_since", "_success_times", "ceiling", "last_cut_at",
+        "_plateau", "_plateau_since", "_prev_n", "_prev_share", "_probe_steps",
+        "_probe_top", "_probing", "_raised_at", "_stable_since", "ceiling", "delivery", "last_cut_at",
         "last_cut_permit", "noise_share", "recent_share", "rounds", "settings",
     )  # fmt: skip
 
@@ -100,9 +99,7 @@ class AdaptiveRules:
         self._level = 1.0  # the factor as last seen by `tick`, unchanged since `_level_since`
         self._level_since = now
         self._best_held: float | None = None  # highest level held a plateau without a 429
-        # Most buckets never see a 429: the deques (~600 bytes each) are made on first use.
-        self._success_times: deque[float] = _NO_TIMES
-        self._pauses: deque[tuple[float, float]] = _NO_PAUSES  # Retry-After pauses (start, end)
+        self.delivery = DeliveryModel(settings.delivery_window)  # what the provider delivers
 
     def expects_429s(self, factor: float, floor: float, now: float) -> bool:
         """A 429 now answers a step the policy chose: recovery is probing or raised the rate
@@ -126,27 +123,11 @@ class AdaptiveRules:
         return self.last_cut_at is None or now - self.last_cut_at >= self.settings.late_window
 
     def on_pause(self, start: float, end: float) -> None:
-        """A Retry-After pause: the delivered rate does not count paused time."""
-        if self._pauses is _NO_PAUSES:
-            self._pauses = deque()
-        pauses = self._pauses
-        if pauses and pauses[-1][1] >= start:
-            start = min(start, pauses[-1][0])
-            pauses.pop()
-        pauses.append((start, end))
-        horizon = start - self.settings.delivery_window
-        while pauses[0][1] < horizon:  # bounded, like the success times
-            pauses.popleft()
+        """A whole-bucket pause: the delivery model does not read across it."""
+        self.delivery.on_pause(start, end)
 
     def on_success(self, permit: int | None, now: float) -> None:
-        times = self._success_times
-        if times is _NO_TIMES:
-            times = self._success_times = deque()
-        times.append(now)
-        # Bounded by the delivery window even if no 429 ever comes to read it.
-        horizon = now - self.settings.delivery_window
-        while times[0] < horizon:
-            times.popleft()
+        self.delivery.on_success(now)
         if self.is_fresh(permit, now):
             self._epoch_ok += 1
             self._last_fresh_limited = False
@@ -182,7 +163,12 @@ class AdaptiveRules:
         in_a_row = self.last_cut_at is not None and now - self.last_cut_at < _ROUND_GAP
         self.rounds = self.rounds + 1 if in_a_row else 1
         ceiling = factor if self.ceiling is None else min(self.ceiling, factor)
-        new, reason = self._level_after(factor, ceiling, floor, now, baseline)
+        steady = self.delivery.steady_rate(now, factor * baseline)
+        measured = None
+        if steady is not None and baseline > 0:
+            measured = steady / baseline / (1.0 - (self.noise_share or 0.0))
+            ceiling = min(ceiling, measured)
+        new, reason = self._level_after(factor, ceiling, floor, now, measured)
         if new >= factor - 1e-9:
             return None
         n = self._epoch_ok + self._epoch_429
@@ -205,7 +191,7 @@ class AdaptiveRules:
         return new, reason
 
     def _level_after(
-        self, factor: float, ceiling: float, floor: float, now: float, baseline: float
+        self, factor: float, ceiling: float, floor: float, now: float, measured: float | None
     ) -> tuple[float, str]:
         """The level a fresh round of 429s at `factor` leads to, and why (sets the plateau).
 
@@ -238,7 +224,7 @@ class AdaptiveRules:
             self._plateau = self.next_plateau(ceiling, now)
         elif (self._probing or near_ceiling) and ceiling * _KNEE < factor:
             new = max(floor, ceiling * _KNEE)
-            if self._probing and self._good is not None and new < self._good < ceiling:
+            if self._probing and self._good is not None and new < self._good <= ceiling:
                 new = self._good  # the level held before this probe: still good
             reason = f"429s at {factor:.3g}: back under the ceiling, to {new:.3g}"
             self._plateau = self.next_plateau(ceiling, now)
@@ -246,11 +232,9 @@ class AdaptiveRules:
             points = streak_points(self.rounds + 2)
             new = factor * (1.0 - points / 100.0)
             reason = f"round {self.rounds} of 429s: cut {points}% of the current rate"
-            rate = self._delivered(now)
-            delivered = rate / baseline if rate is not None and baseline > 0 else None
-            if delivered is not None and factor * _MAX_DROP < delivered < new:
-                new = delivered
-                reason = f"round {self.rounds} of 429s: down to the delivered rate"
+            if measured is not None and measured * _KNEE < new:
+                new = measured * _KNEE
+                reason = f"round {self.rounds} of 429s: down under the delivered rate"
             new = max(floor, new)
             self._plateau = self.settings.recovery_plateau
             self._stable_since = now
@@ -273,31 +257,6 @@ class AdaptiveRules:
         if best is not None and best > ceiling * _FORGET_ABOVE and recent:
             cap = s.recovery_plateau_max
         return min(cap, self._plateau * 2.0)
-
-    def _delivered(self, now: float) -> float | None:
-        """Successes per second over the last `delivery_window`, not counting Retry-After pauses.
-
-        A window that was mostly paused says nothing about the provider (None), nor do too
-        few successes.
-        """
-        window = self.settings.delivery_window
-        times = self._success_times
-        while times and times[0] < now - window:
-            times.popleft()
-        pauses = self._pauses
-        while pauses and pauses[0][1] < now - window:
-            pauses.popleft()
-        paused = 0.0
-        for start, end in pauses:
-            # Until the first success after a pause comes back, the resumed sends are in
-            # flight: that time was not capacity the provider refused either.
-            i = bisect_left(times, end)
-            back = times[i] if i < len(times) else now
-            paused += max(0.0, min(back, now) - max(start, now - window))
-        active = window - paused
-        if len(times) < _MIN_DELIVERED or active < window * 0.25:
-            return None
-        return len(times) / active
 
     def tick(self, factor: float, top: float, now: float) -> tuple[str, float, str] | None:
         """(kind, new factor, reason) for a noise verdict or a recovery step, else None."""
@@ -354,7 +313,10 @@ class AdaptiveRules:
                 # Spent: only holding it again makes it "recently allowed" (a partial return
                 # then probes on the slow schedule, not every ~18 s).
                 self._best_held = None
-                self._probe_steps += 1
+                # A climb, not a probe step: 429s right after it go back to the level held
+                # before the probe (a probe the provider's burst hid can look held).
+                self._probing = False
+                self._raised_at = now
                 return "recovered", min(top, best), f"the provider allows more: back to {best:.3g}"
         if not self._probing:
             self._good = factor  # held a whole plateau without a 429

@@ -72,7 +72,7 @@ class LearningSettings:
     recovery_plateau_max: float = 10.0
     # ... else up to this (a ceiling that keeps holding is probed rarely)
     recovery_plateau_long: float = 160.0
-    delivery_window: float = 2.0  # successes per second over this long (pauses excluded)
+    delivery_window: float = 2.0  # successes per second over this long (none read across a pause)
     noise_window: float = 5.0  # seconds after a cut to check whether the 429 share fell
     noise_min_samples: int = 30
     noise_ratio: float = 0.6  # share after / share before >= this means "not load related"
