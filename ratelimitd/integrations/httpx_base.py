@@ -1,4 +1,4 @@
-"""What the httpx and httpx2 transports share: one implementation for both flavours.
+"""The httpx transports, written once for httpx and its fork httpx2.
 
 Shell: a transport wraps an inner transport. For a request whose host maps to a provider
 it estimates the cost, acquires a permit, sets the chosen bucket's headers (its API key)
@@ -8,28 +8,39 @@ estimate). With a retry policy it retries and fails over across buckets
 (`ratelimitd.client.retry_calls`); without one (the default) every request is one
 attempt and the caller's own retry loop (an SDK's `max_retries`) decides.
 
-`ratelimitd.integrations.httpx` and `.httpx2` bind these mixins to each library's
-transport and stream classes; nothing here imports either library.
+`ratelimitd.integrations.httpx` and `.httpx2` bind these classes to a library in one
+class statement each: the library's request, response and transport types as the
+generic parameters (what mypy sees), its `BaseTransport` as the second base, and the
+module itself as `library=` (what is used of it at run time, `httpx_library.Library`).
+Nothing here imports either library.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import orjson
 
 from ratelimitd.client.errors import BadRequest, RatelimitdClientError
-from ratelimitd.client.retry import RetriesExhausted, RetryPolicy
+from ratelimitd.client.retry import DEFAULT_IDEMPOTENCY_HEADER, RetriesExhausted, RetryPolicy
 from ratelimitd.client.retry_calls import Outcome, call_async, call_sync, error_reason, rate_limit_headers
 from ratelimitd.integrations.bucket_headers import check_bucket_headers, headers_for
+from ratelimitd.integrations.httpx_library import (
+    AsyncSender,
+    Library,
+    SyncSender,
+    UsageStreams,
+    usage_streams,
+)
 from ratelimitd.integrations.tokens import TOKEN_UNITS, TokenUsage, estimate_body
 from ratelimitd.integrations.usage_stream import UsageReader
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import AsyncIterator, Awaitable, Iterator
 
     from ratelimitd.client.async_client import AsyncClient
@@ -75,20 +86,27 @@ class RequestLike(Protocol):
     def content(self) -> bytes: ...
 
 
-class _Closable(Protocol):
-    def close(self) -> None: ...
-
-
 class ResponseLike(Protocol):
+    """What the transports use of an httpx (or httpx2) `Response`."""
+
     @property
     def status_code(self) -> int: ...
     @property
     def headers(self) -> Mapping[str, str]: ...
 
+    # The library's byte stream, replaced by one that reads the usage: its type is the library's.
+    stream: Any
+
+    def read(self) -> bytes: ...
+    def close(self) -> None: ...
+    async def aread(self) -> bytes: ...
+    async def aclose(self) -> None: ...
+
 
 RequestT = TypeVar("RequestT", bound=RequestLike)
 ResponseT = TypeVar("ResponseT", bound=ResponseLike)
-CostFunction = Callable[[Any], "Cost"]
+InnerT = TypeVar("InnerT", bound=SyncSender)
+AsyncInnerT = TypeVar("AsyncInnerT", bound=AsyncSender)
 
 
 def token_cost(request: RequestLike) -> Cost:
@@ -117,6 +135,20 @@ class _Attempts:
 
 class _Settings(Generic[RequestT]):
     """The transports' settings and the decisions both share."""
+
+    _library: ClassVar[Library]
+    _streams: ClassVar[UsageStreams]
+    #: What counts as `network_error`: reported, and retried by the policies that retry.
+    network_errors: tuple[type[BaseException], ...]
+
+    def __init_subclass__(cls, *, library: Library | None = None, **kwargs: Any) -> None:
+        """Bind a transport to `library` (the `httpx` or `httpx2` module); a subclass of a bound
+        transport keeps its library."""
+        super().__init_subclass__(**kwargs)
+        if library is not None:
+            cls._library = library
+            cls._streams = usage_streams(library)
+            cls.network_errors = (library.TransportError,)
 
     def _configure(
         self,
@@ -224,27 +256,64 @@ def report_failed(exc: BaseException) -> None:
     logger.warning("ratelimitd: the report after the body could not be sent: %s", exc)
 
 
-class SyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
-    """The blocking transport, less the library's base classes (see `ratelimitd.httpx`)."""
+class SyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT, InnerT]):
+    """The blocking transport; a library's module binds it (`ratelimitd.integrations.httpx`)."""
 
     client: Client
-    network_errors: tuple[type[BaseException], ...]
+
+    def __init__(
+        self,
+        client: Client,
+        inner: InnerT | None = None,
+        *,
+        hosts: Mapping[str, str] | None = None,
+        provider: str | None = None,
+        policy: RetryPolicy | str | None = None,
+        bucket_headers: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
+        idempotency_header: str = DEFAULT_IDEMPOTENCY_HEADER,
+        cost: Cost | Callable[[RequestT], Cost] = token_cost,
+        settle_usage: bool = True,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        """A blocking transport that takes a permit before each request to a known host.
+
+        :param client: the daemon client (`ratelimitd.client.Client`).
+        :param inner: the transport that sends (default the library's `HTTPTransport()`).
+        :param hosts: request host (or `host:port`) -> provider; other hosts pass through untouched.
+        :param provider: the provider of every request instead (one transport per API).
+        :param policy: a `RetryPolicy` or preset name to retry and fail over here; None (default):
+            one attempt per request, the caller's own retries (an SDK's `max_retries`) decide.
+        :param bucket_headers: provider -> bucket -> headers set for that bucket, e.g. its
+            `Authorization`; the daemon only ever sees bucket names. A bucket without headers
+            is refused here: its requests would go out without a key.
+        :param idempotency_header: the header carrying the key that stays the same on every
+            attempt of one request (a key the caller already set is kept).
+        :param cost: a cost, or a function of the request returning one (default `token_cost`:
+            `requests` 1 plus the estimated tokens of an OpenAI or Anthropic body).
+        :param settle_usage: report the tokens an answer's `usage` counted, so the daemon settles
+            the estimate (only when the cost estimated tokens).
+        :param rng: the source of the retries' jitter.
+        """
+        self.client = client
+        # The library's HTTPTransport is a BaseTransport of that library: the class's InnerT.
+        self.inner = inner if inner is not None else cast("InnerT", self._library.HTTPTransport())
+        self._configure(
+            hosts=hosts,
+            provider=provider,
+            policy=policy,
+            bucket_headers=bucket_headers,
+            idempotency_header=idempotency_header,
+            cost=cost,
+            settle_usage=settle_usage,
+            rng=rng,
+        )
+
+    def close(self) -> None:
+        self.inner.close()
 
     def _inner_send(self, request: RequestT) -> ResponseT:
-        raise NotImplementedError
-
-    def _wrap_stream(self, response: ResponseT, chunks: Callable[[], Iterator[bytes]]) -> None:
-        """Replace `response.stream` with one yielding `chunks()` (which ends with the report)."""
-        raise NotImplementedError
-
-    def _read(self, response: ResponseT) -> bytes:
-        raise NotImplementedError
-
-    def _close_response(self, response: ResponseT) -> None:
-        raise NotImplementedError
-
-    def _raw_chunks(self, response: ResponseT) -> Iterator[bytes]:
-        raise NotImplementedError
+        response: ResponseT = self.inner.handle_request(request)
+        return response
 
     def handle_request(self, request: RequestT) -> ResponseT:
         provider = self.provider_for(request)
@@ -270,7 +339,7 @@ class SyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
             if reader is not None:
                 self._settle_after_body(response, reader, permit, cost)
                 return self._outcome(response, None, report=False)
-            body = self._read(response) if self._error_body_wanted(response) else None
+            body = response.read() if self._error_body_wanted(response) else None
             return self._outcome(response, body)
 
         try:
@@ -287,7 +356,7 @@ class SyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
                 idempotency_key=request.headers.get(self.idempotency_header),
                 rng=self.rng,
                 sleep=time.sleep,
-                release=self._close_response,
+                release=lambda response: response.close(),
                 wait_for_reports=False,  # the answer is never read here: one round trip less
             )
         except RetriesExhausted as exc:
@@ -311,42 +380,67 @@ class SyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
     def _settle_after_body(
         self, response: ResponseT, reader: UsageReader, permit: Permit, cost: Cost
     ) -> None:
-        raw = self._raw_chunks(response)
+        """Replace the answer's stream with one that reads its usage and reports at its end."""
+        inner = response.stream
+        assert isinstance(inner, self._streams.sync_base)
         status, headers = response.status_code, rate_limit_headers(response.headers)
 
         def chunks() -> Iterator[bytes]:
             try:
-                for chunk in raw:
+                for chunk in inner:
                     reader.feed(chunk)
                     yield chunk
             finally:
                 # Reached at the end of the body, or when the caller closes it early.
                 self._report_after_body(permit, status, headers, used_units(permit, cost, reader.usage))
 
-        self._wrap_stream(response, chunks)
+        response.stream = self._streams.sync(chunks(), inner)
 
 
-class AsyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
-    """The asyncio transport, less the library's base classes (see `ratelimitd.httpx`)."""
+class AsyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT, AsyncInnerT]):
+    """The asyncio transport; a library's module binds it (`ratelimitd.integrations.httpx`)."""
 
     client: AsyncClient
-    network_errors: tuple[type[BaseException], ...]
-    sleep: Callable[[float], Awaitable[None]]
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        inner: AsyncInnerT | None = None,
+        *,
+        hosts: Mapping[str, str] | None = None,
+        provider: str | None = None,
+        policy: RetryPolicy | str | None = None,
+        bucket_headers: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
+        idempotency_header: str = DEFAULT_IDEMPOTENCY_HEADER,
+        cost: Cost | Callable[[RequestT], Cost] = token_cost,
+        settle_usage: bool = True,
+        rng: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """The blocking transport's parameters, with an `AsyncClient` of the daemon; `inner`
+        defaults to the library's `AsyncHTTPTransport()` and `sleep` (the wait between
+        retries) to `asyncio.sleep`."""
+        self.client = client
+        # The library's AsyncHTTPTransport is an AsyncBaseTransport of that library: AsyncInnerT.
+        self.inner = inner if inner is not None else cast("AsyncInnerT", self._library.AsyncHTTPTransport())
+        self.sleep = sleep
+        self._configure(
+            hosts=hosts,
+            provider=provider,
+            policy=policy,
+            bucket_headers=bucket_headers,
+            idempotency_header=idempotency_header,
+            cost=cost,
+            settle_usage=settle_usage,
+            rng=rng,
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
     async def _inner_send(self, request: RequestT) -> ResponseT:
-        raise NotImplementedError
-
-    def _wrap_stream(self, response: ResponseT, chunks: Callable[[], AsyncIterator[bytes]]) -> None:
-        raise NotImplementedError
-
-    async def _read(self, response: ResponseT) -> bytes:
-        raise NotImplementedError
-
-    async def _close_response(self, response: ResponseT) -> None:
-        raise NotImplementedError
-
-    def _raw_chunks(self, response: ResponseT) -> AsyncIterator[bytes]:
-        raise NotImplementedError
+        response: ResponseT = await self.inner.handle_async_request(request)
+        return response
 
     async def handle_async_request(self, request: RequestT) -> ResponseT:
         provider = self.provider_for(request)
@@ -373,11 +467,11 @@ class AsyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
             if reader is not None:
                 self._settle_after_body(response, reader, permit, cost)
                 return self._outcome(response, None, report=False)
-            body = await self._read(response) if self._error_body_wanted(response) else None
+            body = await response.aread() if self._error_body_wanted(response) else None
             return self._outcome(response, body)
 
         async def release(response: ResponseT) -> None:
-            await self._close_response(response)
+            await response.aclose()
 
         try:
             return await call_async(
@@ -419,25 +513,25 @@ class AsyncRateLimiting(_Settings[RequestT], Generic[RequestT, ResponseT]):
     def _settle_after_body(
         self, response: ResponseT, reader: UsageReader, permit: Permit, cost: Cost
     ) -> None:
-        raw = self._raw_chunks(response)
+        inner = response.stream
+        assert isinstance(inner, self._streams.async_base)
         status, headers = response.status_code, rate_limit_headers(response.headers)
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
-                async for chunk in raw:
+                async for chunk in inner:
                     reader.feed(chunk)
                     yield chunk
             finally:
                 await self._report_after_body(permit, status, headers, used_units(permit, cost, reader.usage))
 
-        self._wrap_stream(response, chunks)
+        response.stream = self._streams.async_(chunks(), inner)
 
 
 def _closer(
     tasks: list[asyncio.Task[None]], close: Callable[[Any], Awaitable[None]]
 ) -> Callable[[Any], object]:
     """`release` is called without awaiting: close each retried answer in a task awaited at the end."""
-    import asyncio
 
     def release(response: Any) -> None:
         tasks.append(asyncio.ensure_future(close(response)))

@@ -201,6 +201,32 @@ async def test_the_usage_of_the_answer_settles_the_token_estimate(
             await client.acquire(provider, {"requests": 1, "tokens": 100}, timeout=0)
 
 
+@pytest.mark.parametrize("flavour", FLAVOURS)
+async def test_each_module_binds_its_own_library(flavour: str) -> None:
+    # httpx refuses a transport or a body stream of the other library's classes.
+    lib, transports = FLAVOURS[flavour]
+    (other,) = (other for name, (other, _) in FLAVOURS.items() if name != flavour)
+    client = types.SimpleNamespace()
+    sync = transports.RateLimitTransport(client)
+    asynchronous = transports.AsyncRateLimitTransport(client)
+    assert isinstance(sync, lib.BaseTransport)
+    assert not isinstance(sync, other.BaseTransport)
+    assert isinstance(asynchronous, lib.AsyncBaseTransport)
+    assert not isinstance(asynchronous, other.AsyncBaseTransport)
+    assert type(sync.inner) is lib.HTTPTransport
+    assert type(asynchronous.inner) is lib.AsyncHTTPTransport
+    assert transports.NETWORK_ERRORS == sync.network_errors == (lib.TransportError,)
+    streams = sync._streams
+    assert issubclass(streams.sync, lib.SyncByteStream)
+    assert issubclass(streams.async_, lib.AsyncByteStream)
+    assert not issubclass(streams.sync, other.SyncByteStream)
+
+    subclass: Any = type("Subclass", (transports.RateLimitTransport,), {})
+    assert subclass._library is lib  # a user's subclass keeps the library
+    sync.close()
+    await asynchronous.aclose()
+
+
 def test_a_bucket_without_headers_is_refused() -> None:
     client = types.SimpleNamespace()
     with pytest.raises(ValueError, match=r"bucket_headers\['keys'\]\['b'\]: no headers"):
