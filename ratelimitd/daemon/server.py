@@ -153,7 +153,7 @@ class Connection(asyncio.Protocol):
         ):
             # One whole line: how a client that waits for each answer talks. Its answer
             # goes straight to the transport, with no batch to split, bound or join.
-            self._take_line(data[:-1])
+            self._take_line(data)  # its newline is JSON whitespace: no slice to copy
             return
         self._take_lines(data)
 
