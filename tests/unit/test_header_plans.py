@@ -14,6 +14,7 @@ from types import MappingProxyType
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ratelimitd.core.headers import plan
 from ratelimitd.core.headers.conventions import DEFAULT_CONVENTIONS, HeaderConventions
 from ratelimitd.core.headers.parse import FAMILIES, RateLimitHint, parse_headers, parse_headers_general
 from ratelimitd.core.headers.plan import planned
@@ -203,10 +204,20 @@ GITHUB_FIVE = {
 
 
 def test_provider_shapes_are_read_by_their_plans() -> None:
-    """The shapes providers send take the plan, so the tests above compare two paths."""
+    """The shapes providers send take the plan from their second response on, so the tests
+    above compare two paths."""
     for headers in (OPENAI_SIX, ANTHROPIC_SIX, GITHUB_FIVE, {"retry-after": "20", **OPENAI_SIX}):
-        assert planned(headers, 200, NOW, None, DEFAULT_CONVENTIONS) is not None
-        assert planned(headers, 200, NOW, FAMILIES, DEFAULT_CONVENTIONS) is not None
+        for trust in (None, FAMILIES):
+            planned(headers, 200, NOW, trust, DEFAULT_CONVENTIONS)
+            assert planned(headers, 200, NOW, trust, DEFAULT_CONVENTIONS) is not None
+
+
+def test_a_shape_seen_once_is_not_compiled() -> None:
+    """A client that sends new names every time pays the general path, not a compilation."""
+    headers = {**OPENAI_SIX, "x-seen-once": "1"}
+    assert planned(headers, 200, NOW, None, DEFAULT_CONVENTIONS) is None
+    assert (tuple(headers), None, id(DEFAULT_CONVENTIONS)) not in plan._PLANS
+    assert planned(headers, 200, NOW, None, DEFAULT_CONVENTIONS) is not None
 
 
 def test_shapes_the_general_path_keeps() -> None:
@@ -218,5 +229,6 @@ def test_shapes_the_general_path_keeps() -> None:
         {"x-ratelimit-limit": "100, 100;w=60"},
         {**OPENAI_SIX, "x-ratelimit-remaining-tokens": "-1"},
     ):
-        assert planned(headers, 200, NOW, None, DEFAULT_CONVENTIONS) is None
+        for _ in range(2):  # once seen, once compiled
+            assert planned(headers, 200, NOW, None, DEFAULT_CONVENTIONS) is None
         assert_same(headers, {"status": 200, "now_wall": NOW})
