@@ -34,7 +34,15 @@ if TYPE_CHECKING:
 
     from ratelimitd.daemon.config import HttpConfig
 
-__all__ = ("MetricsBody", "DEFAULT_PORT", "HttpServer", "Readiness", "StatusSource", "is_loopback")
+__all__ = (
+    "DEFAULT_PORT",
+    "HttpServer",
+    "MetricsBody",
+    "Readiness",
+    "StatusSource",
+    "compresses",
+    "is_loopback",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,12 @@ class StatusSource(Protocol):
     """The status op in slices (`ratelimitd.daemon.service.Service.status_slices`)."""
 
     def status_slices(self, request: StatusRequest, *, with_id: bool = True) -> Iterable[bytes]: ...
+
+
+def compresses(request: web.Request) -> bool:
+    """Gzip a scrape only for a scraper on another host. Over loopback it saves no time and
+    costs the daemon's CPU: at 10,000 providers, 40 MB took 290-415 ms gzipped, 70-90 ms not."""
+    return request.remote is None or not is_loopback(request.remote)
 
 
 def is_loopback(host: str) -> bool:
@@ -266,7 +280,8 @@ class HttpServer:
             # so a scrape of thousands of providers never holds the loop for long.
             pieces, content_type = await self._scrape.body(accept)
             stream = web.StreamResponse(headers={hdrs.CONTENT_TYPE: content_type})
-            stream.enable_compression()
+            if compresses(request):
+                stream.enable_compression()
             await stream.prepare(request)
             async for piece in pieces:
                 await stream.write(piece)
@@ -278,7 +293,8 @@ class HttpServer:
         encoder, content_type = choose_encoder(accept)
         body = await asyncio.to_thread(encoder, _Collected(families))
         response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
-        response.enable_compression()
+        if compresses(request):
+            response.enable_compression()
         return response
 
     def scrape_interval(self) -> float | None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -17,7 +18,7 @@ from ratelimitd.core.protocol import StatusRequest, parse_request
 from ratelimitd.daemon.clock import SystemClock
 from ratelimitd.daemon.config import Config, HttpConfig
 from ratelimitd.daemon.service import Service
-from ratelimitd.ops.http import DEFAULT_PORT, HttpServer, Readiness, is_loopback
+from ratelimitd.ops.http import DEFAULT_PORT, HttpServer, Readiness, compresses, is_loopback
 from ratelimitd.ops.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -182,3 +183,31 @@ async def test_port_in_use_is_an_error(service: Service) -> None:
         with pytest.raises(OSError, match="address already in use"):
             async with HttpServer(taken, registry=None, readiness=Readiness(), status=service):
                 pass
+
+
+async def test_a_loopback_scrape_is_not_gzipped(service: Service, client: aiohttp.ClientSession) -> None:
+    # Prometheus always asks for gzip; over loopback it would only cost the daemon's CPU.
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, version=__version__, max_providers=10)
+    metrics.attach(service, wall=SystemClock().wall, ready=lambda: True)
+    service.metrics = metrics
+    run(service, b'{"op":"acquire","provider":"openai"}')
+    async with HttpServer(LOOPBACK, registry=registry, readiness=Readiness(), status=service) as server:
+        headers = {"Accept-Encoding": "gzip, deflate"}
+        async with client.get(f"http://127.0.0.1:{server.port}/metrics", headers=headers) as response:
+            assert response.status == 200
+            assert "Content-Encoding" not in response.headers
+            assert "ratelimitd_acquires_total" in await response.text()
+
+
+@pytest.mark.parametrize(("peer", "gzipped"), [("127.0.0.1", False), ("::1", False), ("192.0.2.7", True)])
+def test_only_a_scraper_on_another_host_gets_gzip(peer: str, gzipped: bool) -> None:
+    class Transport:
+        """What aiohttp reads the peer's address from (a remote peer cannot connect in a test)."""
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return (peer, 9090) if name == "peername" else default
+
+    request = make_mocked_request("GET", "/metrics", transport=Transport())
+    assert request.remote == peer
+    assert compresses(request) is gzipped
