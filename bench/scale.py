@@ -147,10 +147,11 @@ def run(count: int) -> tuple[list[ScaleRow], dict[str, float]]:
                 rows.append(_timed(path, "status, history false", status({"op": "status", "history": False})))
                 rows.append(_timed(path, "status, limit 100", status({"op": "status", "limit": 100})))
 
-            def scrape() -> bytes:
+            def scrape(extra: bytes = b"") -> bytes:
                 # A raw socket read to the end: the client's own parsing stays out of the time.
                 with socket.create_connection(("127.0.0.1", port), timeout=60) as http:
-                    http.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                    request = b"GET /metrics HTTP/1.1\r\nHost: bench\r\n%sConnection: close\r\n\r\n"
+                    http.sendall(request % extra)
                     parts = []
                     while data := http.recv(1 << 20):
                         parts.append(data)
@@ -161,6 +162,9 @@ def run(count: int) -> tuple[list[ScaleRow], dict[str, float]]:
 
             scrape()  # the first scrape builds what later ones reuse
             rows.append(_timed(path, "/metrics scrape", scrape))
+            # What Prometheus sends: gzip is offered (and declined over loopback).
+            gzip = b"Accept-Encoding: gzip\r\n"
+            rows.append(_timed(path, "/metrics, gzip offered", lambda: scrape(gzip)))
             memory["after status and scrapes"] = rss_mib(process.pid)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -53,6 +53,7 @@ def test_scale_bench_prints_status_scrape_and_memory() -> None:
         "status, history false",
         "status, limit 100",
         "/metrics scrape",
+        "/metrics, gzip offered",
     ]
     sizes = {row[0]: int(row[-1].replace(",", "")) for row in rows}
     assert sizes["status"] > sizes["status, history false"] > sizes["status, limit 100"] > 0
