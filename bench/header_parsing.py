@@ -1,7 +1,7 @@
 """Microseconds per `parse_headers` call on the header sets providers send, in one run.
 
-For each set (OpenAI's six headers, Anthropic's six, GitHub's five, a 429 with Retry-After
-and OpenAI's six): `parse_headers` (read by the plan compiled for the header names), the
+For each set (OpenAI's six headers, Anthropic's six, GitHub's five, Crossref's three, a 429
+with Retry-After and OpenAI's six): `parse_headers` (read by the plan compiled for the header names), the
 general path it falls back to (`parse_headers_general`, the parser before plans), and two
 baselines from the same run: a `dict(headers)` copy and `orjson.loads` of the headers as the
 daemon receives them. Remaining counts change from call to call, as they do in real
@@ -63,6 +63,11 @@ SETS: Final = (
             "X-RateLimit-Reset": "1750003600",
             "X-RateLimit-Resource": "core",
         },
+    ),
+    (
+        "Crossref, 3 headers",
+        200,
+        {"X-Rate-Limit-Limit": "50", "X-Rate-Limit-Interval": "1s", "X-Rate-Limit-Remaining": "{n}"},
     ),
     (
         "429: Retry-After + OpenAI 6",

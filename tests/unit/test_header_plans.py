@@ -158,7 +158,7 @@ def test_plans_give_the_general_hint_also_when_reused(
 @given(data=st.data(), options=options_st)
 def test_plans_of_provider_shapes_with_valid_values(data: st.DataObject, options: dict[str, object]) -> None:
     """Mostly valid values, so the plans themselves (not the general fallback) answer."""
-    family = data.draw(st.sampled_from([OPENAI, ANTHROPIC, GITHUB, RETRY]))
+    family = data.draw(st.sampled_from([OPENAI, ANTHROPIC, GITHUB, CROSSREF, RETRY]))
     pool = st.sampled_from(family + RETRY + JUNK[:3])
     names = data.draw(st.lists(pool, min_size=1, max_size=8, unique=True))
     for _ in range(3):
@@ -170,6 +170,8 @@ def test_plans_of_provider_shapes_with_valid_values(data: st.DataObject, options
                 choices = ["core", "search", "other"]
             elif "reset" in name and name.startswith("x-ratelimit-reset-"):
                 choices = ["6ms", "30ms", "1s", "6m0s", "0", "7.66s"]
+            elif name.endswith("interval"):
+                choices = ["1s", "60", "1h", "0s"]
             elif name == "retry-after":
                 choices = ["0", "20", "3600", "Sun, 15 Jun 2025 15:07:00 GMT"]
             else:
@@ -202,11 +204,19 @@ GITHUB_FIVE = {
     "X-RateLimit-Resource": "core",
 }
 
+CROSSREF_TWO = {"X-Rate-Limit-Limit": "50", "X-Rate-Limit-Interval": "1s"}
+
 
 def test_provider_shapes_are_read_by_their_plans() -> None:
     """The shapes providers send take the plan from their second response on, so the tests
     above compare two paths."""
-    for headers in (OPENAI_SIX, ANTHROPIC_SIX, GITHUB_FIVE, {"retry-after": "20", **OPENAI_SIX}):
+    for headers in (
+        OPENAI_SIX,
+        ANTHROPIC_SIX,
+        GITHUB_FIVE,
+        {"retry-after": "20", **OPENAI_SIX},
+        CROSSREF_TWO,
+    ):
         for trust in (None, FAMILIES):
             planned(headers, 200, NOW, trust, DEFAULT_CONVENTIONS)
             assert planned(headers, 200, NOW, trust, DEFAULT_CONVENTIONS) is not None
@@ -224,7 +234,7 @@ def test_shapes_the_general_path_keeps() -> None:
     """Structured fields, Crossref, names equal after folding and malformed values."""
     for headers in (
         {"RateLimit-Policy": '"burst";q=100;w=60'},
-        {"x-rate-limit-limit": "100", "x-rate-limit-interval": "1s"},
+        {"x-rate-limit-limit": "100", "x-rate-limit-interval": "0s"},
         {"retry-after": "5", "Retry-After": "5"},
         {"x-ratelimit-limit": "100, 100;w=60"},
         {**OPENAI_SIX, "x-ratelimit-remaining-tokens": "-1"},

@@ -1,15 +1,17 @@
 """Rate-limit headers parsed by a plan compiled once per header-name shape.
 
 A provider sends the same header names in the same order on every response; only the values
-change. So the first response of a shape is read the general way (`parse.parse_headers_general`)
-to compile a `_Plan` (which header feeds which unit, key and value parser, what the hint's
-families are), and later responses only read values: about a tenth of the general path's time.
+change. So the first responses of a shape are read the general way (`parse.parse_headers_general`),
+the second compiles a `_Plan` (which header feeds which unit, key and value parser, what the
+hint's families are), and later responses only read values: about a quarter of the general
+path's time.
 
 A plan only covers shapes and values whose result it can give exactly as the general path
-would. Everything else returns None and is read by the general path: shapes with structured
-fields (IETF, list-valued GitHub limits), Crossref, names that collide after folding, and any
-value that does not parse cleanly (a malformed value must be counted and named there).
-Pure: no clock, no I/O. The caches are bounded (cleared when full).
+would. Everything else returns None and is read by the general path: shapes with IETF
+structured fields, names that collide after folding, and any value that does not read
+cleanly as a plain number or duration (a list-valued GitHub limit, an HTTP-date; a malformed
+value, which must be counted and named there). Pure: no clock, no I/O. The caches are
+bounded (cleared when full).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ratelimitd.core.headers import values as hv
 from ratelimitd.core.headers.families import (
     CROSSREF_NAMES,
     FAMILIES,
+    FAMILY_CROSSREF,
     FAMILY_GITHUB,
     FAMILY_OPENAI,
     FAMILY_RETRY_AFTER,
@@ -238,6 +241,12 @@ def _anthropic_reset(value: str, now_wall: float) -> float | None:
     return max(0.0, moment - now_wall)
 
 
+def _interval(value: str, now_wall: float) -> float | None:
+    """Crossref's `x-rate-limit-interval`: a duration; a window of 0 s is malformed."""
+    seconds = hv.parse_duration(value.strip(" \t"))
+    return seconds if seconds is not None and seconds > 0 else None
+
+
 def _getter(keys: list[Any]) -> Getter:
     """`container` -> its items at `keys`, a tuple however many keys there are."""
     if len(keys) >= 2:
@@ -299,9 +308,9 @@ def _compile(
     seen: set[str] = set()
     retry: dict[str, tuple[int, int]] = {}
     resource: str | None = None
-    delays: list[tuple[int, int]] = []  # GitHub resets: counts read as delays or unix times
+    delays: list[tuple[int, int]] = []  # GitHub and Crossref resets: delays or unix times
     for raw, name in zip(names, folded, strict=True):
-        if name in CROSSREF_NAMES or name in IETF_NAMES:
+        if name in IETF_NAMES:
             return None
         if name in RETRY_NAMES:
             seen.add(FAMILY_RETRY_AFTER)
@@ -327,6 +336,15 @@ def _compile(
         elif name == GITHUB_RESOURCE:
             resource = raw
             seen.add(FAMILY_GITHUB)
+        elif name in CROSSREF_NAMES:
+            key = name.removeprefix("x-rate-limit-")
+            keys = observed.setdefault(FAMILY_CROSSREF, {}).setdefault("requests", {})
+            if key == "interval":
+                keys["window"] = layout.time(raw, _interval)
+            else:
+                keys[key] = layout.count(raw)
+                if key == "reset":
+                    delays.append(keys[key])
     seen.update(observed)
     # Units in the general path's order: by family priority, then as first sent.
     chosen: dict[str, tuple[str, dict[str, tuple[int, int]]]] = {}
@@ -336,7 +354,9 @@ def _compile(
     fields: dict[str, tuple[int, ...]] = {}
     waits: list[int] = []
     for unit, (family, keys) in chosen.items():
-        if family == FAMILY_GITHUB and resource is not None:
+        if "window" in keys:  # Crossref's interval
+            window, assumed = layout.index(keys["window"]), layout.constant(False)
+        elif family == FAMILY_GITHUB and resource is not None:
             window = layout.runtime("github_window")
             assumed = layout.runtime("github_window_assumed")
         else:
