@@ -91,6 +91,9 @@ def parse_headers(
 ) -> RateLimitHint:
     """Parse raw response headers into a `RateLimitHint`. Never raises on bad values.
 
+    A dict whose header names came before in the same order is read by the plan compiled for
+    that shape (`plan.py`); the result is always that of `parse_headers_general`.
+
     :param headers: response headers; names are matched case-insensitively.
     :param status: the HTTP status of the response, if known (403/429 classification).
     :param now_wall: unix seconds at which the response was received; HTTP-dates,

@@ -3,7 +3,7 @@
 A provider sends the same header names in the same order on every response; only the values
 change. So the first responses of a shape are read the general way (`parse.parse_headers_general`),
 the second compiles a `_Plan` (which header feeds which unit, key and value parser, what the
-hint's families are), and later responses only read values: about a quarter of the general
+hint's families are), and later responses only read values: under a third of the general
 path's time.
 
 A plan only covers shapes and values whose result it can give exactly as the general path
@@ -72,7 +72,7 @@ _MAX_DIGITS: Final = 256
 # Builds a hint or a unit from its fields' tuple, without `__new__`'s keyword handling.
 _new: Final = tuple.__new__
 _KEYS: Final = ("limit", "remaining", "reset", "used")
-# Values the general path reads from `RateLimitHint` fields that a plan cannot fix.
+# Values known only once a response is read, placed after the parsed ones in the vector.
 _RUNTIME: Final = ("retry_after", "resource", "github_window", "github_window_assumed", "status", "units")
 
 
@@ -362,9 +362,7 @@ def _compile(
         else:
             documented = documented_window(family, unit, conventions) if "limit" in keys else None
             window, assumed = layout.constant(documented), layout.constant(documented is not None)
-        limit, remaining, reset_at, used = (
-            layout.index(keys.get(k)) for k in ("limit", "remaining", "reset", "used")
-        )
+        limit, remaining, reset_at, used = (layout.index(keys.get(key)) for key in _KEYS)
         fields[unit] = (limit, remaining, reset_at, window, assumed, used, layout.constant(family))
         if "reset" in keys and "remaining" in keys:  # only a unit at 0 waits
             waits.append(reset_at)
