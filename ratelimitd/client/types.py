@@ -1,6 +1,6 @@
 """What the async and sync clients share: result types, request bodies, response checks.
 
-Pure: no I/O. Bodies follow protocol v1 (shared/spec/protocol.md, "Ops"); the
+Pure: no I/O. Bodies follow protocol v1 (docs/protocol.md, "Ops"); the
 client fills in `id` itself.
 """
 

@@ -12,7 +12,7 @@ __all__ = ("ConfigError", "ErrorCode", "RatelimitdError")
 
 
 class ErrorCode(StrEnum):
-    """The error table of protocol v1 (shared/spec/protocol.md, "Responses")."""
+    """The error table of protocol v1 (docs/protocol.md, "Responses")."""
 
     INVALID_JSON = "invalid_json"
     BAD_REQUEST = "bad_request"

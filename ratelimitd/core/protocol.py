@@ -1,7 +1,7 @@
 """Protocol v1 framing: one line of bytes -> a typed request; a response -> one line.
 
 Pure: no I/O. Every malformed input raises RatelimitdError with a stable code and
-a message that names the field (shared/spec/protocol.md, "Responses").
+a message that names the field (docs/protocol.md, "Responses").
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ __all__ = (
     "choose_bucket",
 )
 
-# Reason codes of `all_buckets_exhausted.reasons` (shared/spec/protocol.md, error codes).
+# Reason codes of `all_buckets_exhausted.reasons` (docs/protocol.md, error codes).
 REASON_RATE_LIMITED: Final = "rate_limited"  # its limits cannot grant the cost within the timeout
 REASON_PAUSED: Final = "paused"  # a Retry-After (or overload pause) holds it
 REASON_QUOTA_EXHAUSTED: Final = "quota_exhausted"  # remaining 0 until a distant reset

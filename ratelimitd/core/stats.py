@@ -20,7 +20,7 @@ def bucket_statistics(bucket: Bucket, now: float, wall: float, *, history: bool 
     if learner is not None and learner.pause_until is not None and learner.pause_until > now:
         paused_until = round(wall + (learner.pause_until - now), 3)
     periods = bucket.periods
-    # Issue 7: state and why, for `status`; "rate_limited" when one request would have to wait.
+    # State and why, for `status`; "rate_limited" when one request would have to wait.
     availability = bucket_availability(bucket, now, {"requests": 1.0})
     available_in = availability.delay if availability.delay != float("inf") else None
     limits = {
