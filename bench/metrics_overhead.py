@@ -1,4 +1,4 @@
-"""Acquire throughput of the real daemon with metrics on and off (issue 4: target <= 10% drop).
+"""Acquire throughput of the real daemon with metrics on and off (target: at most a 10% drop).
 
 Starts `ratelimitd serve` twice per round, once with HTTP and metrics (`--http-port 0`)
 and once with `--no-http` (the service keeps its no-op hooks), alternating so

@@ -1,4 +1,4 @@
-"""Acquire throughput and latency of the real daemon beside a bare NDJSON echo server (issue 3 #8).
+"""Acquire throughput and latency of the real daemon beside a bare NDJSON echo server.
 
 Started in the same run: `bench.echo_server` (the baseline: same framing, one orjson
 decode and encode per line) and `ratelimitd serve` with one provider whose rate
@@ -357,7 +357,7 @@ def format_results(results: Results, providers: int) -> str:
     for label, mib in results.memory.items():
         out.append(f"{label:<45} {mib:>7.1f} MiB = {mib * 1.048576:>5.1f} MB")
     out.append("")
-    out.append("## targets (issue 3, item 8)")
+    out.append("## targets")
     out.extend(targets(results, providers))
     return "\n".join(out) + "\n"
 

@@ -1,4 +1,4 @@
-"""Bad input gets a clear error and nothing breaks (issue 3, item 5), against a real daemon.
+"""Bad input gets a clear error and nothing breaks, against a real daemon.
 
 Every error code of protocol v1 is produced here or in test_ops.py (`timeout`) and
 test_lifecycle.py (`shutting_down`). After each bad input, the same connection (where

@@ -26,7 +26,7 @@ def test_quick_throughput_bench_prints_its_tables() -> None:
         "throughput",
         "server capacity",
         "daemon memory (VmRSS; metrics and HTTP on unless said)",
-        "targets (issue 3, item 8)",
+        "targets",
     ]
 
     clients = sections[1].strip().splitlines()[2:]

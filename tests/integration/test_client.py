@@ -1,4 +1,4 @@
-"""AsyncClient and Client against a real daemon process (issue 3, item 6).
+"""AsyncClient and Client against a real daemon process.
 
 Providers created on demand get the `[defaults]` rate of one permit per minute
 with a burst of one, so a second acquire on a fresh name always has to wait:

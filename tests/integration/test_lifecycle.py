@@ -1,4 +1,4 @@
-"""Start, stop, reload, socket ownership and configuration of a real daemon process (issue 3).
+"""Start, stop, reload, socket ownership and configuration of a real daemon process.
 
 Every daemon here is a `python -m ratelimitd serve` subprocess started by `daemon_factory`.
 """

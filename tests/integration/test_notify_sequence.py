@@ -1,4 +1,4 @@
-"""The sd_notify sequence of a real daemon, and what a SIGHUP reload keeps (issue 5).
+"""The sd_notify sequence of a real daemon, and what a SIGHUP reload keeps.
 
 A bound datagram socket stands in for systemd: it is passed as NOTIFY_SOCKET with a
 short WATCHDOG_USEC, and the test checks READY, the WATCHDOG pings, RELOADING then READY

@@ -1,4 +1,4 @@
-"""Every op of protocol v1 end to end against a real daemon process (issue 3, items 3-4).
+"""Every op of protocol v1 end to end against a real daemon process.
 
 Order and counters are asserted, not durations: a waiting acquire uses a small real
 rate (20/s, one permit every 50 ms) and its response is awaited with a bounded timeout.

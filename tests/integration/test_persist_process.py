@@ -1,4 +1,4 @@
-"""Persistence with real `ratelimitd serve` processes (issue 6, gate RATELIMITD_FEATURE_PERSIST).
+"""Persistence with real `ratelimitd serve` processes (gate RATELIMITD_FEATURE_PERSIST).
 
 kill -9 during heavy 429 reporting loses at most one save interval; a graceful stop
 saves; a second daemon on the same state file refuses to start (exit code 3); a

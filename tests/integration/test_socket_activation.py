@@ -1,4 +1,4 @@
-"""Socket activation end to end with the real `systemd-socket-activate` (issue 5).
+"""Socket activation end to end with the real `systemd-socket-activate`.
 
 The activator binds the socket and waits; the first client connection makes it exec
 `ratelimitd serve` in place with LISTEN_FDS=1, and that first client is served.

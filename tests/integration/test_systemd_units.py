@@ -22,7 +22,7 @@ from ratelimitd.core.errors import ConfigError
 from ratelimitd.daemon.config import load_config
 from ratelimitd.ops.install import SOURCE_DIR, install_systemd
 
-#: The exposure `systemd-analyze security` must not exceed (issue 5).
+#: The exposure `systemd-analyze security` must not exceed.
 MAX_EXPOSURE = 2.0
 BIN_PATH = str(Path(sys.executable).parent / "ratelimitd")
 
@@ -220,7 +220,7 @@ def test_every_variable_in_the_env_example_is_read() -> None:
         assert name in str(raised.value), name
 
 
-# MemoryDenyWriteExecute= can break C extensions that JIT (issue 5 asks to check). Linux >= 6.3
+# MemoryDenyWriteExecute= can break C extensions that JIT (checked here). Linux >= 6.3
 # offers the same rule per process, prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN), inherited
 # across execve: run the real daemon (uvloop, orjson, aiohttp, prometheus-client) under it.
 _UNDER_MDWE = """

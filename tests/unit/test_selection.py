@@ -1,4 +1,4 @@
-"""Bucket selection with plain numbers: no event loop, no clock (issue 7).
+"""Bucket selection with plain numbers: no event loop, no clock.
 
 The buckets are real `Provider`/`Bucket`/`BucketLimiter` objects; the learner is a
 small stand-in implementing the interface selection reads (`state`, `pause_until`,
