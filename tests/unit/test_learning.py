@@ -572,3 +572,22 @@ def test_a_provider_that_allowed_more_recently_is_probed_often() -> None:
     later = _failed_probes(bucket, 20.2 + 160.0, 800.0)
     later_gaps = [b - a for a, b in itertools.pairwise(later)]
     assert later_gaps[:3] == pytest.approx([22.0, 42.0, 82.0], abs=1.0)  # 20, 40, 80 s
+
+
+@pytest.mark.parametrize("policy", ["static", "streak", "adaptive"])
+def test_learn_says_none_for_a_success_that_changes_nothing_the_limiter_follows(policy: str) -> None:
+    bucket = learner(policy)
+    assert bucket.learn(OK, 1.0) is None
+    assert bucket.on_report(OK, 2.0).action == "none"  # the same report, as a Decision
+
+
+def test_learn_decides_on_what_a_success_changed_and_on_every_failure() -> None:
+    bucket = learner("streak")
+    for i in range(3):
+        assert bucket.learn(LIMITED, float(i)) is not None  # a 429 always decides
+    assert bucket.streak == 3
+    assert bucket.learn(OK, 4.0) is None  # the streak ends; the cut stays (streak policy)
+    assert bucket.streak == 0
+    assert bucket.factor == pytest.approx(0.9)
+    paced = learner(pacing=True)
+    assert paced.learn(OK, 1.0) is not None  # with pacing, a success's headers may pace
