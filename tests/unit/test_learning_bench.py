@@ -45,13 +45,12 @@ def test_adaptive_meets_the_targets(by_seed: dict[int, dict[tuple[str, str], Row
     assert a.goodput >= 0.95
     assert a.limited_share <= 0.01
     assert b.goodput >= 0.95
-    # "Settled <= 20 s after the drop": 12-12.5 s on the rate measure (30 s on 1 seed of 20 in
-    # the benchmark); 16 s on the goodput measure, 24-25 s on 5 seeds of 20 (a last whole-bucket
-    # pause: docs/benchmarks.md), guarded against getting worse.
+    # "Settled <= 20 s after the drop", on both measures (missed on 1 seed of 20 in the
+    # benchmark: docs/benchmarks.md).
     assert b.settle_rate[1] is not None
     assert b.settle_rate[1] <= 20
     assert b.settle[1] is not None
-    assert b.settle[1] <= 25
+    assert b.settle[1] <= 20
     # "settled <= 60 s after the return", under both settle measures.
     for after_return in (b.settle[2], b.settle_rate[2]):
         assert after_return is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ratelimitd.core.headers.parse import RateLimitHint
 from ratelimitd.core.learning.delivery import DeliveryModel
 from ratelimitd.core.learning.learner import BucketLearner, LearningSettings, ReportEvent
 
@@ -87,8 +88,9 @@ def test_the_floor_holds_whatever_was_delivered() -> None:
 
 def test_a_reading_across_a_pause_is_not_trusted_the_table_cuts_instead() -> None:
     bucket = adaptive()
-    deliver(bucket, 60.0, 0.0, 10.0)
-    bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(10.0), retry_after=1.0), 10.0)
+    deliver(bucket, 60.0, 9.9, 10.0)  # too few successes for a reading: the table, and a pause
+    decision = bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(10.0), retry_after=1.0), 10.0)
+    assert decision.pause_until == 11.0
     first = bucket.factor
     deliver(bucket, 90.0, 11.0, 11.5)  # the burst the provider stored during the pause
     bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(11.5), retry_after=1.0), 11.5)
@@ -107,3 +109,50 @@ def test_a_return_is_found_by_the_probe_above_the_measured_ceiling() -> None:
     assert bucket.ceiling is None
     assert any(e.reason == "probe above the known ceiling" for e in bucket.history)
     assert level < 0.6
+
+
+def test_a_cut_to_under_the_delivered_rate_needs_no_bucket_pause() -> None:
+    """The cut itself drains the provider's bucket: its 429 and the late ones hold only their
+    own requests."""
+    bucket = adaptive()
+    deliver(bucket, 60.0, 0.0, 10.0)  # configured 100/s, the provider delivers 60/s
+    early = bucket.on_grant(9.99)  # granted before the cut, answered after it
+    decision = bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(10.0), retry_after=1.0), 10.0)
+    assert decision.action == "reduced"
+    assert bucket.factor == pytest.approx(0.6 * 0.97, abs=0.01)
+    assert decision.pause_until is None
+    late = bucket.on_report(ReportEvent(status=429, permit=early, retry_after=1.0), 10.05)
+    assert late.pause_until is None
+    assert bucket.factor == pytest.approx(0.6 * 0.97, abs=0.01)  # a late answer cuts nothing
+
+
+def test_a_cut_from_a_rate_the_provider_delivered_still_pauses() -> None:
+    """A 429 at the rate the provider was delivering (the reading does not show a lower
+    capacity yet): the table cuts deeper than the reading, and the bucket pauses."""
+    bucket = adaptive()
+    deliver(bucket, 100.0, 0.0, 10.0)  # delivered all it was sent
+    decision = bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(10.0), retry_after=1.0), 10.0)
+    assert bucket.factor == pytest.approx(0.9)
+    assert decision.pause_until == 11.0
+
+
+def test_with_a_known_noise_share_the_pauses_stay_the_judges_experiment() -> None:
+    """Once some 429s were judged noise, a Retry-After's pause is how load is told from noise."""
+    bucket = adaptive()
+    bucket.rules.noise_share = 0.25
+    deliver(bucket, 60.0, 0.0, 10.0)
+    decision = bucket.on_report(ReportEvent(status=429, permit=bucket.on_grant(10.0), retry_after=1.0), 10.0)
+    assert decision.action == "reduced"
+    assert decision.pause_until == 11.0
+
+
+def test_a_unit_at_zero_pauses_the_bucket_even_when_the_cut_goes_under_the_delivered_rate() -> None:
+    bucket = adaptive()
+    deliver(bucket, 60.0, 0.0, 10.0)
+    hard = ReportEvent(
+        status=429, permit=bucket.on_grant(10.0), retry_after=1.0,
+        hint=RateLimitHint(remaining=0, reset_after=1.0),
+    )  # fmt: skip
+    decision = bucket.on_report(hard, 10.0)
+    assert decision.action == "reduced"
+    assert decision.pause_until == 11.0

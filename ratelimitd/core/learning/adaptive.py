@@ -8,7 +8,9 @@ steady 2 s (delivery.py) is its rate: the `ceiling` (where 429s begin) is the lo
 rates at which rounds began and the delivered rates (with the known noise share added), and a
 round cuts to 97 % of the delivered rate when that is lower than the streak policy's table
 (10, 10, 20 ... 30 % of the current rate for rounds in a row), which applies while nothing
-steady was measured (right after a drop, between whole-bucket pauses). A first round near
+steady was measured (right after a drop, between whole-bucket pauses). A cut from above the
+delivered rate to it (`drain_cut`) drains the provider's bucket by itself: the learner then
+pauses nothing for its 429 or the late ones (while no noise share is known). A first round near
 the ceiling only goes back under it, and 429s right after a recovery climb step go back to
 the level held before the climb (which restarts the count of rounds in a row). Recovery
 climbs to 97 % of the ceiling, holds a plateau, then probes: the first step straight to 110 %
@@ -64,8 +66,8 @@ class AdaptiveRules:
         "_factor_after_cut", "_factor_before_cut", "_free", "_good", "_last_bad_at",
         "_last_eval_at", "_last_fresh_limited", "_level", "_level_since", "_noise_check_at",
         "_plateau", "_plateau_since", "_prev_n", "_prev_share", "_probe_steps",
-        "_probe_top", "_probing", "_raised_at", "_stable_since", "ceiling", "delivery", "last_cut_at",
-        "last_cut_permit", "noise_share", "recent_share", "rounds", "settings",
+        "_probe_top", "_probing", "_raised_at", "_stable_since", "ceiling", "delivery", "drain_cut",
+        "last_cut_at", "last_cut_permit", "noise_share", "recent_share", "rounds", "settings",
     )  # fmt: skip
 
     def __init__(self, settings: LearningSettings, now: float) -> None:
@@ -75,6 +77,9 @@ class AdaptiveRules:
         self.recent_share = 0.0  # EWMA of the 429 share of fresh reports
         self.last_cut_at: float | None = None
         self.last_cut_permit = 0
+        # The last cut went from above what the provider delivered to under it: that cut
+        # drains the provider's bucket, its 429s (and the late ones) need no whole-bucket pause.
+        self.drain_cut = False
         self.rounds = 0  # rounds of 429s in a row (each less than _ROUND_GAP after the last)
         self._last_bad_at: float | None = None
         self._last_eval_at = now
@@ -183,6 +188,9 @@ class AdaptiveRules:
         self.ceiling = ceiling
         self.last_cut_at = now
         self.last_cut_permit = last_granted
+        # Set by the delivered rate (not a deeper cut of the streak table: then the reading
+        # still shows the old capacity), from a rate above it.
+        self.drain_cut = measured is not None and measured * _KNEE - 1e-9 <= new <= measured < factor - 1e-9
         self._plateau_since = None
         self._probe_steps = 0
         self._probing = False

@@ -208,6 +208,7 @@ class BucketLearner:
             retry_after = event.hint.retry_after
         if kind == "rate_limit":
             self._observe_scope(event.permit, limited=True, now=now)
+        bucket_wait: float | None = None
         if self.settings.honour_retry_after and retry_after and retry_after > 0 and kind != "success":
             # The provider's explicit instruction (RFC 9110 §10.2.3), capped: for the whole
             # bucket, or only for the request that got it (its retry waits on the client side).
@@ -215,19 +216,25 @@ class BucketLearner:
             scope, why = self._retry_after_scope(event, kind, now)
             if scope == "request":
                 reason = f"retry_after {wait:g}s holds its request only ({why})"
+            elif kind == "rate_limit":
+                bucket_wait = wait  # decided after the cut this 429 starts: it may do the job
             else:
-                deadline = now + wait
-                if self._retry_until is None or deadline > self._retry_until:
-                    if self._retry_until is None or self._retry_until <= now:
-                        action = "paused"  # a new pause (extensions are not news)
-                        self.retry_after_scope.on_pause(self._next_permit - 1)
-                    self._retry_until = deadline
-                    self.rules.on_pause(now, deadline)
-                    reason = f"retry_after {wait:g}s"
+                action, reason = self._pause_bucket(wait, now, action, reason)
         if kind == "success":
             self._on_success(event.permit, now)
         elif kind == "rate_limit":
             action, reason = self._on_rate_limit(event, now, action, reason, retry_after)
+            if bucket_wait is not None:
+                if not _limit_evidence(event.hint) and self._drained(event.permit, now):
+                    if action == "none":
+                        reason = (
+                            f"retry_after {bucket_wait:g}s holds its request only "
+                            "(the cut went under what the provider delivers)"
+                        )
+                else:
+                    paused, why_paused = self._pause_bucket(bucket_wait, now, "none", reason)
+                    if action == "none":
+                        action, reason = paused, why_paused
         elif kind == "quota":
             self._exhausted_until = now + quota_wait(event, self.settings)
             reason = event.reason or "remaining 0 until a distant reset"
@@ -251,6 +258,33 @@ class BucketLearner:
         if action == "paused":
             self._record(now, "paused", event.status, before, self.factor, reason)
         return self._decision(action, reason, now)
+
+    def _pause_bucket(self, wait: float, now: float, action: Action, reason: str) -> tuple[Action, str]:
+        """Hold the whole bucket for `wait` s (a longer pause extends the current one)."""
+        deadline = now + wait
+        if self._retry_until is None or deadline > self._retry_until:
+            if self._retry_until is None or self._retry_until <= now:
+                action = "paused"  # a new pause (extensions are not news)
+                self.retry_after_scope.on_pause(self._next_permit - 1)
+            self._retry_until = deadline
+            self.rules.on_pause(now, deadline)
+            reason = f"retry_after {wait:g}s"
+        return action, reason
+
+    def _drained(self, permit: int | None, now: float) -> bool:
+        """Adaptive, and this 429 answers a rate the last cut left (it made the cut, or came
+        late) while that cut went from above what the provider delivered to under it: the
+        cut drains the provider's bucket, a whole-bucket pause is not needed. (Not while a
+        noise share is known: the pauses are then how `auto` tells load from noise; never
+        for a unit at 0, the caller checks.)"""
+        rules = self.rules
+        return (
+            self._enforcing
+            and self.settings.policy == "adaptive"
+            and rules.drain_cut
+            and rules.noise_share is None
+            and not rules.is_fresh(permit, now)
+        )
 
     def _on_success(self, permit: int | None, now: float) -> None:
         self._observe_scope(permit, limited=False, now=now)
