@@ -137,21 +137,8 @@ def parse_headers_general(
     quota_evidence: bool = False,
 ) -> RateLimitHint:
     """`parse_headers` the general way, for every input, without a compiled plan: the reference
-    the plans are tested against, and the path of every shape a plan does not cover.
-
-    :param headers: response headers; names are matched case-insensitively.
-    :param status: the HTTP status of the response, if known (403/429 classification).
-    :param now_wall: unix seconds at which the response was received; HTTP-dates,
-        RFC 3339 and epoch resets become seconds relative to it (never negative).
-    :param trust: header families to use (see `FAMILIES`); None trusts all. Families seen
-        but not trusted are listed in `ignored_families` and contribute nothing.
-    :param conventions: what the provider's documentation says its headers mean (delay
-        unit, windows); None reads every family by its defaults.
-    :param max_pause: when given, a wait longer than this without quota evidence is capped
-        and named in `suspicious` (`plausibility.check_waits`).
-    :param quota_evidence: the report says a quota is spent (a quota reason): long waits
-        are believed.
-    """
+    the plans are tested against, and the path of every shape a plan does not cover. The
+    parameters and the result are `parse_headers`'s."""
     conv = DEFAULT_CONVENTIONS if conventions is None else conventions
     fields, bad_names = _fold(headers)
     col = _Collector(now_wall, conv)
