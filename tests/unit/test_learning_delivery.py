@@ -156,13 +156,3 @@ def test_a_unit_at_zero_pauses_the_bucket_even_when_the_cut_goes_under_the_deliv
     decision = bucket.on_report(hard, 10.0)
     assert decision.action == "reduced"
     assert decision.pause_until == 11.0
-
-
-def test_a_low_reading_is_the_providers_rate_when_it_is_known_to_refuse() -> None:
-    """Under half the rate is the callers' demand, unless the 429 share says the provider refuses."""
-    model = DeliveryModel(2.0)
-    successes(model, 18.0, 0.0, 5.0)
-    assert model.steady_rate(5.0, 50.0) is None
-    assert model.steady_rate(5.0, 50.0, refused=True) == pytest.approx(18.0, abs=0.5)
-    model.on_pause(4.0, 4.5)
-    assert model.steady_rate(5.0, 50.0, refused=True) is None  # a pause still makes it unsteady

@@ -10,11 +10,9 @@ from __future__ import annotations
 import math
 import random
 
-import pytest
-
 from ratelimitd.core.headers.parse import RateLimitHint
 from ratelimitd.core.learning.learner import BucketLearner, LearningSettings, ReportEvent
-from ratelimitd.core.learning.scope import MIN_ALL, RetryAfterScope
+from ratelimitd.core.learning.scope import RetryAfterScope
 
 RATE = 50.0  # the configured rate, requests/s
 
@@ -153,66 +151,3 @@ def test_heads_without_429s_keep_the_bucket_scope() -> None:
     assert scope.scope == "bucket"
     assert scope.verdict == "load"
     assert "track load" in scope.reason
-
-
-def judge_noise(scope: RetryAfterScope, permit: int, pauses: int, per_pause: int, every: int) -> int:
-    """`pauses` pauses, each followed by `per_pause` answers (heads first), 1 in `every` a 429."""
-    for _ in range(pauses):
-        scope.on_pause(permit)
-        for i in range(per_pause):
-            permit += 1
-            scope.observe(permit, limited=i % every == 0)
-    return permit
-
-
-def in_force(scope: RetryAfterScope) -> str:
-    """The scope now, read through a call (it changes as answers arrive)."""
-    return scope.scope
-
-
-@pytest.mark.parametrize("follows_rate", [True, False])
-def test_a_noise_share_judged_again_from_a_few_answers_keeps_the_one_judged_before(
-    follows_rate: bool,
-) -> None:
-    """Only for a rate that follows the provider down: a static rate stays above the capacity."""
-    scope = RetryAfterScope("auto", follows_rate=follows_rate)
-    permit = judge_noise(scope, 0, pauses=20, per_pause=10, every=10)  # 10 % after every pause
-    assert in_force(scope) == "request"
-    judged = scope.noise_share
-    assert 0.05 <= judged <= 0.25
-    while in_force(scope) == "request" and permit < 1000:  # the capacity drops: 80 % 429s
-        permit += 1
-        scope.observe(permit, limited=permit % 5 != 0)
-    assert in_force(scope) == "bucket"
-    # Right after the drop the rate is still above the new capacity: the few answers the
-    # judge sees (a third 429s) say more about the overshoot than about the noise.
-    assert MIN_ALL > 16
-    permit = judge_noise(scope, permit, pauses=2, per_pause=8, every=3)
-    assert in_force(scope) == "request"
-    assert (scope.noise_share == judged) == follows_rate
-    # From enough answers, a share judged again replaces the one judged before.
-    while in_force(scope) == "request" and permit < 2000:
-        permit += 1
-        scope.observe(permit, limited=True)
-    assert in_force(scope) == "bucket"
-    judge_noise(scope, permit, pauses=2, per_pause=MIN_ALL + 20, every=4)
-    assert in_force(scope) == "request"
-    assert scope.noise_share == pytest.approx(0.25, abs=0.06)
-
-
-def test_a_rise_of_the_429_share_cuts_to_what_the_provider_delivers() -> None:
-    """Noise judged at 50/s, then the capacity drops to 20/s: the first cut after the rise
-    goes straight under the delivered rate (20/s, under half the rate), not 10 %."""
-    learner = adaptive()
-    drive(learner, Provider(rate=RATE * 2, noise=0.1), 0.0, 60.0)
-    assert learner.retry_after_scope.scope == "request"
-    assert learner.factor == 1.0
-    drive(learner, Provider(rate=RATE * 0.4, noise=0.1, seed=2), 60.0, 70.0)
-    cuts = [e for e in learner.history if e.kind == "reduced" and e.at_monotonic >= 60.0]
-    assert cuts
-    first = cuts[0]
-    assert first.factor_before == 1.0
-    assert "delivered" in first.reason
-    # About 20/s of 50/s (the 2 s read still holds a little from before the drop); without
-    # the delivered rate, the first cut would be 10 %.
-    assert 0.3 <= first.factor_after <= 0.55

@@ -140,14 +140,13 @@ class AdaptiveRules:
 
     def on_rate_limit(
         self, factor: float, streak: int, permit: int | None, now: float, floor: float,
-        last_granted: int, *, evidence: bool = False, baseline: float = 0.0, refused: bool = False,
+        last_granted: int, *, evidence: bool = False, baseline: float = 0.0,
     ) -> tuple[float, str] | None:  # fmt: skip
         """A 429: returns (new factor, reason) for a cut, or None (late, noise, too few).
 
         A round starts at a streak of 3 (the streak policy's threshold), or at once with `evidence`
         (Retry-After or rate-limit headers: the provider said it is a rate limit).
         `baseline` (requests/s at factor 1) turns the delivered success rate into a factor.
-        `refused`: the provider is known to refuse part of what is sent (delivery.py).
         """
         if not self.is_fresh(permit, now):
             return None
@@ -169,7 +168,7 @@ class AdaptiveRules:
         in_a_row = self.last_cut_at is not None and now - self.last_cut_at < _ROUND_GAP
         self.rounds = self.rounds + 1 if in_a_row else 1
         ceiling = factor if self.ceiling is None else min(self.ceiling, factor)
-        steady = self.delivery.steady_rate(now, factor * baseline, refused=refused)
+        steady = self.delivery.steady_rate(now, factor * baseline)
         measured = None
         if steady is not None and baseline > 0:
             measured = steady / baseline / (1.0 - (self.noise_share or 0.0))

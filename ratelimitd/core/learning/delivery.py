@@ -63,12 +63,10 @@ class DeliveryModel:
         while pauses[0][1] < horizon:
             pauses.popleft()
 
-    def steady_rate(self, now: float, rate: float, *, refused: bool = False) -> float | None:
+    def steady_rate(self, now: float, rate: float) -> float | None:
         """Successes per second over the last `window`, or None when the window is not steady.
 
-        `rate`: the bucket's rate limit now (requests/s). `refused`: the provider is known to
-        refuse part of what is sent (the 429 share rose above its noise share): a low reading
-        is then its rate, not the callers' demand (no `MIN_SHARE`).
+        `rate`: the bucket's rate limit now (requests/s).
         """
         since = now - self.window
         for start, end in self._pauses:
@@ -78,7 +76,7 @@ class DeliveryModel:
         while times and times[0] < since:
             times.popleft()
         delivered = len(times) / self.window
-        if len(times) < MIN_SUCCESSES or (delivered < MIN_SHARE * rate and not refused):
+        if len(times) < MIN_SUCCESSES or delivered < MIN_SHARE * rate:
             return None
         return delivered
 

@@ -61,9 +61,9 @@ class BucketLearner:
     # Slots: one per bucket (memory at thousands of buckets).
     __slots__ = (
         "_disabled_forever", "_disabled_until", "_enforced", "_exhausted_until", "_hold_until",
-        "_last_limited_permit", "_load_again", "_next_permit", "_overload_until", "_pace_factor",
-        "_pace_until", "_policy_factor", "_ra_cuts", "_retry_until", "_streak_points", "_top",
-        "baseline_rate", "history", "late_ignored", "retry_after_scope", "rules", "settings", "streak",
+        "_last_limited_permit", "_next_permit", "_overload_until", "_pace_factor", "_pace_until",
+        "_policy_factor", "_ra_cuts", "_retry_until", "_streak_points", "_top", "baseline_rate", "history",
+        "late_ignored", "retry_after_scope", "rules", "settings", "streak",
     )  # fmt: skip
 
     def __init__(self, settings: LearningSettings, baseline_rate: float, now: float) -> None:
@@ -86,9 +86,6 @@ class BucketLearner:
         # Cuts Retry-Afters started before any verdict on them: the factor and ceiling before
         # the first, to go back to if those 429s prove load-unrelated.
         self._ra_cuts: tuple[float, float | None] | None = None
-        # The 429 share just rose well above the share judged noise: the provider refuses part
-        # of what is sent, so what it delivers is its rate even when that is under half ours.
-        self._load_again = False
         self._retry_until: float | None = None
         self._overload_until: float | None = None
         self._hold_until: float | None = None
@@ -99,7 +96,7 @@ class BucketLearner:
         self._disabled_forever = False
         self.late_ignored = 0
         self.rules = AdaptiveRules(self.settings, now)
-        self.retry_after_scope = self._new_scope(self.settings.retry_after_scope)
+        self.retry_after_scope = RetryAfterScope(self.settings.retry_after_scope)
 
     # -- what the limiter and the status op read --------------------------------------------
 
@@ -307,8 +304,6 @@ class BucketLearner:
         if was == "bucket" and scope.scope == "request":
             self.rules.noise_share = max(self.rules.noise_share or 0.0, scope.noise_share)
             self._undo_retry_after_cuts(now)
-        elif was == "request" and scope.scope == "bucket":
-            self._load_again = True
 
     def _retry_after_scope(self, event: ReportEvent, kind: str, now: float) -> tuple[Scope, str]:
         """Whom this answer's Retry-After holds, and why (see `ratelimitd.core.learning.scope`)."""
@@ -379,17 +374,11 @@ class BucketLearner:
                 self._next_permit - 1,
                 evidence=by_retry_after or _limit_evidence(event.hint),
                 baseline=self.baseline_rate,
-                refused=self._load_again,
             )
-            rose, self._load_again = self._load_again, False
             if verdict is not None and by_retry_after and scope.verdict == "none" and self._ra_cuts is None:
                 self._ra_cuts = (before, ceiling)
             if verdict is not None:
                 self._policy_factor, reason = verdict
-                if rose:
-                    # Down to what the provider delivers; the cuts Retry-Afters start from
-                    # here until the next verdict are undone back to it if they prove noise.
-                    self._ra_cuts = (self._policy_factor, self.rules.ceiling)
                 return self._changed(now, "reduced", event.status, before, reason), reason
         return action, reason
 
@@ -431,11 +420,7 @@ class BucketLearner:
         """A reload changed the provider's `retry_after_scope`: start judging afresh."""
         if setting != self.settings.retry_after_scope:
             self.settings = replace(self.settings, retry_after_scope=setting)
-            self.retry_after_scope = self._new_scope(setting)
-
-    def _new_scope(self, setting: ScopeSetting) -> RetryAfterScope:
-        follows = self._enforced and self.settings.policy == "adaptive"
-        return RetryAfterScope(setting, follows_rate=follows)
+            self.retry_after_scope = RetryAfterScope(setting)
 
     def reset(self, now: float) -> None:
         """Forget everything learned: baseline rate, state ok (permit ids keep increasing)."""

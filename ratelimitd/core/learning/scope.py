@@ -17,10 +17,8 @@ When the heads keep at least half the overall 429 share (and at least `MIN_HEAD_
 answers were 429s, out of `MIN_HEAD` or more), the 429s are noise with a Retry-After: it holds
 only the request that got it, and starts no round of cuts. If the 429 share then climbs well
 above the share judged noise (`_RISE`: a drop of the provider's capacity), the 429s track load
-again: back to pausing the bucket at once. Judged noise again after that from fewer than
-`MIN_ALL` answers, the share judged before stays: right after a drop the rate is still above
-the new capacity, and a few answers mix the overshoot into the share. A 429 whose headers say
-a unit is at 0 (a hard limit) always pauses the bucket.
+again: back to pausing the bucket at once. A 429 whose headers say a unit is at 0 (a hard
+limit) always pauses the bucket.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ ScopeSetting = Literal["auto", "bucket", "request"]
 HEAD = 8  # requests granted right after a pause that show whether the pause worked
 MIN_HEAD = 10  # head answers before a verdict ...
 MIN_HEAD_429 = 2  # ... of which at least this many 429s
-MIN_ALL = 100  # answers in all before a noise share judged again replaces the one judged before
 _SAME_SHARE = 0.5  # heads keeping this share of the overall 429 share: the pause did nothing
 _FORGET_AT = 100  # head answers: past this, halve the counts (a verdict on recent behaviour)
 _EWMA_ALPHA = 0.005  # the 429 share once judged noise: ~ the last 200 answers
@@ -46,16 +43,12 @@ class RetryAfterScope:
     """The scope a 429's Retry-After applies to, and why (for `status`)."""
 
     __slots__ = (
-        "_all", "_all_429", "_head", "_head_429", "_heads", "follows_rate", "noise_share", "reason",
-        "recent_share", "scope", "setting", "verdict",
+        "_all", "_all_429", "_head", "_head_429", "_heads", "noise_share", "reason", "recent_share",
+        "scope", "setting", "verdict",
     )  # fmt: skip
 
-    def __init__(self, setting: ScopeSetting, *, follows_rate: bool = True) -> None:
+    def __init__(self, setting: ScopeSetting) -> None:
         self.setting: ScopeSetting = setting
-        # The bucket's rate follows the provider down (adaptive): the overshoot right after a
-        # drop passes, so a share judged again from a few answers does not replace the one
-        # judged before (`MIN_ALL`). A static rate stays above: what it sees is what it gets.
-        self.follows_rate = follows_rate
         self.scope: Scope = "request" if setting == "request" else "bucket"
         self.verdict: Literal["none", "load", "noise"] = "none"
         self.noise_share = 0.0  # the 429 share judged noise
@@ -103,10 +96,7 @@ class RetryAfterScope:
         head_share = head_429 / head
         share = self._all_429 / self._all
         if head_429 >= MIN_HEAD_429 and head_share >= _SAME_SHARE * share:
-            if self.noise_share == 0.0 or self._all >= MIN_ALL or not self.follows_rate:
-                self.noise_share = max(share, head_share)
-            # else: judged again from a few answers (after a drop): the share judged before holds
-            self.recent_share = self.noise_share
+            self.noise_share = self.recent_share = max(share, head_share)
             self._judged(
                 "noise", f"429s came back at {head_share:.0%} right after pauses ({share:.0%} overall)"
             )
