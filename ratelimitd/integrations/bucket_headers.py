@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ("BucketHeaders", "MissingBucketHeaders", "check_bucket_headers", "headers_for")
+__all__ = ("BucketHeaders", "MissingBucketHeaders", "check_bucket_headers", "header_names", "headers_for")
 
 #: provider -> bucket -> headers to set for that bucket.
 BucketHeaders = Mapping[str, Mapping[str, Mapping[str, str]]]
@@ -29,6 +29,15 @@ def check_bucket_headers(bucket_headers: BucketHeaders) -> None:
                     f"bucket_headers[{provider!r}][{bucket!r}]: no headers (no API key) given; "
                     "its requests would go out without a key"
                 )
+
+
+def header_names(bucket_headers: BucketHeaders) -> dict[str, frozenset[str]]:
+    """Per provider, every header name its buckets set: each is taken off a request before the
+    granted bucket's own go on (no key of another bucket may stay on a retried request)."""
+    return {
+        provider: frozenset(name for headers in per_bucket.values() for name in headers)
+        for provider, per_bucket in bucket_headers.items()
+    }
 
 
 def headers_for(provider: str, per_bucket: Mapping[str, Mapping[str, str]], bucket: str) -> Mapping[str, str]:

@@ -29,7 +29,7 @@ import orjson
 from ratelimitd.client.errors import BadRequest, RatelimitdClientError
 from ratelimitd.client.retry import DEFAULT_IDEMPOTENCY_HEADER, RetriesExhausted, RetryPolicy
 from ratelimitd.client.retry_calls import Outcome, call_async, call_sync, error_reason, rate_limit_headers
-from ratelimitd.integrations.bucket_headers import check_bucket_headers, headers_for
+from ratelimitd.integrations.bucket_headers import check_bucket_headers, header_names, headers_for
 from ratelimitd.integrations.httpx_library import (
     AsyncSender,
     Library,
@@ -171,11 +171,7 @@ class _Settings(Generic[RequestT]):
         self.settle_usage = settle_usage
         self.rng = rng
         check_bucket_headers(self.bucket_headers)
-        # Per provider, every header name its buckets set: computed once, not per request.
-        self._header_names = {
-            provider: frozenset(name for headers in per_bucket.values() for name in headers)
-            for provider, per_bucket in self.bucket_headers.items()
-        }
+        self._header_names = header_names(self.bucket_headers)  # once, not per request
 
     def provider_for(self, request: RequestT) -> str | None:
         """The provider of a request: the fixed one, else by `host:port`, else by host."""
@@ -205,12 +201,8 @@ class _Settings(Generic[RequestT]):
     @staticmethod
     def _reads_usage(cost: Cost, response: ResponseLike) -> UsageReader | None:
         """A reader of the answer's usage when the cost estimated tokens and the body may say."""
-        if not isinstance(cost, Mapping) or not 200 <= response.status_code < 300:
-            return None
-        if not any(unit in cost for unit in TOKEN_UNITS):
-            return None
         content_type = response.headers.get("content-type", "")
-        if not UsageReader.wanted(content_type):
+        if not reads_usage(cost, response.status_code, content_type):
             return None
         return UsageReader(content_type, response.headers.get("content-encoding", ""))
 
@@ -236,6 +228,17 @@ class _Settings(Generic[RequestT]):
         if attempts.error is not None:
             raise attempts.error
         raise exc
+
+
+def reads_usage(cost: Cost, status: int, content_type: str) -> bool:
+    """Whether an answer's `usage` settles its grant: the cost estimated tokens, the answer is a
+    success and its body a kind `UsageReader` reads."""
+    return (
+        isinstance(cost, Mapping)
+        and any(unit in cost for unit in TOKEN_UNITS)
+        and 200 <= status < 300
+        and UsageReader.wanted(content_type)
+    )
 
 
 def used_units(permit: Permit, cost: Cost, usage: TokenUsage) -> dict[str, float] | None:

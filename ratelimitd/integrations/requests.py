@@ -16,7 +16,6 @@ from __future__ import annotations
 import random
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -26,12 +25,14 @@ from requests.adapters import HTTPAdapter
 from ratelimitd.client.errors import BadRequest, RatelimitdClientError
 from ratelimitd.client.retry import DEFAULT_IDEMPOTENCY_HEADER, RetriesExhausted, RetryPolicy
 from ratelimitd.client.retry_calls import Outcome, call_sync, error_reason, rate_limit_headers
-from ratelimitd.integrations.bucket_headers import check_bucket_headers, headers_for
-from ratelimitd.integrations.httpx_base import ONE_ATTEMPT, report_failed, used_units
-from ratelimitd.integrations.tokens import TOKEN_UNITS, estimate_body
+from ratelimitd.integrations.bucket_headers import check_bucket_headers, header_names, headers_for
+from ratelimitd.integrations.httpx_base import ONE_ATTEMPT, reads_usage, report_failed, used_units
+from ratelimitd.integrations.tokens import estimate_body
 from ratelimitd.integrations.usage_stream import UsageReader
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
     from requests import PreparedRequest, Response
 
     from ratelimitd.client.retry_steps import AttemptContext
@@ -97,6 +98,7 @@ class RateLimitAdapter(HTTPAdapter):
         self.provider = provider
         self.policy: RetryPolicy | str = ONE_ATTEMPT if policy is None else policy
         self.bucket_headers = bucket_headers or {}
+        self._header_names = header_names(self.bucket_headers)  # once, not per request
         self.idempotency_header = idempotency_header
         self.cost = cost
         self.settle_usage = settle_usage
@@ -115,7 +117,7 @@ class RateLimitAdapter(HTTPAdapter):
             return super().send(request, *args, **kwargs)
         cost = self.cost(request) if callable(self.cost) else self.cost
         per_bucket = self.bucket_headers.get(provider, {})
-        names = {name for headers in per_bucket.values() for name in headers}
+        names = self._header_names.get(provider, ())
         permits: list[Permit] = []
         errors: list[BaseException] = []
 
@@ -131,7 +133,9 @@ class RateLimitAdapter(HTTPAdapter):
                 raise
 
         def describe(response: Response) -> Outcome:
-            if self.settle_usage and self._settles(cost, response):
+            if self.settle_usage and reads_usage(
+                cost, response.status_code, response.headers.get("Content-Type", "")
+            ):
                 self._report_after_body(response, permits[-1], cost)
                 return Outcome(response.status_code, response.headers, report=False)
             reason = None
@@ -162,15 +166,6 @@ class RateLimitAdapter(HTTPAdapter):
             if errors:
                 raise errors[-1] from exc
             raise
-
-    @staticmethod
-    def _settles(cost: Cost, response: Response) -> bool:
-        return (
-            isinstance(cost, Mapping)
-            and any(unit in cost for unit in TOKEN_UNITS)
-            and 200 <= response.status_code < 300
-            and UsageReader.wanted(response.headers.get("Content-Type", ""))
-        )
 
     def _report_after_body(self, response: Response, permit: Permit, cost: Cost) -> None:
         """Report once the body was read, with what its `usage` counted (urllib3 decodes it)."""
