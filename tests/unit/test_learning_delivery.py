@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ratelimitd.core.headers.parse import RateLimitHint
+from ratelimitd.core.learning.adaptive import AdaptiveRules
 from ratelimitd.core.learning.delivery import DeliveryModel
 from ratelimitd.core.learning.learner import BucketLearner, LearningSettings, ReportEvent
 
@@ -156,3 +157,32 @@ def test_a_unit_at_zero_pauses_the_bucket_even_when_the_cut_goes_under_the_deliv
     decision = bucket.on_report(hard, 10.0)
     assert decision.action == "reduced"
     assert decision.pause_until == 11.0
+
+
+def climbed_and_stepped_back(*, noise: float | None = None) -> tuple[AdaptiveRules, float]:
+    """A round cut at 0 s, a recovery climb at 5 s, the climb's 429 at 8 s: (rules, factor)."""
+    rules = AdaptiveRules(LearningSettings(learning=True, recovery=True), 0.0)
+    rules.noise_share = noise
+    cut = rules.on_rate_limit(1.0, 3, 1, 0.0, 0.2, 10, evidence=True)
+    assert cut is not None
+    climb = rules.tick(cut[0], 1.0, 5.0)
+    assert climb is not None
+    assert climb[0] == "recovered"
+    back = rules.on_rate_limit(climb[1], 3, 20, 8.0, 0.2, 30, evidence=True)
+    assert back is not None
+    assert "after climbing" in back[1]
+    return rules, back[0]
+
+
+def test_429s_right_after_stepping_back_from_a_climb_still_answer_the_climb() -> None:
+    """The climb emptied the provider's bucket: the level held before it meets 429s for a
+    moment, and they need no whole-bucket pause (nor count as a drop)."""
+    rules, factor = climbed_and_stepped_back()
+    assert rules.stepping_up(11.0)  # the climb itself was 6 s ago: only the step back counts
+    assert rules.expects_429s(factor, 0.2, 11.0)
+    assert not rules.stepping_up(13.5)  # 5 s after the step back: a 429 is news again
+
+
+def test_with_a_known_noise_share_a_step_back_leaves_the_pauses_to_the_judge() -> None:
+    rules, _ = climbed_and_stepped_back(noise=0.1)
+    assert not rules.stepping_up(11.0)

@@ -12,7 +12,8 @@ steady was measured (right after a drop, between whole-bucket pauses). A cut fro
 delivered rate to it (`drain_cut`) drains the provider's bucket by itself: the learner then
 pauses nothing for its 429 or the late ones (while no noise share is known). A first round near
 the ceiling only goes back under it, and 429s right after a recovery climb step go back to
-the level held before the climb (which restarts the count of rounds in a row). Recovery
+the level held before the climb (which restarts the count of rounds in a row; for 5 s after,
+429s still answer the climb and pause nothing while no noise share is known). Recovery
 climbs to 97 % of the ceiling, holds a plateau, then probes: the first step straight to 110 %
 of the level held, for 5 s (the provider's burst can hide a small overshoot for seconds); held
 without a 429 it forgets the ceiling and goes back to the highest level held before (a climb:
@@ -66,7 +67,8 @@ class AdaptiveRules:
         "_factor_after_cut", "_factor_before_cut", "_free", "_good", "_last_bad_at",
         "_last_eval_at", "_last_fresh_limited", "_level", "_level_since", "_noise_check_at",
         "_plateau", "_plateau_since", "_prev_n", "_prev_share", "_probe_steps",
-        "_probe_top", "_probing", "_raised_at", "_stable_since", "ceiling", "delivery", "drain_cut",
+        "_probe_top", "_probing", "_raised_at", "_stable_since", "_stepped_back_at", "ceiling",
+        "delivery", "drain_cut",
         "last_cut_at", "last_cut_permit", "noise_share", "recent_share", "rounds", "settings",
     )  # fmt: skip
 
@@ -97,6 +99,7 @@ class AdaptiveRules:
         self._probe_steps = 0
         self._probing = False
         self._raised_at: float | None = None  # the last recovery step up
+        self._stepped_back_at: float | None = None  # the last step back from a failed step up
         self._free = False  # a held probe forgot the ceiling: the provider allows more, climb fast
         self._good: float | None = None  # the level held before the current probe
         self._probe_top = math.inf  # the first probe step: held without a 429, forget the ceiling
@@ -115,11 +118,25 @@ class AdaptiveRules:
         return self.stepping_up(now)
 
     def stepping_up(self, now: float) -> bool:
-        """Recovery is probing, or raised the rate moments ago: a 429 now answers that step."""
+        """Recovery is probing, or raised the rate moments ago, or stepped back from such a
+        step moments ago (the step emptied the provider's bucket, which the level held before
+        only kept from 429s while it lasted): a 429 now answers that step."""
         if self._probing:
             return True
+        hold = self.settings.recovery_interval * _PROBE_HOLD
         raised = self._raised_at
-        return raised is not None and now - raised < self.settings.recovery_interval * _PROBE_HOLD
+        if raised is not None and now - raised < hold:
+            return True
+        back = self._stepped_back_at
+        # Not while a noise share is known: whole-bucket pauses are then how `auto` tells
+        # load from noise.
+        return back is not None and now - back < hold and self.noise_share is None
+
+    def _raised_recently(self, now: float) -> bool:
+        raised = self._raised_at
+        return self._probing or (
+            raised is not None and now - raised < self.settings.recovery_interval * _PROBE_HOLD
+        )
 
     def is_fresh(self, permit: int | None, now: float) -> bool:
         """Evidence about the current rate? Permits granted before the last cut are late answers."""
@@ -191,6 +208,8 @@ class AdaptiveRules:
         # Set by the delivered rate (not a deeper cut of the streak table: then the reading
         # still shows the old capacity), from a rate above it.
         self.drain_cut = measured is not None and measured * _KNEE - 1e-9 <= new <= measured < factor - 1e-9
+        # Only the step's own 429s open the window after it: a cut inside it does not extend it.
+        self._stepped_back_at = now if self._raised_recently(now) else self._stepped_back_at
         self._plateau_since = None
         self._probe_steps = 0
         self._probing = False
