@@ -121,18 +121,19 @@ class AdaptiveRules:
         """Recovery is probing, or raised the rate moments ago, or stepped back from such a
         step moments ago (the step emptied the provider's bucket, which the level held before
         only kept from 429s while it lasted): a 429 now answers that step."""
-        if self._probing:
-            return True
-        hold = self.settings.recovery_interval * _PROBE_HOLD
-        raised = self._raised_at
-        if raised is not None and now - raised < hold:
+        if self._raised_recently(now):
             return True
         back = self._stepped_back_at
         # Not while a noise share is known: whole-bucket pauses are then how `auto` tells
         # load from noise.
-        return back is not None and now - back < hold and self.noise_share is None
+        return (
+            back is not None
+            and now - back < self.settings.recovery_interval * _PROBE_HOLD
+            and self.noise_share is None
+        )
 
     def _raised_recently(self, now: float) -> bool:
+        """Recovery is probing, or raised the rate less than a probe's hold ago."""
         raised = self._raised_at
         return self._probing or (
             raised is not None and now - raised < self.settings.recovery_interval * _PROBE_HOLD
