@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ("SHAPES", "Shape", "main")
 
 CONNECTIONS: Final = 16
+COMPILED: Final = Path(__file__).resolve().parent.parent / "build" / "compiled"
 HUGE: Final = "1000000000/second"
 CONFIG: Final = f"""
 [server]
@@ -214,17 +216,26 @@ class Row:
     pipeline_errors: int
 
 
-def run(*, duration: float, rounds: int, pipelined: int, repetitions: int) -> list[Row]:
+def run(
+    *, duration: float, rounds: int, pipelined: int, repetitions: int, compiled: Path | None = None
+) -> list[Row]:
+    """`compiled`: a tree built by tools/compiled.py; its daemon (learning off) is measured too."""
     directory = Path(tempfile.mkdtemp(prefix="rl-raw-"))
     learning_env = {**os.environ, "RATELIMITD_FEATURE_LEARNING": "1"}
     rows: list[Row] = []
     try:
-        with (
-            echo_server(directory) as echo,
-            daemon(directory, metrics=True, config=CONFIG, name="off") as off,
-            daemon(directory, metrics=True, config=CONFIG, name="on", env=learning_env) as on,
-        ):
+        with contextlib.ExitStack() as stack:
+            echo = stack.enter_context(echo_server(directory))
+            off = stack.enter_context(daemon(directory, metrics=True, config=CONFIG, name="off"))
+            on = stack.enter_context(
+                daemon(directory, metrics=True, config=CONFIG, name="on", env=learning_env)
+            )
             processes = {"echo": echo, "learning off": off, "learning on": on}
+            if compiled is not None:
+                compiled_env = {**os.environ, "PYTHONPATH": str(compiled.resolve())}
+                processes["compiled, off"] = stack.enter_context(
+                    daemon(directory, metrics=True, config=CONFIG, name="compiled", env=compiled_env)
+                )
             servers = {name: socket_of(process) for name, process in processes.items()}
             for shape in SHAPES:
                 best: dict[str, ClosedLoop] = {}
@@ -307,6 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (seconds)")
     parser.add_argument("--duration", type=float, help="seconds per closed-loop measurement")
     parser.add_argument("--rounds", type=int, help="closed-loop rounds per server and shape (best kept)")
+    parser.add_argument(
+        "--compiled",
+        type=Path,
+        default=COMPILED if COMPILED.is_dir() else None,
+        help="a tree built by tools/compiled.py (default: build/compiled when `make compiled` built it)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         duration, rounds, pipelined, repetitions = 0.3, 1, 5_000, 1
@@ -315,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     duration = args.duration or duration
     rounds = args.rounds or rounds
     started = time.perf_counter()
-    rows = run(duration=duration, rounds=rounds, pipelined=pipelined, repetitions=repetitions)
+    rows = run(
+        duration=duration, rounds=rounds, pipelined=pipelined, repetitions=repetitions, compiled=args.compiled
+    )
     print(format_rows(rows), end="")
     print(f"(cpus: {os.cpu_count()}, took {time.perf_counter() - started:.0f} s)")
     return 0

@@ -114,7 +114,9 @@ def daemon(
     path = directory / f"{name}.sock"
     config_path = directory / f"{name}.toml"
     config_path.write_text(config, "utf-8")
-    argv = [sys.executable, "-m", "ratelimitd", "serve", "--socket", str(path)]
+    # -P: `ratelimitd` from the installed package or `PYTHONPATH` (a compiled tree), never
+    # from the working directory.
+    argv = [sys.executable, "-P", "-m", "ratelimitd", "serve", "--socket", str(path)]
     argv += ["--config", str(config_path)]
     argv += ["--http-port", str(http_port)] if metrics else ["--no-http"]
     return _server(argv, path, directory / f"{name}.log", env)
