@@ -324,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=COMPILED if COMPILED.is_dir() else None,
         help="a tree built by tools/compiled.py (default: build/compiled when `make compiled` built it)",
     )
+    parser.add_argument(
+        "--no-compiled", dest="compiled", action="store_const", const=None, help="no compiled daemon row"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         duration, rounds, pipelined, repetitions = 0.3, 1, 5_000, 1
