@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # What every acquire and report runs through (bench/handler_cost.py). A module that an
 # interpreted class subclasses must not be compiled alone: `lease` subclasses the limiter.
-# The header plans are not here: mypyc cannot yet build their NamedTuple factories.
 MODULES = (
     "ratelimitd/daemon/server.py",
     "ratelimitd/daemon/service.py",
@@ -41,6 +40,10 @@ MODULES = (
     "ratelimitd/core/learning/delivery.py",
     "ratelimitd/core/learning/scope.py",
     "ratelimitd/core/learning/kinds.py",
+    "ratelimitd/core/headers/parse.py",
+    "ratelimitd/core/headers/plan.py",
+    "ratelimitd/core/headers/values.py",
+    "ratelimitd/core/headers/families.py",
 )
 
 

@@ -255,7 +255,7 @@ def _parse_llm(fields: Mapping[str, str], col: _Collector) -> None:
 
 def _parse_github(fields: Mapping[str, str], col: _Collector) -> None:
     """GitHub-style `x-ratelimit-{limit,remaining,reset,used,resource}` (requests)."""
-    for name in GITHUB_NAMES & fields.keys():
+    for name in fields.keys() & GITHUB_NAMES:
         key = name.removeprefix("x-ratelimit-")
         value = fields[name]
         if key == "limit":
@@ -315,7 +315,7 @@ def _policy_window(item: sf.Item) -> float | None:
 
 def _parse_crossref(fields: Mapping[str, str], col: _Collector) -> None:
     """Crossref `x-rate-limit-limit` + `x-rate-limit-interval` (and Okta-style extras)."""
-    for name in CROSSREF_NAMES & fields.keys():
+    for name in fields.keys() & CROSSREF_NAMES:
         key = name.removeprefix("x-rate-limit-")
         value = fields[name]
         if key == "interval":

@@ -16,11 +16,16 @@ bounded (cleared when full).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ratelimitd.core.headers import values as hv
+
+# At run time, not only for the type checker: compiled (tools/compiled.py), the `_Plan`
+# dataclass evaluates its field annotations.
+from ratelimitd.core.headers.conventions import HeaderConventions  # noqa: TC001
 from ratelimitd.core.headers.families import (
     CROSSREF_NAMES,
     FAMILIES,
@@ -39,18 +44,12 @@ from ratelimitd.core.headers.families import (
     primary_unit,
 )
 from ratelimitd.core.headers.hint import RateLimitHint, UnitHint
-from ratelimitd.core.headers.plausibility import seconds_until
+from ratelimitd.core.headers.plausibility import DelayUnit, seconds_until
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from ratelimitd.core.headers.conventions import HeaderConventions
-    from ratelimitd.core.headers.plausibility import DelayUnit
-
-    #: Reads one raw value (relative to `now_wall`); None when malformed.
-    Reader = Callable[[str, float], float | None]
-    #: A container's items at fixed keys (an `itemgetter` that always gives a tuple).
-    Getter = Callable[[Any], tuple[Any, ...]]
+#: Reads one raw value (relative to `now_wall`); None when malformed.
+Reader = Callable[[str, float], float | None]
+#: A container's items at fixed keys (an `itemgetter` that always gives a tuple).
+Getter = Callable[[Any], tuple[Any, ...]]
 
 __all__ = ("planned",)
 
