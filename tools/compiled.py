@@ -44,6 +44,7 @@ MODULES = (
     "ratelimitd/core/headers/plan.py",
     "ratelimitd/core/headers/values.py",
     "ratelimitd/core/headers/families.py",
+    "ratelimitd/ops/metrics.py",
 )
 
 

@@ -275,7 +275,10 @@ class Service:
     ) -> Response | PendingAcquire:
         """The acquire op from its decoded line (the transport's entry): every field is
         checked as `parse_object` checks it, with no request object built."""
-        return self._acquire(*acquire_fields(obj, max_timeout=max_timeout), peer)
+        # Unpacked by name, not `*`: compiled (tools/compiled.py), a call with known
+        # arguments is a direct C call, a starred one goes through Python's.
+        rid, name, cost, timeout, exclude = acquire_fields(obj, max_timeout=max_timeout)
+        return self._acquire(rid, name, cost, timeout, exclude, peer)
 
     def _acquire(
         self,

@@ -21,8 +21,11 @@ import compiled  # noqa: E402  (tools/ is not a package)
 pytestmark = pytest.mark.timeout(600)
 
 # Suites that drive the daemon over its socket: bad input and hostile peers (stable error
-# codes), failover, the client, paging status, and the protocol fuzz test (in-process).
+# codes), failover, the client, paging status, the protocol fuzz test (in-process), and
+# its metrics as Prometheus scrapes them.
 SUITES = (
+    "tests/integration/test_http.py",
+    "tests/integration/test_prometheus.py",
     "tests/integration/test_bad_input.py",
     "tests/integration/test_hostile_neighbours.py",
     "tests/integration/test_authorization.py",
