@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # What every acquire and report runs through (bench/handler_cost.py). A module that an
 # interpreted class subclasses must not be compiled alone: `lease` subclasses the limiter.
+# Not the scrape (metrics_scrape.py): mypyc does not build async generators.
 MODULES = (
     "ratelimitd/daemon/server.py",
     "ratelimitd/daemon/service.py",
@@ -71,12 +72,15 @@ def build(target: Path) -> None:
         staging / "ratelimitd",
         ignore=shutil.ignore_patterns("__pycache__", "*.so"),
     )
-    subprocess.run(
-        [sys.executable, "-m", "mypyc", *MODULES],
-        cwd=staging,
-        check=True,
-        stdout=subprocess.DEVNULL,  # a line per C file; errors go to stderr
+    built = subprocess.run(
+        [sys.executable, "-m", "mypyc", *MODULES], cwd=staging, capture_output=True, text=True
     )
+    if built.returncode != 0:
+        # mypyc prints type errors on stdout, the compiler's on stderr; a line per C file else.
+        lines = [line for line in (built.stdout + built.stderr).splitlines() if not line.startswith("gcc ")]
+        print("\n".join(lines[-40:]), file=sys.stderr)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise subprocess.CalledProcessError(built.returncode, built.args)
     shutil.rmtree(staging / "build")  # mypyc's C sources and objects: the .so files are in place
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         build(target.resolve())
     except subprocess.CalledProcessError as exc:
-        print(f"mypyc failed (exit {exc.returncode}); see above", file=sys.stderr)
+        print(f"mypyc failed (exit {exc.returncode}): see above", file=sys.stderr)
         return 1
     print(f"compiled {len(MODULES)} modules into {target}")
     return 0
