@@ -31,7 +31,7 @@ $(RUN_STAMP): $(BIN)/python pyproject.toml
 # The compiled daemon when this machine can build it; else the same daemon, interpreted.
 run: $(RUN_STAMP)
 	@if $(MAKE) --no-print-directory compiled; then \
-	  PYTHONPATH=$(COMPILED) exec $(BIN)/ratelimitd serve; \
+	  PYTHONPATH=$(abspath $(COMPILED)) exec $(BIN)/ratelimitd serve; \
 	else \
 	  echo "running the interpreted daemon (the compiled hot path could not be built)"; \
 	  exec $(BIN)/ratelimitd serve; \
