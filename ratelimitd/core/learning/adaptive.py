@@ -121,23 +121,19 @@ class AdaptiveRules:
         """Recovery is probing, or raised the rate moments ago, or stepped back from such a
         step moments ago (the step emptied the provider's bucket, which the level held before
         only kept from 429s while it lasted): a 429 now answers that step."""
-        if self._raised_recently(now):
-            return True
-        back = self._stepped_back_at
         # Not while a noise share is known: whole-bucket pauses are then how `auto` tells
         # load from noise.
-        return (
-            back is not None
-            and now - back < self.settings.recovery_interval * _PROBE_HOLD
-            and self.noise_share is None
+        return self._raised_recently(now) or (
+            self.noise_share is None and self._within_hold(self._stepped_back_at, now)
         )
 
     def _raised_recently(self, now: float) -> bool:
         """Recovery is probing, or raised the rate less than a probe's hold ago."""
-        raised = self._raised_at
-        return self._probing or (
-            raised is not None and now - raised < self.settings.recovery_interval * _PROBE_HOLD
-        )
+        return self._probing or self._within_hold(self._raised_at, now)
+
+    def _within_hold(self, since: float | None, now: float) -> bool:
+        """`since` is less than one probe step's hold (5 recovery intervals) before `now`."""
+        return since is not None and now - since < self.settings.recovery_interval * _PROBE_HOLD
 
     def is_fresh(self, permit: int | None, now: float) -> bool:
         """Evidence about the current rate? Permits granted before the last cut are late answers."""
@@ -209,8 +205,9 @@ class AdaptiveRules:
         # Set by the delivered rate (not a deeper cut of the streak table: then the reading
         # still shows the old capacity), from a rate above it.
         self.drain_cut = measured is not None and measured * _KNEE - 1e-9 <= new <= measured < factor - 1e-9
-        # Only the step's own 429s open the window after it: a cut inside it does not extend it.
-        self._stepped_back_at = now if self._raised_recently(now) else self._stepped_back_at
+        if self._raised_recently(now):
+            # Only the step's own 429s open the window after it: a cut inside it does not extend it.
+            self._stepped_back_at = now
         self._plateau_since = None
         self._probe_steps = 0
         self._probing = False
