@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES = (
     "ratelimitd/daemon/server.py",
     "ratelimitd/daemon/service.py",
+    "ratelimitd/daemon/waiters.py",
     "ratelimitd/core/protocol.py",
     "ratelimitd/core/limiter.py",
     "ratelimitd/core/lease.py",
@@ -45,6 +46,7 @@ MODULES = (
     "ratelimitd/core/headers/plan.py",
     "ratelimitd/core/headers/values.py",
     "ratelimitd/core/headers/families.py",
+    "ratelimitd/daemon/metrics_hooks.py",
     "ratelimitd/ops/metrics.py",
 )
 

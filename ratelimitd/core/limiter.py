@@ -150,22 +150,23 @@ class BucketLimiter:
                     return over
                 limit._tat = new_tat
             return 0.0
+        # Several units: check them all, then take from each (a second lookup per unit is
+        # cheaper than keeping the new tats in a list of pairs).
         delay = 0.0
-        new_tats: list[tuple[UnitLimit, float]] = []
         for unit, amount in cost.items():
             limit = units.get(unit)
             if limit is None:
                 continue  # a unit this provider does not limit is ignored (protocol.md, acquire)
             tat = limit._tat if limit._tat > now else now
-            new_tat = tat + amount / limit.rate
-            over = new_tat - now - limit.burst / limit.rate
+            over = tat + amount / limit.rate - now - limit.burst / limit.rate
             if over > delay:
                 delay = over
-            new_tats.append((limit, new_tat))
         if delay > _SLACK:
             return delay
-        for limit, new_tat in new_tats:
-            limit._tat = new_tat
+        for unit, amount in cost.items():
+            limit = units.get(unit)
+            if limit is not None:
+                limit._tat = (limit._tat if limit._tat > now else now) + amount / limit.rate
         return 0.0
 
     def delay_for_all(self, costs: Iterable[Mapping[str, float]], now: float) -> float:

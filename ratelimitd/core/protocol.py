@@ -39,9 +39,10 @@ __all__ = (
 PROTOCOL_VERSION: Final = 1
 MAX_HEADERS: Final = 200
 MAX_UNITS: Final = 16  # units in a cost or a report's `used`
-_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_valid_names: set[str] = set()  # names already checked; bounded below
-_VALID_NAMES_MAX = 8192
+# Final: compiled (tools/compiled.py), a module constant is then a C static, not a dict lookup.
+_NAME: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_valid_names: Final[set[str]] = set()  # names already checked; bounded below
+_VALID_NAMES_MAX: Final = 8192
 
 RequestId = str | int | None
 
@@ -125,7 +126,7 @@ def _number(value: Any, field: str, *, positive: bool) -> float:
     return number
 
 
-ONE_REQUEST: dict[str, float] = {"requests": 1.0}  # shared: costs are never mutated
+ONE_REQUEST: Final[dict[str, float]] = {"requests": 1.0}  # shared: costs are never mutated
 
 
 def _cost(value: Any) -> dict[str, float]:
@@ -155,7 +156,7 @@ def _cost(value: Any) -> dict[str, float]:
     return {"requests": _number(value, "cost", positive=True)}
 
 
-_NO_EXCLUDE: frozenset[str] = frozenset()
+_NO_EXCLUDE: Final[frozenset[str]] = frozenset()
 
 
 def _exclude(value: Any) -> frozenset[str]:
@@ -174,7 +175,7 @@ def _status(value: Any) -> int | None:
     return value
 
 
-_NO_HEADERS: dict[str, str] = {}  # shared: headers are never mutated
+_NO_HEADERS: Final[dict[str, str]] = {}  # shared: headers are never mutated
 
 
 def _headers(value: Any) -> dict[str, str]:
@@ -252,7 +253,7 @@ def decode(line: bytes) -> Any:
 
 
 AcquireFields = tuple[RequestId, str, dict[str, float], float | None, frozenset[str]]
-_new_tuple = tuple.__new__  # a NamedTuple from a tuple, without its __new__'s Python frame
+_new_tuple: Final = tuple.__new__  # a NamedTuple from a tuple, without its __new__'s Python frame
 
 
 def acquire_fields(obj: dict[str, Any], *, max_timeout: float) -> AcquireFields:

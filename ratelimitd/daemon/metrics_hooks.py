@@ -1,11 +1,11 @@
 """The events the transport and service report to metrics; a no-op by default.
 
-The metrics module provides a Prometheus implementation with the same methods.
+The metrics module's Prometheus implementation subclasses `MetricsHooks`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ratelimitd.core.errors import ErrorCode
@@ -14,23 +14,12 @@ if TYPE_CHECKING:
 __all__ = ("MetricsHooks", "NoMetrics")
 
 
-class MetricsHooks(Protocol):
-    def on_granted(self, bucket: Bucket, waited: float) -> None: ...
+class MetricsHooks:
+    """The events, each a no-op here. A class, not a Protocol: compiled (tools/compiled.py),
+    the service calls a subclass's methods directly instead of looking each one up."""
 
-    def on_timeout(self, bucket: Bucket) -> None: ...
+    __slots__ = ()
 
-    def on_busy(self, bucket: Bucket) -> None: ...
-
-    def on_acquire_error(self, provider: str) -> None: ...
-
-    def on_protocol_error(self, code: ErrorCode) -> None: ...
-
-    def on_provider_dropped(self, provider: str) -> None: ...
-
-    def on_op(self, op: str, seconds: float) -> None: ...
-
-
-class NoMetrics:
     def on_granted(self, bucket: Bucket, waited: float) -> None:
         pass
 
@@ -51,3 +40,9 @@ class NoMetrics:
 
     def on_op(self, op: str, seconds: float) -> None:
         pass
+
+
+class NoMetrics(MetricsHooks):
+    """Metrics off: every event is dropped."""
+
+    __slots__ = ()

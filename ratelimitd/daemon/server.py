@@ -30,18 +30,21 @@ if TYPE_CHECKING:
 __all__ = ("MAX_PENDING_BYTES", "OPS", "SAMPLE_EVERY", "Connection", "UnixServer")
 
 logger = logging.getLogger(__name__)
-_OPEN_BRACE = ord("{")
-_APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
+# Final: compiled (tools/compiled.py), a module constant is a C static, not a dict lookup.
+_OPEN_BRACE: Final = ord("{")
+_APPEND_NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
+_loads: Final = orjson.loads
+_dumps: Final = orjson.dumps
 # Answers one connection may have built but not yet handed to the kernel. Past it, the
 # lines already read wait (reading paused) until the transport drains: a pipelined burst
 # of requests never builds more than about one answer ahead of what the client reads.
-MAX_PENDING_BYTES = 256 * 1024
+MAX_PENDING_BYTES: Final = 256 * 1024
 # When the kernel cannot say who connected: trusted nowhere, limited like one user.
 _UNKNOWN_PEER: Final = Peer(pid=0, uid=-1, gid=-1)
 # SO_PEERCRED is Linux's. Elsewhere every client that can open the socket is trusted.
 PEERCRED: Final = sys.platform.startswith("linux")
-SAMPLE_EVERY = 16  # request lines per timed one (the per-op latency histogram is sampled)
-OPS = frozenset({"hello", "ping", "acquire", "report", "status", "reset"})
+SAMPLE_EVERY: Final = 16  # request lines per timed one (the per-op latency histogram is sampled)
+OPS: Final = frozenset({"hello", "ping", "acquire", "report", "status", "reset"})
 
 
 class Connection(asyncio.Protocol):
@@ -180,13 +183,12 @@ class Connection(asyncio.Protocol):
         budget = server.max_pending_bytes - transport.get_write_buffer_size()
         out = bytearray()
         self._out = out
-        handle = self._take_line
         try:
             for index, line in enumerate(lines):
                 if len(line) > limit:
                     self._too_long()
                     return
-                handle(line)
+                self._take_line(line)
                 if (len(out) > budget or self._held is not None) and index + 1 < len(lines):
                     # The rest waits, unread beyond this, until these answers are out.
                     self._buffer += b"\n".join(lines[index + 1 :]) + b"\n" + tail
@@ -247,7 +249,7 @@ class Connection(asyncio.Protocol):
         result: dict[str, Any] | PendingAcquire | StatusSlices
         try:
             try:
-                obj = orjson.loads(line)
+                obj = _loads(line)
             except orjson.JSONDecodeError:
                 obj = decode(line)  # raises invalid_json with orjson's message
             if type(obj) is dict and obj.get("op") == "acquire":
@@ -261,7 +263,7 @@ class Connection(asyncio.Protocol):
                 # Encoded inside the boundary: an answer that cannot be encoded is a bug
                 # answered `internal`, not a dropped connection. (`encode`, inlined: a frame
                 # less on every answer.)
-                self._send(orjson.dumps(result, option=_APPEND_NEWLINE))
+                self._send(_dumps(result, None, _APPEND_NEWLINE))
                 return
         except RatelimitdError as error:
             if rid is None and isinstance(obj, dict):

@@ -12,7 +12,7 @@ import math
 import os
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 __all__ = ("PendingAcquire", "Service")
 
 logger = logging.getLogger(__name__)
-_new_tuple = tuple.__new__  # a NamedTuple from a tuple, without its __new__'s Python frame
+_new_tuple: Final = tuple.__new__  # a NamedTuple from a tuple, without its __new__'s Python frame
 Response = dict[str, Any]
 
 
@@ -310,10 +310,11 @@ class Service:
             if index >= count:
                 index -= count
             bucket = order[index]
-            if bucket.queue.live or (exclude and bucket.name in exclude):
+            queue: WaitQueue = bucket.queue
+            if queue.live or (exclude and bucket.name in exclude):
                 continue
             if self.learning_enforced:
-                learner = bucket.learner
+                learner: BucketLearner = bucket.learner
                 if learner.exhausted_until is not None or learner.disabled_until is not None:
                     break
             if bucket.limiter.try_take(cost, now) == 0.0:
@@ -427,12 +428,16 @@ class Service:
     ) -> Response:
         bucket.granted += 1
         self.metrics.on_granted(bucket, waited)
-        permit = bucket.learner.on_grant(now)
-        bucket.ledger.remember(permit, cost, now)  # a report's `used` settles against it
+        # Typed locals: compiled (tools/compiled.py), their methods are called directly,
+        # not looked up by name as on the bucket's untyped attributes.
+        learner: BucketLearner = bucket.learner
+        ledger: GrantLedger = bucket.ledger
+        permit = learner.on_grant(now)
+        ledger.remember(permit, cost, now)  # a report's `used` settles against it
         if peer is not None and not self.trusts(peer, bucket.provider):
             # Its report about this permit may then change the bucket (protocol.md).
             self.permit_owners.record(bucket.provider, bucket.name, permit, peer.uid)
-        response = {
+        response: Response = {
             "id": rid,
             "ok": True,
             "provider": bucket.provider,

@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 
 from ratelimitd.core.errors import ErrorCode
+from ratelimitd.daemon.metrics_hooks import MetricsHooks
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -146,10 +147,10 @@ class ProviderCounters:
         self.wait_sum = 0.0
 
 
-class Metrics:
+class Metrics(MetricsHooks):
     """Records the service's events and exposes every ratelimitd metric in `registry`.
 
-    Implements `ratelimitd.daemon.metrics_hooks.MetricsHooks`. Counters that a bucket
+    The service's `MetricsHooks`, for Prometheus. Counters that a bucket
     keeps itself (permits granted, reports by status class, rate reductions,
     recoveries and pauses) are read from `statistics()` at scrape time, so the
     status op and the metrics cannot disagree; the hooks count only what nothing
