@@ -42,6 +42,7 @@ MODULES = (
     "ratelimitd/core/learning/delivery.py",
     "ratelimitd/core/learning/scope.py",
     "ratelimitd/core/learning/kinds.py",
+    "ratelimitd/core/learning/types.py",
     "ratelimitd/core/headers/parse.py",
     "ratelimitd/core/headers/plan.py",
     "ratelimitd/core/headers/values.py",

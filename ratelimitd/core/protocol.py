@@ -18,6 +18,7 @@ __all__ = (
     "MAX_STATUS_LIMIT",
     "ONE_REQUEST",
     "AcquireFields",
+    "ReportFields",
     "PROTOCOL_VERSION",
     "AcquireRequest",
     "HelloRequest",
@@ -28,6 +29,7 @@ __all__ = (
     "ResetRequest",
     "StatusRequest",
     "acquire_fields",
+    "report_fields",
     "encode",
     "decode",
     "encode_error",
@@ -284,6 +286,59 @@ def acquire_fields(obj: dict[str, Any], *, max_timeout: float) -> AcquireFields:
     )
 
 
+ReportFields = tuple[
+    RequestId,
+    str,
+    str,
+    int | None,
+    int | None,
+    str | None,
+    float | None,
+    dict[str, str],
+    dict[str, float] | None,
+]
+
+
+def report_fields(obj: dict[str, Any]) -> ReportFields:
+    """A report's fields in `ReportRequest`'s order, checked (its `op` is not).
+
+    Every call's second line: common values are answered by lookups, the rest by the full
+    checks, in the same order, so the same field is named when several are wrong.
+    """
+    rid = obj.get("id")
+    if rid is not None and type(rid) is not int and type(rid) is not str:  # bool is not an id
+        raise _bad("id: must be a string or an integer")
+    if "status" not in obj:
+        raise _bad("status: required")
+    provider = obj.get("provider")
+    if type(provider) is not str or provider not in _valid_names:
+        provider = _name(obj, "provider", required=True) or ""
+    bucket = obj.get("bucket")
+    if bucket is None:
+        bucket = "default"
+    elif type(bucket) is not str or bucket not in _valid_names:
+        bucket = _name(obj, "bucket", required=False, default="default") or "default"
+    status = obj["status"]
+    if type(status) is not int or not 100 <= status <= 599:
+        status = _status(status)
+    permit = obj.get("permit")
+    reason = obj.get("reason")
+    retry_after = obj.get("retry_after")
+    headers = obj.get("headers")
+    used = obj.get("used")
+    return (
+        rid,
+        provider,
+        bucket,
+        status,
+        None if permit is None else _permit(permit),
+        None if reason is None else _reason(reason),
+        None if retry_after is None else _number(retry_after, "retry_after", positive=False),
+        _NO_HEADERS if headers is None else _headers(headers),
+        None if used is None else _used(used),
+    )
+
+
 def parse_request(line: bytes, *, max_timeout: float) -> Request:
     """Decode one line (without its newline) into a typed request, or raise RatelimitdError."""
     return parse_object(decode(line), max_timeout=max_timeout)
@@ -304,40 +359,7 @@ def parse_object(obj: Any, *, max_timeout: float) -> Request:
     if not isinstance(op, str):
         raise _bad(f"op: must be a string, got {type(op).__name__}")
     if op == "report":
-        if "status" not in obj:
-            raise _bad("status: required")
-        # Every call's second line: common values by lookups, the rest by the full checks
-        # (in the same order, so the same field is named when several are wrong).
-        provider = obj.get("provider")
-        if type(provider) is not str or provider not in _valid_names:
-            provider = _name(obj, "provider", required=True) or ""
-        bucket = obj.get("bucket")
-        if bucket is None:
-            bucket = "default"
-        elif type(bucket) is not str or bucket not in _valid_names:
-            bucket = _name(obj, "bucket", required=False, default="default") or "default"
-        status = obj["status"]
-        if type(status) is not int or not 100 <= status <= 599:
-            status = _status(status)
-        permit = obj.get("permit")
-        reason = obj.get("reason")
-        retry_after = obj.get("retry_after")
-        headers = obj.get("headers")
-        used = obj.get("used")
-        return _new_tuple(
-            ReportRequest,
-            (
-                rid,
-                provider,
-                bucket,
-                status,
-                None if permit is None else _permit(permit),
-                None if reason is None else _reason(reason),
-                None if retry_after is None else _number(retry_after, "retry_after", positive=False),
-                _NO_HEADERS if headers is None else _headers(headers),
-                None if used is None else _used(used),
-            ),
-        )
+        return _new_tuple(ReportRequest, report_fields(obj))
     if op == "ping":
         return PingRequest(rid)
     if op == "hello":

@@ -244,7 +244,7 @@ class Connection(asyncio.Protocol):
         if not line or (line[0] != _OPEN_BRACE and line.isspace()):
             return  # blank lines are ignored (protocol.md, Limits)
         rid: object = None
-        obj: object = None
+        obj: Any = None  # what the line decodes to: any JSON value
         service = self._service
         result: dict[str, Any] | PendingAcquire | StatusSlices
         try:
@@ -252,9 +252,12 @@ class Connection(asyncio.Protocol):
                 obj = _loads(line)
             except orjson.JSONDecodeError:
                 obj = decode(line)  # raises invalid_json with orjson's message
-            if type(obj) is dict and obj.get("op") == "acquire":
-                # Most lines: the acquire op runs from the decoded object itself.
+            op = obj.get("op") if type(obj) is dict else None
+            if op == "acquire":
+                # Most lines: a call's acquire and its report run from the decoded object itself.
                 result = service.acquire_object(obj, self._max_timeout, self._untrusted)
+            elif op == "report":
+                result = service.report_object(obj, self._untrusted)
             else:
                 request = parse_object(obj, max_timeout=self._max_timeout)
                 rid = request.id

@@ -41,6 +41,7 @@ from ratelimitd.core.protocol import (
     ResetRequest,
     StatusRequest,
     acquire_fields,
+    report_fields,
 )
 from ratelimitd.core.providers import Bucket, Provider, ProviderStats, Registry, status_class
 from ratelimitd.core.selection import choose_bucket
@@ -451,30 +452,55 @@ class Service:
         return response
 
     def report(self, request: ReportRequest, peer: Peer | None = None) -> Response:
+        """The report op; raise RatelimitdError for the error response."""
+        rid, name, bucket_name, status, permit, reason, retry_after, headers, used = request
+        return self._report(rid, name, bucket_name, status, permit, reason, retry_after, headers, used, peer)
+
+    def report_object(self, obj: dict[str, Any], peer: Peer | None = None) -> Response:
+        """The report op from its decoded line (the transport's entry): every field is
+        checked as `parse_object` checks it, with no request object built."""
+        rid, name, bucket_name, status, permit, reason, retry_after, headers, used = report_fields(obj)
+        if self.stopping:
+            raise RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
+        return self._report(rid, name, bucket_name, status, permit, reason, retry_after, headers, used, peer)
+
+    def _report(
+        self,
+        rid: RequestId,
+        name: str,
+        bucket_name: str,
+        status: int | None,
+        permit: int | None,
+        reason: str | None,
+        retry_after: float | None,
+        headers: dict[str, str],
+        used: dict[str, float] | None,
+        peer: Peer | None,
+    ) -> Response:
         now = self.clock.monotonic()
-        provider = self._provider(request.provider, now)
-        bucket = provider.buckets.get(request.bucket)
+        provider = self._provider(name, now)
+        bucket = provider.buckets.get(bucket_name)
         if bucket is None:
             raise RatelimitdError(
                 ErrorCode.BAD_REQUEST,
-                f"bucket: provider {provider.name!r} has no bucket {request.bucket!r} "
+                f"bucket: provider {provider.name!r} has no bucket {bucket_name!r} "
                 f"(buckets: {', '.join(provider.buckets)})",
             )
-        if request.used is not None:
-            self._check_used(provider, request.used)
-        label = status_class(request.status)
+        if used is not None:
+            self._check_used(provider, used)
+        label = status_class(status)
         bucket.reports[label] += 1
         if (
             peer is not None
             and not self.trusts(peer, provider.name)
-            and not self.permit_owners.held_by(provider.name, bucket.name, request.permit, peer.uid)
+            and not self.permit_owners.held_by(provider.name, bucket.name, permit, peer.uid)
         ):
             # Counted, nothing else: an untrusted peer may not pause, cut or disable a
             # bucket for everyone with a report about a call it was not granted.
             self.untrusted_reports += 1
             self._log_untrusted("report ignored", peer, provider.name)
             return {
-                "id": request.id,
+                "id": rid,
                 "ok": True,
                 "provider": provider.name,
                 "bucket": bucket.name,
@@ -482,32 +508,29 @@ class Service:
                 "streak": bucket.learner.streak,
                 "action": "none",
                 "trusted": False,
-                **({"settled": False} if request.used is not None else {}),
+                **({"settled": False} if used is not None else {}),
             }
         if label == "429":
             note_429(bucket, now)
         hint = None
-        if request.headers:
+        if headers:
             profile = PROFILES.get(provider.config.profile or "")
             hint = parse_headers(
-                request.headers,
-                status=request.status,
+                headers,
+                status=status,
                 now_wall=self.clock.wall(),
                 trust=provider.config.trust_headers,
                 conventions=None if profile is None else profile.headers,
                 # A wait past max_pause needs quota evidence, else it is capped and counted.
                 max_pause=self.config.learning.max_pause,
-                quota_evidence=request.reason in QUOTA_REASONS,
+                quota_evidence=reason in QUOTA_REASONS,
             )
             # Malformed headers never fail a report: ignored, and counted here.
             bucket.malformed_headers += hint.malformed
             bucket.suspicious_headers += len(hint.suspicious)
         learner: BucketLearner = bucket.learner
         # Built as a plain tuple (ReportEvent's fields, in order): a third of its keyword call.
-        status = request.status
-        event = _new_tuple(
-            ReportEvent, (status, status is None, request.permit, request.reason, request.retry_after, hint)
-        )
+        event = _new_tuple(ReportEvent, (status, status is None, permit, reason, retry_after, hint))
         decision = learner.learn(event, now)
         if decision is None:
             # Most reports: a success that changed nothing the limiter follows. What it did
@@ -522,16 +545,16 @@ class Service:
                     HistoryEntry(
                         at_monotonic=now,
                         kind="report",
-                        status=request.status,
+                        status=status,
                         factor_before=factor,
                         factor_after=factor,
-                        reason=request.reason or decision.reason or label,
+                        reason=reason or decision.reason or label,
                     )
                 )
-            why = pause_cause(request.status, request.retry_after, hint) if decision.pause_until else None
+            why = pause_cause(status, retry_after, hint) if decision.pause_until else None
             action = self._apply(bucket, decision, now, why)
         response: Response = {
-            "id": request.id,
+            "id": rid,
             "ok": True,
             "provider": provider.name,
             "bucket": bucket.name,
@@ -539,8 +562,8 @@ class Service:
             "streak": learner.streak,
             "action": action,
         }
-        if request.used is not None:
-            response["settled"] = self._settle(bucket, request.permit, request.used, now)
+        if used is not None:
+            response["settled"] = self._settle(bucket, permit, used, now)
         return response
 
     @staticmethod

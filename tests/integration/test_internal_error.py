@@ -27,16 +27,16 @@ if TYPE_CHECKING:
     import pytest
 
     from ratelimitd.core.peers import Peer
-    from ratelimitd.core.protocol import ReportRequest
 
 
 class BrokenReportService(Service):
     """A service whose `report` has a bug for one provider, and whose waiting grants do too."""
 
-    def report(self, request: ReportRequest, peer: Peer | None = None) -> Response:
-        if request.provider == "buggy":
+    def report_object(self, obj: dict[str, Any], peer: Peer | None = None) -> Response:
+        # The transport's entry for a report line.
+        if obj.get("provider") == "buggy":
             raise ZeroDivisionError("a bug in report")
-        return super().report(request, peer)
+        return super().report_object(obj, peer)
 
     def finish(self, pending: PendingAcquire) -> Response:
         if pending.request.provider == "buggy":
@@ -91,9 +91,9 @@ async def test_a_bug_in_an_op_is_answered_internal_and_the_daemon_keeps_serving(
 class UnencodableService(Service):
     """A service whose answers for one provider cannot be encoded (an integer past 64 bits)."""
 
-    def report(self, request: ReportRequest, peer: Peer | None = None) -> Response:
-        body = super().report(request, peer)
-        if request.provider == "huge":
+    def report_object(self, obj: dict[str, Any], peer: Peer | None = None) -> Response:
+        body = super().report_object(obj, peer)
+        if obj.get("provider") == "huge":
             body["rate"] = 1 << 70
         return body
 
