@@ -22,8 +22,10 @@ pytestmark = pytest.mark.timeout(600)
 
 # Suites that drive the daemon over its socket: bad input and hostile peers (stable error
 # codes), failover, the client, paging status, the protocol fuzz test (in-process), and
-# its metrics as Prometheus scrapes them.
+# its metrics as Prometheus scrapes them; and the header plans against the general parser
+# (compiled, counts are read another way).
 SUITES = (
+    "tests/unit/test_header_plans.py",
     "tests/integration/test_http.py",
     "tests/integration/test_prometheus.py",
     "tests/integration/test_bad_input.py",

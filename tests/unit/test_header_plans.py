@@ -242,3 +242,19 @@ def test_shapes_the_general_path_keeps() -> None:
         for _ in range(2):  # once seen, once compiled
             assert planned(headers, 200, NOW, None, DEFAULT_CONVENTIONS) is None
         assert_same(headers, {"status": 200, "now_wall": NOW})
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    raw=st.lists(
+        st.one_of(
+            st.text(alphabet="0123456789", max_size=30),
+            st.text(alphabet="0123456789 .+-e٣²xX", max_size=12),
+            st.sampled_from(["", "0", "007", "9" * 200, "1" * 257]),
+        ),
+        max_size=6,
+    ).map(tuple)
+)
+def test_counts_read_digit_by_digit_equal_the_one_pass_reading(raw: tuple[str, ...]) -> None:
+    # The compiled daemon reads counts one way, the interpreted one the other.
+    assert plan._digit_counts(raw) == plan._plain_counts(raw)
