@@ -105,7 +105,7 @@ class LeasedLimiter(BucketLimiter):
 
     # -- the acquire path -------------------------------------------------------------------
 
-    def try_take(self, cost: Mapping[str, float], now: float) -> float:
+    def try_take(self, cost: dict[str, float], now: float) -> float:
         if self.fallback:
             return BucketLimiter.try_take(self, cost, now)
         held = self.held_until

@@ -134,7 +134,7 @@ class BucketLimiter:
             delay = max(delay, limit.delay_for((ahead or 0.0) + (extra or 0.0), now))
         return delay
 
-    def try_take(self, cost: Mapping[str, float], now: float) -> float:
+    def try_take(self, cost: dict[str, float], now: float) -> float:
         """Take `cost` now and return 0.0, or take nothing and return the seconds to wait."""
         # The hot path of every acquire: one pass computing each unit's new tat, then commit.
         units = self._units
