@@ -252,7 +252,10 @@ class Connection(asyncio.Protocol):
                 obj = _loads(line)
             except orjson.JSONDecodeError:
                 obj = decode(line)  # raises invalid_json with orjson's message
-            op = obj.get("op") if type(obj) is dict else None
+            op = None
+            if type(obj) is dict:
+                fields: dict[str, Any] = obj  # typed: compiled, `get` is then a direct call
+                op = fields.get("op")
             if op == "acquire":
                 # Most lines: a call's acquire and its report run from the decoded object itself.
                 result = service.acquire_object(obj, self._max_timeout, self._untrusted)

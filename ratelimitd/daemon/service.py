@@ -86,6 +86,9 @@ class Service:
         self._settings_of: Config | None = None
         self._settings: dict[str, LearningSettings] = {}  # by retry_after_scope
         self.clock = clock
+        # The clock's reading function itself: compiled (tools/compiled.py), a call through
+        # the Protocol looks the method up by name on every acquire and report.
+        self._monotonic: Callable[[], float] = clock.monotonic
         self.loop = loop
         self.default_timeout = config.server.default_timeout
         # Only an enforcing learner can make a bucket exhausted or disabled (learning.py).
@@ -292,7 +295,7 @@ class Service:
     ) -> Response | PendingAcquire:
         if self.stopping:
             raise RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
-        now = self.clock.monotonic()
+        now = self._monotonic()
         provider = self.registry.providers.get(name) or self._provider(name, now)
         ignored: tuple[str, ...] = ()
         if cost is not ONE_REQUEST:
@@ -477,7 +480,7 @@ class Service:
         used: dict[str, float] | None,
         peer: Peer | None,
     ) -> Response:
-        now = self.clock.monotonic()
+        now = self._monotonic()
         provider = self._provider(name, now)
         bucket = provider.buckets.get(bucket_name)
         if bucket is None:

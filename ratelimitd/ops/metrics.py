@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import platform
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -62,9 +62,9 @@ WAIT_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
-_WAIT_BOUNDS = (*WAIT_BUCKETS, float("inf"))
+_WAIT_BOUNDS: Final = (*WAIT_BUCKETS, float("inf"))
 _WAIT_LE = (*(repr(b) for b in WAIT_BUCKETS), "+Inf")  # `le` label values
-_FIRST_BOUND = WAIT_BUCKETS[0]
+_FIRST_BOUND: Final = WAIT_BUCKETS[0]  # Final: compiled, a C static
 # (listener, reason) of a refused connection; every pair is exported from 0.
 REFUSAL_REASONS: tuple[tuple[str, str], ...] = (
     ("socket", "max_connections"),
@@ -139,12 +139,18 @@ class DaemonView(Protocol):
 class ProviderCounters:
     """Acquire outcomes and the wait histogram of one provider (plain numbers, no locks)."""
 
-    __slots__ = ("outcomes", "wait_counts", "wait_sum")
+    __slots__ = ("refused", "wait_counts", "wait_sum")
 
     def __init__(self) -> None:
-        self.outcomes: dict[str, int] = dict.fromkeys(ACQUIRE_OUTCOMES, 0)
+        # Grants are not counted here: each is counted once in the wait histogram.
+        self.refused: dict[str, int] = dict.fromkeys(ACQUIRE_OUTCOMES[1:], 0)
         self.wait_counts = [0] * len(_WAIT_BOUNDS)  # per bucket, not cumulative
         self.wait_sum = 0.0
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """Answers by outcome, `granted` first."""
+        return {"granted": sum(self.wait_counts), **self.refused}
 
 
 class Metrics(MetricsHooks):
@@ -205,35 +211,36 @@ class Metrics(MetricsHooks):
     # -- hooks (ratelimitd.daemon.metrics_hooks.MetricsHooks) ----------------------------------------
 
     def on_granted(self, bucket: Bucket, waited: float) -> None:
-        """One acquire granted after `waited` seconds: two adds, counters cached on the bucket."""
+        """One acquire granted after `waited` seconds: one add (two when it waited), counters
+        cached on the bucket."""
         counters: ProviderCounters | None = bucket.metrics
         if counters is None:
             counters = bucket.metrics = self._counters(bucket.provider)
-        counters.outcomes["granted"] += 1
-        # Most grants do not wait: skip the search for them.
+        # Most grants do not wait: skip the search, and the sum they leave unchanged.
         if waited <= _FIRST_BOUND:
             counters.wait_counts[0] += 1
         else:
             counters.wait_counts[bisect_left(_WAIT_BOUNDS, waited)] += 1
-        counters.wait_sum += waited
+        if waited:
+            counters.wait_sum += waited
 
     def on_timeout(self, bucket: Bucket) -> None:
         """One acquire answered `timeout`."""
         counters: ProviderCounters | None = bucket.metrics
         if counters is None:
             counters = bucket.metrics = self._counters(bucket.provider)
-        counters.outcomes["timeout"] += 1
+        counters.refused["timeout"] += 1
 
     def on_busy(self, bucket: Bucket) -> None:
         """One try-acquire (timeout 0) answered `timeout`: the caller asked, and did not wait."""
         counters: ProviderCounters | None = bucket.metrics
         if counters is None:
             counters = bucket.metrics = self._counters(bucket.provider)
-        counters.outcomes["busy"] += 1
+        counters.refused["busy"] += 1
 
     def on_acquire_error(self, provider: str) -> None:
         """One acquire of a provider the registry holds, refused with another error code."""
-        self._counters(provider).outcomes["error"] += 1
+        self._counters(provider).refused["error"] += 1
 
     def on_protocol_error(self, code: ErrorCode) -> None:
         """One error response sent, whatever the op."""
