@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -23,7 +23,7 @@ __all__ = ("BucketLimiter", "LimitSpec", "UnitLimit")
 # uptime), so a cost that fits exactly (a burst-sized cost on a full bucket) can come out a few
 # ulps over, every time: it would never be granted and its timer would spin. A microsecond of
 # slack is far below any rate's resolution.
-_SLACK = 1e-6
+_SLACK: Final = 1e-6
 
 
 @dataclass(frozen=True, slots=True)

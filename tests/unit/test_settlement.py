@@ -78,6 +78,22 @@ def test_the_ledger_is_bounded_in_entries() -> None:
     assert ledger.take(900) == TOKENS
 
 
+def test_the_ledger_drops_what_it_forgot_and_still_finds_every_live_permit() -> None:
+    ledger = GrantLedger(max_entries=2000)
+    for permit in range(50_000):
+        ledger.remember(permit, {"tokens": float(permit)}, now=0.0)
+        # What it holds stays within an eighth (and a constant) of what it remembers.
+        assert len(ledger._permits) <= 2000 + max(1024, 2000 // 8) + 1
+    assert len(ledger) == 2000
+    assert ledger.take(47_999) is None  # forgotten
+    assert ledger.take(48_000) == {"tokens": 48_000.0}  # the oldest remembered
+    assert ledger.take(49_999) == {"tokens": 49_999.0}
+    # Found past the forgotten part when not contiguous, too.
+    ledger.remember(60_000, TOKENS, now=0.0)
+    assert ledger.take(60_000) == TOKENS
+    assert ledger.take(59_999) is None
+
+
 def test_the_ledger_finds_permits_that_are_not_contiguous() -> None:
     ledger = GrantLedger()
     for permit in (1, 2, 50, 51, 1000):
