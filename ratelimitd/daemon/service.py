@@ -97,7 +97,9 @@ class Service:
         self.protocol_errors: Counter[str] = Counter()
         self.connected_clients = 0
         self.stopping = False
-        self.on_change: Callable[[], None] = lambda: None  # persistence marks itself dirty
+        # Learned state changed since persistence last took this flag (a flag, not a callback:
+        # most reports set it, and setting it costs nothing).
+        self.changed = False
         self.metrics: MetricsHooks = NoMetrics()
         # None with the memory backend: buckets live here and no backend code runs.
         self.backend: Backend | None = None
@@ -194,7 +196,7 @@ class Service:
         factor_before, pause_before = bucket.limiter.scale, bucket.applied_pause
         action = apply_decision(bucket, decision, now)
         if decision is not None:
-            self.on_change()
+            self.changed = True
             note_decision(
                 bucket,
                 decision,
@@ -538,7 +540,7 @@ class Service:
         if decision is None:
             # Most reports: a success that changed nothing the limiter follows. What it did
             # change (the streak, the policy's counts) is saved with the rest.
-            self.on_change()
+            self.changed = True
             action = "none"
         else:
             if decision.action == "none" and label not in ("1xx", "2xx", "3xx"):
@@ -652,7 +654,7 @@ class Service:
             note_reset(bucket, factor_before=factor_before, now=now)
             if self.backend is not None:
                 self.backend.reset(bucket)
-        self.on_change()
+        self.changed = True
         logger.info(
             "reset %s buckets %s",
             provider.name,

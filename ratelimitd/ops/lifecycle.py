@@ -128,7 +128,6 @@ class Daemon:
             raise_fd_limit()
             self.readiness.set("config", True)
             self.service = service = Service(self.config, self.clock, loop)
-            service.on_change = self._mark_dirty
             await self._start_state(stack, service)
             await self._start_backend(stack, service)
             await self._start_http(stack, service)
@@ -248,7 +247,13 @@ class Daemon:
         self._dirty = True
 
     def _take_dirty(self) -> bool:
-        dirty, self._dirty = self._dirty, False
+        """Whether anything to save changed since the last call: the service's learned state,
+        or a dropped provider's carried state."""
+        dirty = self._dirty
+        if self.service is not None:
+            dirty = dirty or self.service.changed
+            self.service.changed = False
+        self._dirty = False
         return dirty
 
     async def _tick_forever(self, service: Service) -> None:
