@@ -32,7 +32,8 @@ def test_every_shape_is_answered_ok_by_echo_and_both_daemons() -> None:
     for row in rows:
         assert row.split()[-1] == "0", f"error responses in {row!r}"
     lines = verdicts.strip().splitlines()[1:-1]  # the last one says how long it took
-    assert len(lines) == 4
+    assert len(lines) == 8  # four targets for each daemon
+    assert [line.split(":")[0] for line in lines] == ["learning off"] * 4 + ["learning on"] * 4
     assert all(line.endswith((", met", ", NOT met")) for line in lines), lines
 
 
