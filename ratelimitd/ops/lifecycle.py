@@ -260,7 +260,8 @@ class Daemon:
         ticks = 0
         while True:
             await asyncio.sleep(TICK_INTERVAL)
-            service.tick()
+            for _ in service.tick_slices():
+                await asyncio.sleep(0)  # acquires run between slices
             service.drop_idle()  # looks only every few seconds
             self.check_readiness()
             ticks += 1

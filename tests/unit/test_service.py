@@ -20,7 +20,7 @@ from ratelimitd.core.errors import ErrorCode, RatelimitdError
 from ratelimitd.core.protocol import AcquireRequest, parse_object, parse_request
 from ratelimitd.core.selection import choose_bucket
 from ratelimitd.daemon.config import Config, parse_config
-from ratelimitd.daemon.service import PendingAcquire, Service
+from ratelimitd.daemon.service import TICK_SLICE, PendingAcquire, Service
 from ratelimitd.daemon.status import StatusSlices
 
 if TYPE_CHECKING:
@@ -599,3 +599,23 @@ def test_status_shows_whom_a_retry_after_holds_and_a_request_scope_never_pauses(
         call(service, op="report", provider=name, status=429, retry_after=2, permit=permit)
     buckets = {name: service.registry.providers[name].buckets["default"] for name in ("flaky", "plain")}
     assert (buckets["flaky"].pauses, buckets["plain"].pauses) == (0, 1)
+
+
+def test_a_tick_runs_in_slices_and_skips_providers_gone_meanwhile(
+    make_service: Callable[..., Service], fake_clock: FakeClock
+) -> None:
+    count = TICK_SLICE * 2 + 200
+    text = f"[server]\nmax_providers = {count}\n" + "".join(
+        f'[providers.p{i}]\nrate = "10/second"\n' for i in range(count)
+    )
+    service = make_service(text, {"RATELIMITD_FEATURE_LEARNING": "1"})
+    for i in range(count):  # every bucket paused for 1 s by its provider
+        call(service, op="report", provider=f"p{i}", status=429, retry_after=1.0)
+    fake_clock.advance(2.0)
+    slices = service.tick_slices()
+    next(slices)
+    gone = service.registry.providers.pop(f"p{count - 1}")  # dropped between two slices
+    assert sum(1 for _ in slices) == 2  # three slices in all
+    learners = [provider.buckets["default"].learner for provider in service.registry.providers.values()]
+    assert all(learner.pause_until is None for learner in learners)  # every pause ended
+    assert gone.buckets["default"].learner.pause_until is not None  # not ticked once gone
