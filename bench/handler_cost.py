@@ -8,9 +8,10 @@ handler (`bench.echo_server.EchoProtocol`, the baseline) are each fed the same l
 one line per read as a client that waits for each answer sends them, with a
 transport that drops what is written. Printed per request shape: CPU microseconds per
 read (this process's CPU time, which other load does not inflate), best of the rounds,
-and the daemon's extra over echo's.
+and the daemon's extra over echo's. When `make compiled` built the compiled copy (or
+`--compiled DIR` names one), the same table follows for it, from a child process.
 
-    python -m bench.handler_cost [--quick] [--lines N] [--rounds N]
+    python -m bench.handler_cost [--quick] [--lines N] [--rounds N] [--compiled DIR | --no-compiled]
 """
 
 from __future__ import annotations
@@ -18,19 +19,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import inspect
 import logging
 import os
 import socket
+import subprocess
+import sys
 import time
 import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from prometheus_client import CollectorRegistry
 
 from bench.echo_server import EchoProtocol
-from bench.raw_client import CONFIG, SHAPES, Shape
+from bench.raw_client import COMPILED, CONFIG, SHAPES, Shape
 from ratelimitd import __version__
 from ratelimitd.daemon.clock import SystemClock
 from ratelimitd.daemon.config import parse_config
@@ -142,9 +147,9 @@ def run(*, count: int, rounds: int) -> list[Row]:
         logging.disable(logging.NOTSET)
 
 
-def format_rows(rows: Sequence[Row]) -> str:
+def format_rows(rows: Sequence[Row], *, title: str = "") -> str:
     out = [
-        "## the handlers' own CPU per one-line read (no kernel, no client)",
+        f"## the handlers' own CPU per one-line read (no kernel, no client){title}",
         f"{'request':<32} {'echo µs':>8} {'off µs':>8} {'over':>7} {'on µs':>8} {'over':>7} {'errors':>7}",
     ]
     out.extend(
@@ -160,11 +165,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a fast smoke run")
     parser.add_argument("--lines", type=int, help="lines per round and handler")
     parser.add_argument("--rounds", type=int, help="rounds (best kept)")
+    parser.add_argument(
+        "--compiled",
+        type=Path,
+        default=COMPILED if COMPILED.is_dir() else None,
+        help="also measure the daemon of a tree built by tools/compiled.py, in a child process "
+        "(default: build/compiled when `make compiled` built it)",
+    )
+    parser.add_argument(
+        "--no-compiled", dest="compiled", action="store_const", const=None, help="the interpreted daemon only"
+    )
     args = parser.parse_args(argv)
     count, rounds = (2_000, 1) if args.quick else (50_000, 3)
     rows = run(count=args.lines or count, rounds=args.rounds or rounds)
-    print(format_rows(rows), end="")
+    compiled = "ratelimitd/daemon/service.py" not in inspect.getfile(Service)
+    print(format_rows(rows, title=", compiled" if compiled else ""), end="")
+    if args.compiled is not None:
+        return _run_compiled(args.compiled, argv or [])
     return 0
+
+
+def _run_compiled(tree: Path, argv: Sequence[str]) -> int:
+    """This bench again, in a child whose `ratelimitd` is the compiled copy in `tree`."""
+    root = Path(__file__).resolve().parent.parent
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join((str(tree.resolve()), str(root)))}
+    rest = [arg for arg in argv if not arg.startswith("--compiled") and arg != str(tree)]
+    # -P: the compiled copy, not the source tree of the working directory.
+    command = [sys.executable, "-P", "-m", "bench.handler_cost", *rest, "--no-compiled"]
+    print(flush=True)
+    return subprocess.run(command, env=environ, check=False).returncode
 
 
 if __name__ == "__main__":

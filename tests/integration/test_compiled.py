@@ -78,6 +78,21 @@ def test_the_compiled_daemon_passes_the_black_box_suites(built: Path) -> None:
     assert "skipped" not in tail, tail
 
 
+def test_the_compiled_handler_answers_every_bench_shape(built: Path) -> None:
+    # `make bench` measures the compiled copy in a child process: it must run, compiled.
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.handler_cost", "--quick", "--compiled", str(built)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    interpreted, compiled_table = run.stdout.split("## ")[1:]
+    assert "compiled" not in interpreted.splitlines()[0]
+    assert compiled_table.splitlines()[0].endswith(", compiled")
+    rows = compiled_table.strip().splitlines()[2:]
+    assert len(rows) == 5
+    assert all(row.split()[-1] == "0" for row in rows), rows  # no error or missing answer
+
+
 def test_a_machine_without_the_toolchain_is_told_what_is_missing(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
