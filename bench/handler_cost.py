@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from prometheus_client import CollectorRegistry
 
 from bench.echo_server import EchoProtocol
@@ -126,7 +125,7 @@ async def _run(count: int, rounds: int) -> list[Row]:
 def _shape_row(
     shape: Shape, servers: dict[bool, UnixServer], ours: socket.socket, count: int, rounds: int
 ) -> Row:
-    lines = [orjson.dumps({**shape.request, "id": i}, option=orjson.OPT_APPEND_NEWLINE) for i in range(count)]
+    lines = [shape.line(i) for i in range(count)]
     costs: dict[str, float] = {}
     errors = 0
     for name in ("echo", "off", "on"):

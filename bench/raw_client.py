@@ -4,7 +4,8 @@ Started in the same run: `bench.echo_server` (the baseline) and two daemons in t
 default configuration (HTTP and metrics on), one with learning off and one with
 `RATELIMITD_FEATURE_LEARNING=1`. One client process on uvloop keeps 16 connections
 busy with one request outstanding each, every request encoded with orjson, for each
-shape below; then the same shape pipelined over one connection. Printed per shape and
+shape below (a report's header values change from answer to answer, as a provider's
+do); then the same shape pipelined over one connection. Printed per shape and
 server: requests per second at 16 connections (best of the rounds) and its ratio to
 echo's, p99 at 16 connections and its ratio to echo's, and µs per pipelined request
 over echo's: wall time, and the server's own CPU time (its event loop thread, from
@@ -75,10 +76,36 @@ OPENAI_HEADERS: Final = {
 }
 
 
+# Different answers carry different values, as a provider's do: the remaining counts go
+# down, the resets move. A cycle of this many header sets, built once (the client's cost
+# per request stays a dict lookup), with about a thousand distinct resets each.
+HEADER_VARIANTS: Final = 4000
+
+
+def openai_headers(index: int) -> dict[str, str]:
+    """The OpenAI headers of the `index`-th answer of a cycle."""
+    return {
+        **OPENAI_HEADERS,
+        "x-ratelimit-remaining-requests": str(9999 - index % 9000),
+        "x-ratelimit-reset-requests": f"{1 + index % 60}ms",
+        "x-ratelimit-remaining-tokens": str(1999000 - 397 * index),
+        "x-ratelimit-reset-tokens": f"{1 + (30 + 7 * index) % 997}ms",
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Shape:
     name: str
     request: dict[str, Any]  # the id is set per request
+    variants: tuple[dict[str, Any], ...] = ()  # fields that change, request by request, cycled
+
+    def request_for(self, index: int) -> dict[str, Any]:
+        """The `index`-th request of this shape, its id included."""
+        changes = self.variants[index % len(self.variants)] if self.variants else {}
+        return {**self.request, **changes, "id": index}
+
+    def line(self, index: int) -> bytes:
+        return orjson.dumps(self.request_for(index), option=orjson.OPT_APPEND_NEWLINE)
 
 
 SHAPES: Final = (
@@ -90,7 +117,8 @@ SHAPES: Final = (
     Shape("report 200, no headers", {"op": "report", "provider": "reported", "status": 200}),
     Shape(
         "report 200 + 6 OpenAI headers",
-        {"op": "report", "provider": "reported", "status": 200, "headers": OPENAI_HEADERS},
+        {"op": "report", "provider": "reported", "status": 200},
+        tuple({"headers": openai_headers(index)} for index in range(HEADER_VARIANTS)),
     ),
 )
 
@@ -101,8 +129,8 @@ SHAPES: Final = (
 class _Connection(asyncio.Protocol):
     """Sends the next request when the answer to the last one is complete."""
 
-    def __init__(self, template: dict[str, Any], done: Callable[[], None]) -> None:
-        self._template = dict(template)
+    def __init__(self, shape: Shape, done: Callable[[], None]) -> None:
+        self._shape = shape
         self._done = done
         self._transport: asyncio.Transport | None = None
         self._rest = b""
@@ -117,10 +145,8 @@ class _Connection(asyncio.Protocol):
         self._transport = cast("asyncio.Transport", transport)
 
     def send(self) -> None:
-        template = self._template
         self._next_id += 1
-        template["id"] = self._next_id
-        line = orjson.dumps(template, option=orjson.OPT_APPEND_NEWLINE)
+        line = self._shape.line(self._next_id)
         self._sent_at = time.perf_counter()
         assert self._transport is not None
         self._transport.write(line)
@@ -152,7 +178,7 @@ class ClosedLoop:
     errors: int
 
 
-async def _closed_loop(path: Path, template: dict[str, Any], duration: float) -> ClosedLoop:
+async def _closed_loop(path: Path, shape: Shape, duration: float) -> ClosedLoop:
     loop = asyncio.get_running_loop()
     remaining = CONNECTIONS
     finished = loop.create_future()
@@ -165,7 +191,7 @@ async def _closed_loop(path: Path, template: dict[str, Any], duration: float) ->
 
     connections: list[_Connection] = []
     for _ in range(CONNECTIONS):
-        _, protocol = await loop.create_unix_connection(lambda: _Connection(template, done), str(path))
+        _, protocol = await loop.create_unix_connection(lambda: _Connection(shape, done), str(path))
         connections.append(protocol)
     # Warm up for a tenth of the run (code paths, socket buffers), then measure.
     warm_until = time.perf_counter() + min(0.2, duration / 10)
@@ -190,12 +216,12 @@ async def _closed_loop(path: Path, template: dict[str, Any], duration: float) ->
     return ClosedLoop(len(latencies) / elapsed, p99, sum(c.errors for c in connections))
 
 
-def closed_loop(path: Path, template: dict[str, Any], duration: float) -> ClosedLoop:
+def closed_loop(path: Path, shape: Shape, duration: float) -> ClosedLoop:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(_closed_loop(path, template, duration))
-    return uvloop.run(_closed_loop(path, template, duration))
+        return asyncio.run(_closed_loop(path, shape, duration))
+    return uvloop.run(_closed_loop(path, shape, duration))
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -241,14 +267,11 @@ def run(
                 best: dict[str, ClosedLoop] = {}
                 for _ in range(rounds):  # the servers take turns, so drift hits all alike
                     for server, path in servers.items():
-                        found = closed_loop(path, shape.request, duration)
+                        found = closed_loop(path, shape, duration)
                         if server not in best or found.per_second > best[server].per_second:
                             best[server] = found
                 for server, path in servers.items():
-                    lines = [
-                        orjson.dumps({**shape.request, "id": i}, option=orjson.OPT_APPEND_NEWLINE)
-                        for i in range(pipelined)
-                    ]
+                    lines = [shape.line(i) for i in range(pipelined)]
                     pid = processes[server].pid
                     cpu_before = cpu_seconds(pid)
                     row = pipelined_lines(server, path, lines, repetitions)
