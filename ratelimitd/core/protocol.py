@@ -150,10 +150,14 @@ def _cost(value: Any) -> dict[str, float]:
                 if len(_valid_names) < _VALID_NAMES_MAX:
                     _valid_names.add(unit)
             # Common amounts (a finite int or float >= 0) by type, the rest by the full check.
-            if (type(amount) is int or type(amount) is float) and 0 <= amount < math.inf:
-                cost[unit] = float(amount)
-            else:
-                cost[unit] = _number(amount, f"cost.{unit}", positive=False)
+            # (JSON integers fit in 64 bits: `float` of one cannot overflow.)
+            kind = type(amount)
+            if kind is float or kind is int:
+                number = float(amount)
+                if 0.0 <= number < math.inf:  # compared as a float: no generic comparison
+                    cost[unit] = number
+                    continue
+            cost[unit] = _number(amount, f"cost.{unit}", positive=False)
         return cost
     return {"requests": _number(value, "cost", positive=True)}
 
