@@ -71,6 +71,11 @@ _new_tuple: Final = tuple.__new__  # a NamedTuple from a tuple, without its __ne
 Response = dict[str, Any]
 
 
+def _stopping() -> RatelimitdError:
+    """What a request the daemon no longer takes is answered (and a waiter at the stop)."""
+    return RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
+
+
 @dataclass(slots=True, eq=False)  # compared and hashed by identity
 class PendingAcquire:
     request: AcquireRequest
@@ -261,7 +266,7 @@ class Service:
             and kind is not HelloRequest
             and kind is not StatusRequest
         ):
-            raise RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
+            raise _stopping()
         if kind is AcquireRequest:
             assert isinstance(request, AcquireRequest)
             return self._acquire(*request, peer)
@@ -312,7 +317,7 @@ class Service:
         peer: Peer | None,
     ) -> Response | PendingAcquire:
         if self.stopping:
-            raise RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
+            raise _stopping()
         now = self._monotonic()
         provider = self.registry.providers.get(name) or self._provider(name, now)
         ignored: tuple[str, ...] = ()
@@ -481,8 +486,6 @@ class Service:
         """The report op from its decoded line (the transport's entry): every field is
         checked as `parse_object` checks it, with no request object built."""
         rid, name, bucket_name, status, permit, reason, retry_after, headers, used = report_fields(obj)
-        if self.stopping:
-            raise RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
         return self._report(rid, name, bucket_name, status, permit, reason, retry_after, headers, used, peer)
 
     def _report(
@@ -498,6 +501,8 @@ class Service:
         used: dict[str, float] | None,
         peer: Peer | None,
     ) -> Response:
+        if self.stopping:
+            raise _stopping()
         now = self._monotonic()
         provider = self._provider(name, now)
         bucket = provider.buckets.get(bucket_name)
@@ -733,9 +738,7 @@ class Service:
         """Refuse new work and answer every waiting acquire with `shutting_down`."""
         self.stopping = True
         for bucket in self.registry.buckets():
-            bucket.queue.fail_all(
-                RatelimitdError(ErrorCode.SHUTTING_DOWN, "the daemon is stopping; retry on the next daemon")
-            )
+            bucket.queue.fail_all(_stopping())
 
     def reload(self, config: Config) -> None:
         """Apply a new config, keeping learned state and waiting acquires."""

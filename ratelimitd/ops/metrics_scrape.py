@@ -154,7 +154,8 @@ def _signature(provider: Provider, counters: ProviderCounters, now: float) -> tu
     new one after a reload) and the learner's streak, shadow factor and state; a pause,
     quota or disable counts down by itself, so such a provider is rebuilt each scrape.
     """
-    parts: list[object] = [provider.config, *counters.outcomes.values()]
+    # Grants are in each bucket's `granted` below; the refused answers are counted here.
+    parts: list[object] = [provider.config, *counters.refused.values()]
     for bucket in provider.buckets.values():
         learner = bucket.learner
         if (
